@@ -1,0 +1,38 @@
+/*
+ * vmtree-bench: one runner for every area (`vmtree-bench AREA [--quick]`),
+ * printing one JSON object per line with at least bench, metric, value and
+ * unit.  Figures are medians of several runs; --quick shortens them.
+ */
+#ifndef VMTREE_BENCH_H
+#define VMTREE_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct vmt_bench_opts {
+    bool quick;        /* short run: fewer repetitions, smaller sizes */
+    unsigned runs;     /* repetitions for medians (default 5, quick 3) */
+    const char *build_dir; /* where guests/ lives */
+    int argc;          /* area-specific arguments after AREA */
+    char **argv;
+} vmt_bench_opts;
+
+/* Prints {"bench":..,"metric":..,"value":..,"unit":..[,extra]} on one line.
+ * `extra` is NULL or a JSON fragment without braces ("\"mem_mib\":256"). */
+void vmt_bench_emit(const char *bench, const char *metric, double value, const char *unit,
+                    const char *extra);
+
+/* Median of n doubles (reorders the array). */
+double vmt_bench_median(double *v, size_t n);
+
+/* Path of a built guest image (caller frees). */
+char *vmt_bench_guest(const vmt_bench_opts *o, const char *name);
+
+/* Each area returns 0 on success; failures print to stderr. */
+typedef int (*vmt_bench_area_fn)(const vmt_bench_opts *o);
+
+int vmt_bench_vmm(const vmt_bench_opts *o);
+int vmt_bench_store(const vmt_bench_opts *o);
+
+#endif
