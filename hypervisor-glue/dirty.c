@@ -71,8 +71,10 @@ int vmm_dirty_ring_full(vmm_vcpu *vc)
 {
     vmt_vm *vm = vc->vm;
     pthread_mutex_lock(&vm->dirty_lock);
+    uint32_t before = vc->ring_fetch;
     harvest_ring(vm, vc, vm->ring_pending);
     int rc = reset_rings(vm);
+    vmt_debug("vCPU %u: dirty ring full, harvested %u entries", vc->idx, vc->ring_fetch - before);
     pthread_mutex_unlock(&vm->dirty_lock);
     return rc;
 }

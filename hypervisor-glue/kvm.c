@@ -118,47 +118,67 @@ static int get_msr_index_list(vmt_kvm *kvm, uint32_t **out, uint32_t *n)
     return 0;
 }
 
+/* Keeps the MSRs of `all` that a fresh vCPU of `vm` reads and accepts back. */
+static void filter_msrs(int vcpu, const uint32_t *all, uint32_t n, uint32_t *keep,
+                        uint32_t *nkeep)
+{
+    *nkeep = 0;
+    for (uint32_t i = 0; i < n && *nkeep < VMT_MAX_MSRS; i++) {
+        struct {
+            struct kvm_msrs h;
+            struct kvm_msr_entry e;
+        } m = {.h.nmsrs = 1, .e.index = all[i]};
+        if (ioctl(vcpu, KVM_GET_MSRS, &m) == 1 && ioctl(vcpu, KVM_SET_MSRS, &m) == 1)
+            keep[(*nkeep)++] = all[i];
+    }
+}
+
 /*
  * KVM lists MSRs it can save, but some read back only with certain CPUID
- * bits or not at all; keep those a fresh vCPU can actually read so that
- * get_state never fails half-way.
+ * bits or an in-kernel irqchip, or cannot be written back; keep those a
+ * fresh vCPU of each kind of VM reads and accepts, so that get/set state
+ * never fails half-way.
  */
-static int probe_msrs(vmt_kvm *kvm)
+static int probe_msrs(vmt_kvm *kvm, const uint32_t *all, uint32_t n, bool irqchip)
 {
-    uint32_t *all = NULL, n = 0;
-    int rc = get_msr_index_list(kvm, &all, &n);
-    if (rc)
-        return rc;
+    int rc = 0, vcpu = -1;
     int vm = ioctl(kvm->fd, KVM_CREATE_VM, 0);
-    if (vm < 0) {
-        free(all);
+    if (vm < 0)
         return vmt_error_errno(VMT_EIO, errno, "KVM_CREATE_VM");
+    if (irqchip && ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) {
+        rc = vmt_error_errno(VMT_EIO, errno, "KVM_CREATE_IRQCHIP");
+        goto out;
     }
-    int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+    vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
     if (vcpu < 0) {
         rc = vmt_error_errno(VMT_EIO, errno, "KVM_CREATE_VCPU");
         goto out;
     }
     if ((rc = vmm_kvm_setup_cpuid(kvm, vcpu, 0)) != 0)
         goto out;
-    kvm->msr_list = malloc((n + 1) * sizeof(uint32_t));
-    if (!kvm->msr_list) {
+    uint32_t *list = malloc((n + 1) * sizeof(uint32_t));
+    if (!list) {
         rc = vmt_error_set(VMT_ENOMEM, "out of memory for the MSR list");
         goto out;
     }
-    for (uint32_t i = 0; i < n && kvm->nr_msrs < VMT_MAX_MSRS; i++) {
-        struct {
-            struct kvm_msrs h;
-            struct kvm_msr_entry e;
-        } m = {.h.nmsrs = 1, .e.index = all[i]};
-        if (ioctl(vcpu, KVM_GET_MSRS, &m) == 1)
-            kvm->msr_list[kvm->nr_msrs++] = all[i];
-    }
-    kvm->caps.nr_msrs = kvm->nr_msrs;
+    filter_msrs(vcpu, all, n, list, &kvm->nr_msrs[irqchip]);
+    kvm->msr_list[irqchip] = list;
 out:
     if (vcpu >= 0)
         close(vcpu);
     close(vm);
+    return rc;
+}
+
+static int load_msr_lists(vmt_kvm *kvm)
+{
+    uint32_t *all = NULL, n = 0;
+    int rc = get_msr_index_list(kvm, &all, &n);
+    if (rc == 0)
+        rc = probe_msrs(kvm, all, n, false);
+    if (rc == 0 && kvm->caps.irqchip)
+        rc = probe_msrs(kvm, all, n, true);
+    kvm->caps.nr_msrs = kvm->nr_msrs[0];
     free(all);
     return rc;
 }
@@ -190,7 +210,7 @@ int vmt_kvm_open(vmt_kvm **out)
         goto fail;
     }
     if ((rc = require_caps(kvm)) != 0 || (rc = load_cpuid(kvm)) != 0 ||
-        (rc = probe_msrs(kvm)) != 0)
+        (rc = load_msr_lists(kvm)) != 0)
         goto fail;
     *out = kvm;
     return 0;
@@ -206,7 +226,8 @@ void vmt_kvm_close(vmt_kvm *kvm)
     if (kvm->fd >= 0)
         close(kvm->fd);
     free(kvm->cpuid);
-    free(kvm->msr_list);
+    free(kvm->msr_list[0]);
+    free(kvm->msr_list[1]);
     free(kvm);
 }
 

@@ -50,13 +50,14 @@ static int get_msrs(vmm_vcpu *vc, vmt_vcpu_state *st)
         struct kvm_msr_entry e[VMT_MAX_MSRS];
     } m;
     memset(&m, 0, sizeof(m));
-    m.h.nmsrs = kvm->nr_msrs;
-    for (uint32_t i = 0; i < kvm->nr_msrs; i++)
-        m.e[i].index = kvm->msr_list[i];
+    unsigned kind = vc->vm->cfg.irqchip;
+    m.h.nmsrs = kvm->nr_msrs[kind];
+    for (uint32_t i = 0; i < m.h.nmsrs; i++)
+        m.e[i].index = kvm->msr_list[kind][i];
     int n = ioctl(vc->fd, KVM_GET_MSRS, &m);
     if (n < 0)
         return vmt_error_errno(VMT_EIO, errno, "KVM_GET_MSRS on vCPU %u", vc->idx);
-    if ((uint32_t)n != kvm->nr_msrs)
+    if ((uint32_t)n != m.h.nmsrs)
         return vmt_error_set(VMT_EIO, "KVM_GET_MSRS on vCPU %u stopped at MSR 0x%x", vc->idx,
                              m.e[n].index);
     st->nr_msrs = (uint32_t)n;

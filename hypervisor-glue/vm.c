@@ -11,6 +11,7 @@
 
 #define TSS_ADDR 0xfffbd000ull
 #define DEFAULT_RING_ENTRIES 65536u
+#define MIN_RING_ENTRIES 1024u
 
 void vmt_vm_config_init(vmt_vm_config *cfg)
 {
@@ -39,10 +40,12 @@ static int check_config(vmt_kvm *kvm, const vmt_vm_config *cfg)
         if (!kvm->caps.dirty_ring_max)
             return vmt_error_set(VMT_EUNSUPPORTED,
                                  "KVM lacks KVM_CAP_DIRTY_LOG_RING: use the bitmap mode");
-        if (n & (n - 1) || n < 16 || (uint64_t)n * sizeof(struct kvm_dirty_gfn) >
-                                         kvm->caps.dirty_ring_max)
+        /* Rings below 1024 entries misbehave on some KVMs (a ring that is
+         * reported full again right after a complete harvest and reset). */
+        if (n & (n - 1) || n < MIN_RING_ENTRIES ||
+            (uint64_t)n * sizeof(struct kvm_dirty_gfn) > kvm->caps.dirty_ring_max)
             return vmt_error_set(VMT_ERANGE,
-                                 "dirty ring of %u entries: need a power of 2 up to %u", n,
+                                 "dirty ring of %u entries: need a power of 2 from 1024 to %u", n,
                                  (unsigned)(kvm->caps.dirty_ring_max /
                                             sizeof(struct kvm_dirty_gfn)));
     } else if (cfg->dirty_mode != VMT_DIRTY_BITMAP) {

@@ -14,8 +14,8 @@ struct vmt_kvm {
     int fd;
     vmt_kvm_caps caps;
     struct kvm_cpuid2 *cpuid; /* supported CPUID, patched per vCPU */
-    uint32_t *msr_list;       /* saveable MSRs that read back */
-    uint32_t nr_msrs;
+    uint32_t *msr_list[2];    /* saveable MSRs that read and write back, */
+    uint32_t nr_msrs[2];      /* [0] without, [1] with an in-kernel irqchip */
 };
 
 typedef struct vmm_slot {

@@ -123,7 +123,7 @@ typedef struct vmt_vm_config {
     unsigned vcpus;             /* 1..VMT_VM_MAX_VCPUS (and the host's max) */
     bool irqchip;               /* in-kernel irqchip + PIT (LAPIC state saved) */
     vmt_dirty_mode dirty_mode;  /* fixed for the VM's life (KVM requires it) */
-    uint32_t dirty_ring_entries;/* ring mode: entries per vCPU, power of 2; 0 = 65536 */
+    uint32_t dirty_ring_entries;/* ring mode: entries per vCPU, power of 2 >= 1024; 0 = 65536 */
     vmt_console_fn console;     /* NULL: output discarded */
     void *console_ctx;
     vmt_event_fn event;         /* NULL: events ignored */

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what vmtree needs to build and test on Debian (12 "bookworm").
+# Idempotent: installs only missing packages; runs apt-get update only then.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  liblz4-dev libxxhash-dev libzstd-dev
+  librdmacm-dev libibverbs-dev
+  libprotobuf-c-dev protobuf-c-compiler
+  libcunit1-dev libsqlite3-dev libssl-dev
+  clang libclang-rt-14-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
