@@ -122,13 +122,14 @@ static int get_msr_index_list(vmt_kvm *kvm, uint32_t **out, uint32_t *n)
 static void filter_msrs(int vcpu, const uint32_t *all, uint32_t n, uint32_t *keep,
                         uint32_t *nkeep)
 {
+    vmm_msr_buf buf;
+    struct kvm_msrs *m = vmm_msrs(&buf);
     *nkeep = 0;
     for (uint32_t i = 0; i < n && *nkeep < VMT_MAX_MSRS; i++) {
-        struct {
-            struct kvm_msrs h;
-            struct kvm_msr_entry e;
-        } m = {.h.nmsrs = 1, .e.index = all[i]};
-        if (ioctl(vcpu, KVM_GET_MSRS, &m) == 1 && ioctl(vcpu, KVM_SET_MSRS, &m) == 1)
+        memset(&buf, 0, sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry));
+        m->nmsrs = 1;
+        m->entries[0].index = all[i];
+        if (ioctl(vcpu, KVM_GET_MSRS, m) == 1 && ioctl(vcpu, KVM_SET_MSRS, m) == 1)
             keep[(*nkeep)++] = all[i];
     }
 }
@@ -170,16 +171,27 @@ out:
     return rc;
 }
 
-static int load_msr_lists(vmt_kvm *kvm)
+/*
+ * Probing costs a throw-away VM (~20 ms here), so it happens on the first
+ * state read or write of each kind of VM, not at open: booting stays fast.
+ */
+int vmm_kvm_msr_list(vmt_kvm *kvm, bool irqchip, const uint32_t **list, uint32_t *n)
 {
-    uint32_t *all = NULL, n = 0;
-    int rc = get_msr_index_list(kvm, &all, &n);
-    if (rc == 0)
-        rc = probe_msrs(kvm, all, n, false);
-    if (rc == 0 && kvm->caps.irqchip)
-        rc = probe_msrs(kvm, all, n, true);
-    kvm->caps.nr_msrs = kvm->nr_msrs[0];
-    free(all);
+    int rc = 0;
+    pthread_mutex_lock(&kvm->msr_lock);
+    if (!kvm->msr_probed[irqchip]) {
+        uint32_t *all = NULL, nall = 0;
+        rc = get_msr_index_list(kvm, &all, &nall);
+        if (rc == 0)
+            rc = probe_msrs(kvm, all, nall, irqchip);
+        free(all);
+        kvm->msr_probed[irqchip] = rc == 0;
+        if (rc == 0 && !irqchip)
+            kvm->caps.nr_msrs = kvm->nr_msrs[0];
+    }
+    *list = kvm->msr_list[irqchip];
+    *n = kvm->nr_msrs[irqchip];
+    pthread_mutex_unlock(&kvm->msr_lock);
     return rc;
 }
 
@@ -209,8 +221,8 @@ int vmt_kvm_open(vmt_kvm **out)
                            kvm->caps.api_version, KVM_API_VERSION);
         goto fail;
     }
-    if ((rc = require_caps(kvm)) != 0 || (rc = load_cpuid(kvm)) != 0 ||
-        (rc = load_msr_lists(kvm)) != 0)
+    pthread_mutex_init(&kvm->msr_lock, NULL);
+    if ((rc = require_caps(kvm)) != 0 || (rc = load_cpuid(kvm)) != 0)
         goto fail;
     *out = kvm;
     return 0;
@@ -228,6 +240,7 @@ void vmt_kvm_close(vmt_kvm *kvm)
     free(kvm->cpuid);
     free(kvm->msr_list[0]);
     free(kvm->msr_list[1]);
+    pthread_mutex_destroy(&kvm->msr_lock);
     free(kvm);
 }
 

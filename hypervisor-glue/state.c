@@ -44,25 +44,26 @@ static int get_xsave(vmm_vcpu *vc, vmt_vcpu_state *st)
 
 static int get_msrs(vmm_vcpu *vc, vmt_vcpu_state *st)
 {
-    const vmt_kvm *kvm = vc->vm->kvm;
-    struct {
-        struct kvm_msrs h;
-        struct kvm_msr_entry e[VMT_MAX_MSRS];
-    } m;
-    memset(&m, 0, sizeof(m));
-    unsigned kind = vc->vm->cfg.irqchip;
-    m.h.nmsrs = kvm->nr_msrs[kind];
-    for (uint32_t i = 0; i < m.h.nmsrs; i++)
-        m.e[i].index = kvm->msr_list[kind][i];
-    int n = ioctl(vc->fd, KVM_GET_MSRS, &m);
+    const uint32_t *list;
+    uint32_t count;
+    int rc = vmm_kvm_msr_list(vc->vm->kvm, vc->vm->cfg.irqchip, &list, &count);
+    if (rc)
+        return rc;
+    vmm_msr_buf buf;
+    struct kvm_msrs *m = vmm_msrs(&buf);
+    memset(&buf, 0, sizeof(buf));
+    m->nmsrs = count;
+    for (uint32_t i = 0; i < count; i++)
+        m->entries[i].index = list[i];
+    int n = ioctl(vc->fd, KVM_GET_MSRS, m);
     if (n < 0)
         return vmt_error_errno(VMT_EIO, errno, "KVM_GET_MSRS on vCPU %u", vc->idx);
-    if ((uint32_t)n != m.h.nmsrs)
+    if ((uint32_t)n != count)
         return vmt_error_set(VMT_EIO, "KVM_GET_MSRS on vCPU %u stopped at MSR 0x%x", vc->idx,
-                             m.e[n].index);
+                             m->entries[n].index);
     st->nr_msrs = (uint32_t)n;
     for (int i = 0; i < n; i++)
-        st->msrs[i] = (vmt_msr){.index = m.e[i].index, .data = m.e[i].data};
+        st->msrs[i] = (vmt_msr){.index = m->entries[i].index, .data = m->entries[i].data};
     return 0;
 }
 
@@ -90,23 +91,22 @@ int vmt_vcpu_get_state(vmt_vm *vm, unsigned idx, vmt_vcpu_state *st)
 
 static int set_msrs(vmm_vcpu *vc, const vmt_vcpu_state *st)
 {
-    struct {
-        struct kvm_msrs h;
-        struct kvm_msr_entry e[VMT_MAX_MSRS];
-    } m;
+    vmm_msr_buf buf;
+    struct kvm_msrs *m = vmm_msrs(&buf);
     if (st->nr_msrs > VMT_MAX_MSRS)
         return vmt_error_set(VMT_ERANGE, "%u MSRs exceed the limit of %u", st->nr_msrs,
                              VMT_MAX_MSRS);
-    memset(&m, 0, sizeof(m));
-    m.h.nmsrs = st->nr_msrs;
+    memset(&buf, 0, sizeof(buf));
+    m->nmsrs = st->nr_msrs;
     for (uint32_t i = 0; i < st->nr_msrs; i++)
-        m.e[i] = (struct kvm_msr_entry){.index = st->msrs[i].index, .data = st->msrs[i].data};
-    int n = ioctl(vc->fd, KVM_SET_MSRS, &m);
+        m->entries[i] = (struct kvm_msr_entry){.index = st->msrs[i].index,
+                                               .data = st->msrs[i].data};
+    int n = ioctl(vc->fd, KVM_SET_MSRS, m);
     if (n < 0)
         return vmt_error_errno(VMT_EIO, errno, "KVM_SET_MSRS on vCPU %u", vc->idx);
     if ((uint32_t)n != st->nr_msrs)
-        return vmt_error_set(VMT_EUNSUPPORTED, "KVM refused MSR 0x%x on vCPU %u", m.e[n].index,
-                             vc->idx);
+        return vmt_error_set(VMT_EUNSUPPORTED, "KVM refused MSR 0x%x on vCPU %u",
+                             m->entries[n].index, vc->idx);
     return 0;
 }
 

@@ -14,6 +14,8 @@ struct vmt_kvm {
     int fd;
     vmt_kvm_caps caps;
     struct kvm_cpuid2 *cpuid; /* supported CPUID, patched per vCPU */
+    pthread_mutex_t msr_lock; /* guards the lazily probed lists below */
+    bool msr_probed[2];
     uint32_t *msr_list[2];    /* saveable MSRs that read and write back, */
     uint32_t nr_msrs[2];      /* [0] without, [1] with an in-kernel irqchip */
 };
@@ -83,6 +85,18 @@ struct vmt_vm {
 
 /* kvm.c */
 int vmm_kvm_setup_cpuid(vmt_kvm *kvm, int vcpu_fd, unsigned idx);
+/* The MSRs saved for a VM with or without an irqchip (probed on first use). */
+int vmm_kvm_msr_list(vmt_kvm *kvm, bool irqchip, const uint32_t **list, uint32_t *n);
+
+/* struct kvm_msrs ends in a flexible array: room for VMT_MAX_MSRS entries. */
+typedef struct vmm_msr_buf {
+    _Alignas(8) uint8_t raw[sizeof(struct kvm_msrs) + VMT_MAX_MSRS * sizeof(struct kvm_msr_entry)];
+} vmm_msr_buf;
+
+static inline struct kvm_msrs *vmm_msrs(vmm_msr_buf *b)
+{
+    return (struct kvm_msrs *)(void *)b->raw;
+}
 
 /* vm.c */
 int vmm_slot_update(vmt_vm *vm, vmm_slot *s, uint32_t flags);

@@ -9,7 +9,7 @@
 
 static _Thread_local char err_msg[MSG_MAX];
 
-static int vset(int code, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static int vset(int code, const char *fmt, va_list ap)
 {
     vsnprintf(err_msg, sizeof(err_msg), fmt, ap);
     return code;

@@ -242,6 +242,19 @@ static void large_guest_has_ram_above_the_hole(void)
     fx_free(&g);
 }
 
+static void missing_kvm_device_says_kvm_is_needed(void)
+{
+    vmt_kvm *k = NULL;
+    setenv("VMTREE_KVM_DEV", "/nonexistent/kvm", 1);
+    CU_ASSERT_EQUAL(vmt_kvm_open(&k), VMT_ENOENT);
+    unsetenv("VMTREE_KVM_DEV");
+    CU_ASSERT_PTR_NULL(k);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "vmtree needs KVM"));
+    const vmt_kvm_caps *c = vmt_kvm_get_caps(fx_kvm);
+    CU_ASSERT_EQUAL(c->api_version, 12);
+    CU_ASSERT(c->xsave_size >= 4096);
+}
+
 static void boot_params_hold_the_command_line(void)
 {
     fx_guest g;
@@ -281,6 +294,7 @@ int main(void)
         {"command_line_too_long_is_refused", command_line_too_long_is_refused},
         {"large_guest_has_ram_above_the_hole", large_guest_has_ram_above_the_hole},
         {"boot_params_hold_the_command_line", boot_params_hold_the_command_line},
+        {"missing_kvm_device_says_kvm_is_needed", missing_kvm_device_says_kvm_is_needed},
         {NULL, NULL},
     };
     return vmt_test_run("vmm_boot", cases, setup, teardown);

@@ -86,7 +86,7 @@ typedef struct vmt_kvm_caps {
     uint32_t xsave_size;        /* bytes of XSAVE state (KVM_CAP_XSAVE2) */
     bool xcrs, vcpu_events, debugregs, adjust_clock, immediate_exit;
     uint32_t max_vcpus;
-    uint32_t nr_msrs;           /* saveable MSRs found readable */
+    uint32_t nr_msrs;           /* saveable MSRs (0 until the first state access) */
 } vmt_kvm_caps;
 
 /*
