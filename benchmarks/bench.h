@@ -34,5 +34,8 @@ typedef int (*vmt_bench_area_fn)(const vmt_bench_opts *o);
 
 int vmt_bench_vmm(const vmt_bench_opts *o);
 int vmt_bench_store(const vmt_bench_opts *o);
+int vmt_bench_restore(const vmt_bench_opts *o);
+int vmt_bench_snapshot(const vmt_bench_opts *o);
+int vmt_bench_net(const vmt_bench_opts *o);
 
 #endif

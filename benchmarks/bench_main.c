@@ -17,6 +17,15 @@ static const struct {
 #ifdef VMT_BENCH_HAVE_STORE
     {"store", vmt_bench_store, "page store ingest, read-back, dictionary ratio"},
 #endif
+#ifdef VMT_BENCH_HAVE_RESTORE
+    {"restore", vmt_bench_restore, "restore into guest RAM: eager GB/s, lazy ready/complete"},
+#endif
+#ifdef VMT_BENCH_HAVE_SNAPSHOT
+    {"snapshot", vmt_bench_snapshot, "snapshot pause/total, metadata, restore, store growth"},
+#endif
+#ifdef VMT_BENCH_HAVE_NET
+    {"net", vmt_bench_net, "migration wire: page throughput by streams/encoding, handshakes"},
+#endif
 };
 
 void vmt_bench_emit(const char *bench, const char *metric, double value, const char *unit,

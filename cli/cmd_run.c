@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "vmproc.h"
 #include "vmtree/vmm.h"
 
 #define EXIT_VMTREE_ERROR 125 /* vmtree itself failed: bad input, KVM */
@@ -22,6 +23,9 @@ typedef struct run_opts {
     uint64_t dirty_interval_ms;
     vmt_dirty_mode dirty_mode;
     uint64_t timeout_s;
+    const char *name; /* --name: a VM process with a control socket */
+    bool detach;
+    vmt_cli_common common;
 } run_opts;
 
 static void run_usage(FILE *f)
@@ -29,9 +33,22 @@ static void run_usage(FILE *f)
     fprintf(f,
             "usage: vmtree run GUEST.elf [--mem SIZE] [--vcpus N] [--cmdline STR]\n"
             "                  [--dirty-report[=MS]] [--dirty-mode bitmap|ring]\n"
-            "                  [--irqchip] [--timeout SEC]\n\n"
+            "                  [--irqchip] [--timeout SEC]\n"
+            "       vmtree run GUEST.elf --name NAME [--detach] [--store DIR] [--json]\n"
+            "                  [--mem SIZE] [--vcpus N] [--cmdline STR] [--dirty-mode M]\n\n"
             "Boots an ELF64 guest in 64-bit long mode (Linux 64-bit boot protocol) with\n"
             "its COM1 console on stdout, and exits with the guest's exit-port status.\n\n"
+            "With --name the VM runs as a named VM process of the store (created if\n"
+            "missing) that `vmtree snapshot|rollback|pause|resume|stop|status NAME`\n"
+            "talk to through its control socket STORE/run/NAME.sock; `vmtree ps`\n"
+            "lists it.  SIGTERM or SIGINT stop it cleanly.\n\n"
+            "  --name NAME       run as VM process NAME ([A-Za-z0-9._-], 1..63)\n"
+            "  --detach          with --name: run in the background, the console in\n"
+            "                    STORE/run/NAME.console (vmtree console NAME); prints\n"
+            "                    the name and process id once the VM runs\n"
+            "  --store DIR       the store (default: $VMTREE_STORE, else\n"
+            "                    ~/.local/share/vmtree/store)\n"
+            "  --json            with --detach: print {name, pid, store} as JSON\n"
             "  --mem SIZE        guest RAM, multiple of 2M, 2M..64G (default 256M)\n"
             "  --vcpus N         virtual CPUs (default 1)\n"
             "  --cmdline STR     command line passed to the guest (boot_params)\n"
@@ -44,6 +61,30 @@ static void run_usage(FILE *f)
             "input, KVM unavailable); 126 the guest crashed (triple fault, KVM error).\n");
 }
 
+/* The options of a named VM process (vmt_cli_run with --name). */
+static int named_opt(run_opts *o, int c, const char *arg)
+{
+    if (c == 'N') {
+        if (vmt_cli_check_name("--name", arg) != 0)
+            return vmt_cli_fail("run", "%s", vmt_error_last());
+        o->name = arg;
+    } else if (c == 'D') {
+        o->detach = true;
+    } else {
+        vmt_cli_common_opt(&o->common, c, arg);
+    }
+    return 0;
+}
+
+static int check_named(const run_opts *o)
+{
+    if (!o->name && (o->detach || o->common.store_opt || o->common.json))
+        return vmt_cli_fail("run", "--detach, --store and --json need --name");
+    if (o->name && (o->dirty_report || o->timeout_s))
+        return vmt_cli_fail("run", "--dirty-report and --timeout work only without --name");
+    return 0;
+}
+
 static int parse_run_opts(int argc, char **argv, run_opts *o)
 {
     static const struct option longopts[] = {
@@ -52,7 +93,8 @@ static int parse_run_opts(int argc, char **argv, run_opts *o)
         {"dirty-report", optional_argument, NULL, 'd'},
         {"dirty-mode", required_argument, NULL, 'M'},
         {"irqchip", no_argument, NULL, 'i'},     {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"name", required_argument, NULL, 'N'},  {"detach", no_argument, NULL, 'D'},
+        VMT_CLI_COMMON_LONGOPTS,                 {NULL, 0, NULL, 0},
     };
     uint64_t v;
     int c;
@@ -95,6 +137,14 @@ static int parse_run_opts(int argc, char **argv, run_opts *o)
                 return vmt_cli_fail("run", "--timeout: %s", vmt_error_last());
             break;
         case 'h': run_usage(stdout); return -1;
+        case 'N':
+        case 'D':
+        case VMT_CLI_OPT_STORE:
+        case VMT_CLI_OPT_JSON:
+        case VMT_CLI_OPT_PROGRESS:
+            if (named_opt(o, c, optarg) != 0)
+                return 1;
+            break;
         default:
             return vmt_cli_fail("run", "unknown option '%s' (see vmtree run --help)",
                                 argv[optind - 1]);
@@ -102,7 +152,30 @@ static int parse_run_opts(int argc, char **argv, run_opts *o)
     }
     if (!o->image)
         return vmt_cli_fail("run", "no guest image given (see vmtree run --help)");
-    return 0;
+    return check_named(o);
+}
+
+/* vmtree run --name: a VM process (vmproc.c). */
+static int run_named(run_opts *o)
+{
+    o->common.cmd = "run";
+    if (vmt_cli_resolve_store(&o->common) != 0)
+        return vmt_cli_fail("run", "%s", vmt_error_last()), EXIT_VMTREE_ERROR;
+    vmproc_opts vo = {
+        .cmd = "run",
+        .store = o->common.store,
+        .name = o->name,
+        .image = o->image,
+        .cmdline = o->cmdline,
+        .mem = o->mem,
+        .vcpus = o->vcpus,
+        .irqchip = o->irqchip,
+        .dirty_mode = o->dirty_mode,
+        .detach = o->detach,
+        .json = o->common.json,
+        .init_store = true,
+    };
+    return vmt_vmproc_main(&vo);
 }
 
 static void print_crash(const vmt_vm_exit *ex)
@@ -192,6 +265,8 @@ int vmt_cli_run(int argc, char **argv)
     int prc = parse_run_opts(argc, argv, &o);
     if (prc)
         return prc < 0 ? 0 : EXIT_VMTREE_ERROR;
+    if (o.name)
+        return run_named(&o);
 
     vmt_kvm *kvm = NULL;
     vmt_vm *vm = NULL;

@@ -1,6 +1,5 @@
 /* vmtree: the command-line front end.  Dispatches to one function per
  * subcommand; each handles its own options and --help. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,22 +13,30 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"run", vmt_cli_run, "run a guest image on KVM with its console on stdout"},
+    {"run", vmt_cli_run, "run a guest image on KVM (with --name: as a VM process)"},
+    {"branch", vmt_cli_branch, "start a new VM process from a snapshot"},
+    {"snapshot", vmt_cli_snapshot, "snapshot a running VM"},
+    {"rollback", vmt_cli_rollback, "put a running VM back to a snapshot"},
+    {"ps", vmt_cli_ps, "list the running VMs"},
+    {"status", vmt_cli_status, "show the state of a running VM"},
+    {"pause", vmt_cli_pause, "pause a running VM"},
+    {"resume", vmt_cli_resume, "resume a paused VM"},
+    {"stop", vmt_cli_stop, "stop a running VM"},
+    {"console", vmt_cli_console, "print the console of a detached VM"},
+    {"logs", vmt_cli_console, "the same as console"},
+    {"log", vmt_cli_log, "the tree of snapshots (--graph), with each VM's HEAD and tags"},
+    {"show", vmt_cli_show, "describe a snapshot"},
+    {"diff", vmt_cli_diff, "pages that differ between two snapshots"},
+    {"tag", vmt_cli_tag, "list, set or delete tags"},
+    {"rm", vmt_cli_rm, "remove snapshots from the tree"},
+    {"gc", vmt_cli_gc, "reclaim the space of removed snapshots"},
+    {"verify", vmt_cli_verify, "check every object; name the snapshots a damage touches"},
+    {"export", vmt_cli_export, "write a snapshot to a bundle file"},
+    {"import", vmt_cli_import, "read a bundle file into the store"},
 #ifdef VMT_CLI_HAVE_STORE
     {"store", vmt_cli_store, "create, inspect, verify and collect a page store"},
 #endif
 };
-
-int vmt_cli_fail(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "vmtree: %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
 
 static void usage(FILE *f)
 {
@@ -38,7 +45,10 @@ static void usage(FILE *f)
                "commands:\n");
     for (size_t i = 0; i < VMT_ARRAY_SIZE(commands); i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n`vmtree COMMAND --help` describes a command.\n"
+    fprintf(f, "\n`vmtree COMMAND --help` describes a command.  Snapshots are named by an id\n"
+               "prefix (4+ hex digits), a tag, a VM name (its HEAD), NAME@HEAD, and X~N or\n"
+               "X^ for ancestors.  Every command takes --store DIR (default: $VMTREE_STORE,\n"
+               "else ~/.local/share/vmtree/store); commands whose output is data take --json.\n"
                "Environment: VMTREE_LOG=error|warn|info|debug|trace sets the log level.\n");
 }
 

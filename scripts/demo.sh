@@ -24,3 +24,43 @@ $V run $G/dirtier.elf --mem 256M --vcpus 2 --dirty-report=100 \
 step "the same with the KVM dirty ring instead of the bitmap"
 $V run $G/dirtier.elf --mem 256M --vcpus 2 --dirty-report=100 --dirty-mode ring \
    --cmdline "pages=2048 vcpus=2 spin=2000000 mark=50 passes=200 fill=text"
+
+# ---- snapshots of running VMs: a tree in a store of its own ----
+STORE=$(mktemp -d /tmp/vmtree-demo-XXXXXX)/store
+export VMTREE_STORE=$STORE
+trap '$V stop a >/dev/null 2>&1; $V stop b >/dev/null 2>&1; rm -rf "$(dirname "$STORE")"' EXIT
+show() { printf '\033[2m$ vmtree %s\033[0m\n' "$*"; $V "$@"; }
+console_tail() { printf '\033[2m(console of %s)\033[0m\n' "$1"; $V console "$1" | tail -n "$2"; }
+
+step "run the counter guest as VM process 'a' in the background (store $STORE)"
+show run $G/counter.elf --mem 64M --name a --detach --cmdline "every=500"
+sleep 1
+console_tail a 2
+
+step "snapshot a while it runs, let it run on, snapshot it again"
+show snapshot a -m "first"
+sleep 1
+show snapshot a -m "second"
+console_tail a 2
+
+step "branch a second VM 'b' from the first snapshot: it continues from there"
+show branch a~1 --name b --detach
+sleep 1
+console_tail b 3
+
+step "roll a back to the first snapshot: its checksums repeat from that point"
+show rollback a a~1
+sleep 1
+console_tail a 4
+
+step "the tree of snapshots, with each VM's HEAD"
+show snapshot b -m "b's own work"
+show tag first a
+show log --graph
+
+step "the running VMs"
+show ps
+
+step "stop both"
+show stop a
+show stop b

@@ -1,6 +1,6 @@
 /*
  * vmtree proto: the versioned state blob (everything about a VM that is not
- * RAM) and, later, the migration wire messages.
+ * RAM), the snapshot record and, later, the migration wire messages.
  *
  * This module is the only one that sees protobuf-c: its public API speaks
  * the plain structs of hypervisor-glue (vmtree/vmm.h) and byte buffers.
@@ -19,6 +19,7 @@
 #ifndef VMTREE_PROTO_H
 #define VMTREE_PROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -94,6 +95,237 @@ int vmt_state_decode(const uint8_t *buf, size_t len, vmt_vm_state *vm, vmt_vcpu_
  * as far as stdio is (concurrent writers to one FILE interleave lines).
  */
 int vmt_state_describe(const uint8_t *buf, size_t len, FILE *out);
+
+/* ---- snapshot records -------------------------------------------------- */
+
+/*
+ * The snapshot record (proto/snapshot.proto, docs/snapshot.md): what names a
+ * snapshot in the page store.  snapshot/ wraps these as vmt_snap_record_*;
+ * ids are carried here as plain 16-byte arrays so that proto/ needs nothing
+ * of dedup/.
+ */
+#define VMT_SNAPREC_FORMAT_MAJOR 1u
+#define VMT_SNAPREC_FORMAT_MINOR 0u
+/* Largest record accepted or produced (bytes), and the parser's budget. */
+#define VMT_SNAPREC_MAX_BYTES (64u << 10)
+#define VMT_SNAPREC_DECODE_BUDGET (1u << 20)
+#define VMT_SNAPREC_ID_LEN 16u
+#define VMT_SNAPREC_MAX_PARENTS 2u
+/* Sizes of the text fields below, each including the terminating NUL. */
+#define VMT_SNAPREC_NAME_MAX 64u
+#define VMT_SNAPREC_MESSAGE_MAX 4096u
+#define VMT_SNAPREC_PATH_MAX 1024u
+
+/* A snapshot record as plain data.  Text fields are NUL-terminated. */
+typedef struct vmt_snaprec {
+    uint32_t nparents;                                      /* 0..VMT_SNAPREC_MAX_PARENTS */
+    uint8_t parents[VMT_SNAPREC_MAX_PARENTS][VMT_SNAPREC_ID_LEN];
+    uint8_t map_root[VMT_SNAPREC_ID_LEN];
+    uint8_t state[VMT_SNAPREC_ID_LEN];
+    uint64_t mem_size;                                      /* > 0, multiple of 4096 */
+    uint32_t vcpus;                                         /* 1..VMT_VM_MAX_VCPUS */
+    bool irqchip;
+    char image[VMT_SNAPREC_PATH_MAX];
+    char cmdline[VMT_BOOT_CMDLINE_MAX];
+    char vm_name[VMT_SNAPREC_NAME_MAX];                     /* "" or [A-Za-z0-9._-]+ */
+    char message[VMT_SNAPREC_MESSAGE_MAX];
+    uint64_t time_ns;
+    uint64_t nonzero_pages;                                 /* <= mem_size / 4096 */
+} vmt_snaprec;
+
+/*
+ * Serializes *r.  Deterministic: equal records give equal bytes (the
+ * snapshot id is their hash).  On success *out is a new malloc'd buffer
+ * owned by the caller and *out_len its size.  Errors: VMT_EINVAL (a field
+ * out of range, a text field not NUL-terminated, a bad VM name),
+ * VMT_ENOMEM.  Thread-safe.
+ */
+int vmt_snaprec_encode(const vmt_snaprec *r, uint8_t **out, size_t *out_len);
+
+/*
+ * Parses a record of any 1.x minor version into *r (fully overwritten,
+ * unused bytes zero).  `buf` is borrowed.  Errors: VMT_EUNSUPPORTED (a newer
+ * major version, an unknown mandatory feature), VMT_ECORRUPT (malformed,
+ * a length beyond its cap, a value out of range), VMT_EINVAL, VMT_ENOMEM.
+ * Thread-safe.
+ */
+int vmt_snaprec_decode(const uint8_t *buf, size_t len, vmt_snaprec *r);
+
+/* ---- migration wire messages (proto/wire.proto) ------------------------ */
+
+/*
+ * The control messages of the migration protocol (docs/wire-protocol.md) as
+ * plain structs.  migrate/net frames them: the frame's type field is the
+ * vmt_wire_type below, its payload the bytes these functions produce.  Page
+ * batches (VMT_WIRE_PAGE_BATCH) are not protobuf and are coded in
+ * migrate/net, not here.
+ */
+#define VMT_WIRE_SESSION_ID_LEN 16u
+#define VMT_WIRE_NONCE_LEN 32u
+#define VMT_WIRE_MAC_LEN 32u
+/* Sizes of text fields, each including the terminating NUL. */
+#define VMT_WIRE_TEXT_MAX 256u  /* software, Ack/Error messages */
+#define VMT_WIRE_IMAGE_MAX 1024u
+#define VMT_WIRE_NAME_MAX 64u
+/* Feature names in a Hello/HelloAck, and bytes per name. */
+#define VMT_WIRE_MAX_FEATURES 32u
+#define VMT_WIRE_FEATURE_LEN 32u
+/* Bytes of HaveSet.data in one chunk, pfns in one Want. */
+#define VMT_WIRE_HAVESET_MAX_BYTES (8u << 20)
+#define VMT_WIRE_WANT_MAX 65536u
+/* Largest encoded control message of any type (a StateBlob of
+ * VMT_STATE_MAX_BYTES plus its field header). */
+#define VMT_WIRE_MSG_MAX (VMT_STATE_MAX_BYTES + 64u)
+
+/* Frame types.  1..31 are protobuf control messages; 32 is the binary page
+ * batch.  Numbers are never reused. */
+typedef enum vmt_wire_type {
+    VMT_WIRE_HELLO = 1,
+    VMT_WIRE_HELLO_ACK = 2,
+    VMT_WIRE_AUTH_CHALLENGE = 3,
+    VMT_WIRE_AUTH_RESPONSE = 4,
+    VMT_WIRE_VM_CONFIG = 5,
+    VMT_WIRE_HAVE_SET = 6,
+    VMT_WIRE_ROUND_START = 7,
+    VMT_WIRE_ROUND_END = 8,
+    VMT_WIRE_STATE_BLOB = 9,
+    VMT_WIRE_COMMIT = 10,
+    VMT_WIRE_ACK = 11,
+    VMT_WIRE_ERROR = 12,
+    VMT_WIRE_WANT = 13,
+    VMT_WIRE_PAGE_BATCH = 32,
+} vmt_wire_type;
+
+/* Optional features, offered in Hello and agreed in HelloAck as names;
+ * these bits are the names this build knows ("xbzrle", "lz4", "zstd",
+ * "haveset", "want").  Unknown names are ignored (features are optional by
+ * definition; what is mandatory comes with a protocol version). */
+#define VMT_WIRE_FEAT_XBZRLE (1u << 0)
+#define VMT_WIRE_FEAT_LZ4 (1u << 1)
+#define VMT_WIRE_FEAT_ZSTD (1u << 2)
+#define VMT_WIRE_FEAT_HAVESET (1u << 3)
+#define VMT_WIRE_FEAT_WANT (1u << 4)
+#define VMT_WIRE_FEAT_ALL 0x1fu
+
+/* HelloAck.auth */
+#define VMT_WIRE_AUTH_NONE 0u
+#define VMT_WIRE_AUTH_PSK 1u
+
+typedef struct vmt_wire_hello {
+    uint32_t min_version, max_version;
+    uint32_t features; /* VMT_WIRE_FEAT_* */
+    uint8_t session_id[VMT_WIRE_SESSION_ID_LEN];
+    uint32_t stream_index, nstreams;
+    uint8_t nonce[VMT_WIRE_NONCE_LEN];
+    char software[VMT_WIRE_TEXT_MAX];
+} vmt_wire_hello;
+
+typedef struct vmt_wire_hello_ack {
+    uint32_t version;
+    uint32_t features;
+    uint32_t auth; /* VMT_WIRE_AUTH_* */
+} vmt_wire_hello_ack;
+
+typedef struct vmt_wire_vm_config {
+    uint64_t mem_size; /* > 0, multiple of 4096, <= VMT_VM_MAX_MEM */
+    uint32_t vcpus;    /* 1..VMT_VM_MAX_VCPUS */
+    bool irqchip;
+    char image[VMT_WIRE_IMAGE_MAX];
+    char vm_name[VMT_WIRE_NAME_MAX];
+    uint64_t npages; /* = mem_size / 4096 */
+} vmt_wire_vm_config;
+
+/* A chunk of the destination's id set (coded in migrate/net/haveset.c). */
+typedef struct vmt_wire_have_set {
+    uint64_t count, total, first;
+    uint32_t prefix_bits, rice_bits;
+    bool last;
+    uint8_t *data; /* decode: owned by the message; encode: borrowed */
+    size_t len;    /* <= VMT_WIRE_HAVESET_MAX_BYTES */
+} vmt_wire_have_set;
+
+typedef struct vmt_wire_round_end {
+    uint32_t round;
+    uint64_t pages, bytes, batches, ns, dirty_pages;
+} vmt_wire_round_end;
+
+typedef struct vmt_wire_want {
+    uint32_t round;
+    uint64_t *pfns; /* decode: owned by the message; encode: borrowed */
+    size_t n;       /* <= VMT_WIRE_WANT_MAX */
+} vmt_wire_want;
+
+/* One control message: `type` says which member of `u` is meaningful. */
+typedef struct vmt_wire_msg {
+    vmt_wire_type type;
+    union {
+        vmt_wire_hello hello;
+        vmt_wire_hello_ack hello_ack;
+        struct {
+            uint8_t nonce[VMT_WIRE_NONCE_LEN];
+        } auth_challenge;
+        struct {
+            uint8_t mac[VMT_WIRE_MAC_LEN];
+        } auth_response;
+        vmt_wire_vm_config vm_config;
+        vmt_wire_have_set have_set;
+        struct {
+            uint32_t round;
+            uint64_t pages;
+        } round_start;
+        vmt_wire_round_end round_end;
+        struct {
+            uint8_t *data; /* decode: owned by the message; encode: borrowed */
+            size_t len;    /* <= VMT_STATE_MAX_BYTES */
+        } state_blob;
+        struct {
+            uint64_t pages, bytes;
+        } commit;
+        struct {
+            bool resumed;
+            char message[VMT_WIRE_TEXT_MAX];
+        } ack;
+        struct {
+            int32_t code; /* a VMT_E* code, negative */
+            char message[VMT_WIRE_TEXT_MAX];
+        } error;
+        vmt_wire_want want;
+    } u;
+} vmt_wire_msg;
+
+/* "HELLO", "PAGE_BATCH", ...; "UNKNOWN" for other values.  Thread-safe. */
+const char *vmt_wire_type_name(unsigned type);
+
+/* The largest payload a frame of `type` may carry: the cap checked before a
+ * payload is read.  0 for types proto/ does not know (the page batch's cap
+ * is migrate/net's).  Thread-safe. */
+size_t vmt_wire_max_len(unsigned type);
+
+/*
+ * Serializes the control message `m` (m->type in 1..13).  Pointers inside
+ * *m are borrowed.  On success *out is a new malloc'd buffer owned by the
+ * caller and *out_len its size (<= vmt_wire_max_len(m->type)).  Errors:
+ * VMT_EINVAL (unknown type, a count, length or text beyond its cap, a text
+ * not NUL-terminated), VMT_ENOMEM.  Thread-safe.
+ */
+int vmt_wire_encode(const vmt_wire_msg *m, uint8_t **out, size_t *out_len);
+
+/*
+ * Parses the payload of a frame of `type` into *m (fully overwritten).  The
+ * input is hostile: its size, every length, count and value is checked
+ * against its cap, and the parser allocates through a byte budget.  On
+ * success the arrays of *m (have_set.data, state_blob.data, want.pfns) are
+ * owned by *m: release them with vmt_wire_msg_clear.  Texts are
+ * NUL-terminated and printable ASCII (others become '?').  On failure *m
+ * holds nothing to free.  Errors: VMT_EPROTO (type unknown or not a
+ * control message), VMT_ECORRUPT (malformed, beyond a cap; the message
+ * names the field), VMT_ENOMEM.  Thread-safe.
+ */
+int vmt_wire_decode(unsigned type, const uint8_t *buf, size_t len, vmt_wire_msg *m);
+
+/* Frees what vmt_wire_decode allocated in *m and zeroes it.  Only for
+ * decoded messages (never for one whose pointers the caller set).  NULL ok. */
+void vmt_wire_msg_clear(vmt_wire_msg *m);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,305 @@
+/* vmtree ps | status | pause | resume | stop | console: the commands that
+ * talk to VM processes and need nothing of the snapshot tree. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "control.h"
+#include "json.h"
+
+/* Reply fields printed as JSON strings even when they look like numbers. */
+static bool string_field(const char *key)
+{
+    static const char *const keys[] = {"name", "image", "cmdline", "head", "snap",
+                                       "state", "console", "restore", NULL};
+    for (int i = 0; keys[i]; i++)
+        if (!strcmp(keys[i], key))
+            return true;
+    return false;
+}
+
+void vmt_cli_reply_json(vmt_json *j, const vmt_ctl_msg *m)
+{
+    vmt_json_obj_begin(j);
+    for (uint32_t i = 0; i < m->nfields; i++) {
+        const char *k = m->fields[i].key, *v = m->text + m->fields[i].off;
+        uint64_t n;
+        if (!strcmp(k, "ok"))
+            continue;
+        if (!string_field(k) && vmt_parse_u64(v, 0, UINT64_MAX, &n) == 0)
+            vmt_json_ku64(j, k, n);
+        else
+            vmt_json_kstr(j, k, v);
+    }
+    vmt_json_obj_end(j);
+    vmt_error_clear();
+}
+
+/* ---- ps ------------------------------------------------------------------ */
+
+static void ps_usage(FILE *f)
+{
+    fprintf(f, "usage: vmtree ps [--store DIR] [--json]\n\n"
+               "Lists the running VMs of the store: name, process, state, the snapshot\n"
+               "each runs from (HEAD), memory, vCPUs and uptime.  VMs whose process\n"
+               "died are cleaned up and not listed.\n\n"
+               "  --store DIR   the store (default: $VMTREE_STORE, else\n"
+               "                ~/.local/share/vmtree/store)\n"
+               "  --json        one JSON array of objects\n");
+}
+
+static void ps_row(const vmt_ctl_msg *m)
+{
+    const char *head = vmt_ctl_get(m, "head");
+    const char *image = vmt_ctl_get(m, "image");
+    const char *base = image && strrchr(image, '/') ? strrchr(image, '/') + 1 : image;
+    uint64_t mem = 0, vcpus = 0, up = 0;
+    char mems[32];
+    vmt_ctl_get_u64(m, "mem", &mem);
+    vmt_ctl_get_u64(m, "vcpus", &vcpus);
+    vmt_ctl_get_u64(m, "uptime_ms", &up);
+    vmt_cli_format_bytes(mem, mems, sizeof(mems));
+    printf("%-16s %-8s %-8s %-12.12s %10s %5llu %8llus  %s\n", vmt_ctl_get(m, "name"),
+           vmt_ctl_get(m, "pid"), vmt_ctl_get(m, "state"), head ? head : "-", mems,
+           (unsigned long long)vcpus, (unsigned long long)(up / 1000), base ? base : "");
+    vmt_error_clear();
+}
+
+/* The names with a pid file in STORE/run (caller frees each and the array). */
+static int list_names(const char *store, char ***out, size_t *n)
+{
+    char path[PATH_MAX];
+    *out = NULL;
+    *n = 0;
+    int pl = snprintf(path, sizeof(path), "%s/run", store);
+    if (pl < 0 || (size_t)pl >= sizeof(path))
+        return vmt_error_set(VMT_ERANGE, "store path %s is too long", store);
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : vmt_error_errno(VMT_EIO, errno, "reading %s", path);
+    size_t cap = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t l = strlen(de->d_name);
+        if (l <= 4 || strcmp(de->d_name + l - 4, ".pid"))
+            continue;
+        if (*n == cap) {
+            char **nn = vmt_reallocn(*out, cap ? cap * 2 : 16, sizeof(char *));
+            if (!nn)
+                break;
+            *out = nn;
+            cap = cap ? cap * 2 : 16;
+        }
+        (*out)[(*n)++] = strndup(de->d_name, l - 4);
+    }
+    closedir(d);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int vmt_cli_ps(int argc, char **argv)
+{
+    static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+    vmt_cli_common c = {.cmd = "ps"};
+    const char *pos[1];
+    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, longopts, NULL, NULL, pos, 0, &npos);
+    if (prc)
+        return prc < 0 ? (ps_usage(stdout), 0) : 1;
+    if (vmt_cli_resolve_store(&c))
+        return vmt_cli_fail("ps", "%s", vmt_error_last());
+    char **names;
+    size_t n;
+    if (list_names(c.store, &names, &n))
+        return vmt_cli_fail("ps", "%s", vmt_error_last());
+    if (n)
+        qsort(names, n, sizeof(char *), cmp_str);
+    vmt_ctl_msg *req = malloc(sizeof(*req)), *rep = malloc(sizeof(*rep));
+    vmt_json j;
+    vmt_json_init(&j, stdout);
+    if (c.json)
+        vmt_json_arr_begin(&j);
+    else
+        printf("%-16s %-8s %-8s %-12s %10s %5s %9s  %s\n", "NAME", "PID", "STATE", "HEAD",
+               "MEMORY", "VCPUS", "UPTIME", "IMAGE");
+    for (size_t i = 0; req && rep && i < n; i++) {
+        vmt_ctl_init(req, VMT_CTL_REQUEST);
+        vmt_ctl_adds(req, "op", "status");
+        int rc = names[i] ? vmt_cli_vm_request(c.store, names[i], req, rep,
+                                               VMT_CLI_QUICK_TIMEOUT_NS, NULL)
+                          : VMT_ENOMEM;
+        if (rc == 0 && c.json)
+            vmt_cli_reply_json(&j, rep);
+        else if (rc == 0)
+            ps_row(rep);
+        else if (rc != VMT_ENOENT)
+            vmt_cli_fail("ps", "%s", vmt_error_last());
+        free(names[i]);
+    }
+    if (c.json)
+        vmt_json_arr_end(&j);
+    free(names);
+    free(req);
+    free(rep);
+    return 0;
+}
+
+/* ---- status, pause, resume, stop ------------------------------------------ */
+
+typedef struct simple_cmd {
+    const char *name, *op, *summary, *done;
+} simple_cmd;
+
+static const simple_cmd simple_cmds[] = {
+    {"status", "status", "Prints the state of VM NAME: process, state, HEAD, memory, console.",
+     NULL},
+    {"pause", "pause", "Pauses every vCPU of VM NAME (its process keeps serving requests).",
+     "paused"},
+    {"resume", "resume", "Resumes VM NAME after pause.", "running"},
+    {"stop", "stop",
+     "Stops VM NAME: its guest ends, the process unregisters the name, removes\n"
+     "its socket and exits.  Its snapshots and HEAD ref stay.",
+     "stopped"},
+};
+
+static void simple_usage(const simple_cmd *sc, FILE *f)
+{
+    fprintf(f,
+            "usage: vmtree %s NAME [--store DIR] [--json]\n\n%s\n\n"
+            "  --store DIR   the store (default: $VMTREE_STORE, else\n"
+            "                ~/.local/share/vmtree/store)\n"
+            "  --json        print the VM's state as a JSON object\n",
+            sc->name, sc->summary);
+}
+
+static void print_status(const vmt_ctl_msg *m)
+{
+    for (uint32_t i = 0; i < m->nfields; i++)
+        if (strcmp(m->fields[i].key, "ok"))
+            printf("%-10s %s\n", m->fields[i].key, m->text + m->fields[i].off);
+}
+
+static int simple(const simple_cmd *sc, int argc, char **argv)
+{
+    static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+    vmt_cli_common c = {.cmd = sc->name};
+    const char *pos[1];
+    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, longopts, NULL, NULL, pos, 1, &npos);
+    if (prc)
+        return prc < 0 ? (simple_usage(sc, stdout), 0) : 1;
+    if (npos != 1)
+        return vmt_cli_fail(sc->name, "which VM? (usage: vmtree %s NAME)", sc->name);
+    if (vmt_cli_resolve_store(&c))
+        return vmt_cli_fail(sc->name, "%s", vmt_error_last());
+    vmt_ctl_msg *req = malloc(sizeof(*req)), *rep = malloc(sizeof(*rep));
+    int rc = req && rep ? 0 : vmt_error_set(VMT_ENOMEM, "out of memory");
+    if (rc == 0) {
+        vmt_ctl_init(req, VMT_CTL_REQUEST);
+        vmt_ctl_adds(req, "op", sc->op);
+        rc = vmt_cli_vm_request(c.store, pos[0], req, rep, VMT_CLI_QUICK_TIMEOUT_NS, NULL);
+    }
+    if (rc == 0 && c.json) {
+        vmt_json j;
+        vmt_json_init(&j, stdout);
+        vmt_cli_reply_json(&j, rep);
+    } else if (rc == 0 && sc->done) {
+        printf("%s %s\n", pos[0], sc->done);
+    } else if (rc == 0) {
+        print_status(rep);
+    }
+    free(req);
+    free(rep);
+    return rc ? vmt_cli_fail(sc->name, "%s", vmt_error_last()) : 0;
+}
+
+int vmt_cli_status(int argc, char **argv)
+{
+    return simple(&simple_cmds[0], argc, argv);
+}
+
+int vmt_cli_pause(int argc, char **argv)
+{
+    return simple(&simple_cmds[1], argc, argv);
+}
+
+int vmt_cli_resume(int argc, char **argv)
+{
+    return simple(&simple_cmds[2], argc, argv);
+}
+
+int vmt_cli_stop(int argc, char **argv)
+{
+    return simple(&simple_cmds[3], argc, argv);
+}
+
+/* ---- console --------------------------------------------------------------- */
+
+static void console_usage(FILE *f)
+{
+    fprintf(f, "usage: vmtree console NAME [--follow] [--store DIR]\n\n"
+               "Prints the console output of VM NAME, started with --detach (it is kept in\n"
+               "STORE/run/NAME.console while the VM runs).  `vmtree logs` is the same.\n\n"
+               "  -f, --follow  keep printing new output until the VM stops\n"
+               "  --store DIR   the store\n");
+}
+
+static int set_follow(void *ctx, int code, const char *arg)
+{
+    (void)arg;
+    if (code != 'f')
+        return 1;
+    *(bool *)ctx = true;
+    return 0;
+}
+
+/* Copies what fd holds past *off to stdout. */
+static void copy_new(int fd, off_t *off)
+{
+    char buf[65536];
+    ssize_t n;
+    while ((n = pread(fd, buf, sizeof(buf), *off)) > 0) {
+        fwrite(buf, 1, (size_t)n, stdout);
+        *off += n;
+    }
+    fflush(stdout);
+}
+
+int vmt_cli_console(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        VMT_CLI_COMMON_LONGOPTS, {"follow", no_argument, NULL, 'f'}, {NULL, 0, NULL, 0}};
+    vmt_cli_common c = {.cmd = argv[0]};
+    bool follow = false;
+    const char *pos[1];
+    int npos, prc = vmt_cli_parse(&c, argc, argv, "f", longopts, set_follow, &follow, pos, 1,
+                                  &npos);
+    if (prc)
+        return prc < 0 ? (console_usage(stdout), 0) : 1;
+    if (npos != 1)
+        return vmt_cli_fail(c.cmd, "which VM? (usage: vmtree %s NAME)", c.cmd);
+    char path[PATH_MAX];
+    if (vmt_cli_resolve_store(&c) || vmt_cli_check_name("VM name", pos[0]) ||
+        vmt_cli_run_path(c.store, pos[0], ".console", path, sizeof(path)))
+        return vmt_cli_fail(c.cmd, "%s", vmt_error_last());
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vmt_cli_fail(c.cmd, "VM %s has no console file %s (only VMs started with "
+                                   "--detach keep one): %s",
+                            pos[0], path, strerror(errno));
+    off_t off = 0;
+    copy_new(fd, &off);
+    long pid;
+    while (follow && vmt_cli_vm_alive(c.store, pos[0], &pid) == 1) {
+        usleep(100000);
+        copy_new(fd, &off);
+    }
+    copy_new(fd, &off);
+    close(fd);
+    return 0;
+}

@@ -1,0 +1,64 @@
+/* Opening the store and the catalog the way every command does: writers
+ * take turns on the store's single writer lock (docs/cli.md). */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+int vmt_cli_store_open(const char *dir, bool writer, vmt_store **out)
+{
+    vmt_store_open_opts o;
+    vmt_store_open_opts_init(&o);
+    o.read_only = !writer;
+    uint64_t start = vmt_now_ns(), wait_us = 2000;
+    for (;;) {
+        int rc = vmt_store_open(out, dir, &o);
+        if (rc == 0)
+            return 0;
+        if (rc == VMT_ENOENT)
+            return vmt_error_set(VMT_ENOENT,
+                                 "no store at %s (vmtree store init %s creates one; so does "
+                                 "vmtree run --name)",
+                                 dir, dir);
+        if (rc != VMT_EBUSY)
+            return rc;
+        uint64_t waited_ms = (vmt_now_ns() - start) / 1000000;
+        if (waited_ms >= VMT_CLI_LOCK_WAIT_MS)
+            return vmt_error_wrap(VMT_EBUSY, "still busy after %u s",
+                                  VMT_CLI_LOCK_WAIT_MS / 1000);
+        usleep((useconds_t)wait_us);
+        wait_us = VMT_MIN(wait_us * 2, 100000u);
+    }
+}
+
+int vmt_cli_catalog_open(const char *dir, vmt_catalog **out)
+{
+    char marker[PATH_MAX];
+    /* docs/store.md: the STORE file, written last by init, marks a store.
+     * Without this check, opening the catalog would create catalog.db in
+     * whatever directory --store named. */
+    snprintf(marker, sizeof(marker), "%s/STORE", dir);
+    if (access(marker, F_OK) != 0)
+        return vmt_error_set(VMT_ENOENT,
+                             "no store at %s (vmtree store init %s creates one; so does "
+                             "vmtree run --name)",
+                             dir, dir);
+    int rc = vmt_catalog_open(out, dir);
+    return rc ? vmt_error_wrap(rc, "opening the catalog of %s", dir) : 0;
+}
+
+int vmt_cli_resolve(vmt_catalog *c, const char *name, vmt_id *out)
+{
+    return vmt_catalog_resolve(c, name, out);
+}
+
+void vmt_cli_short_id(const vmt_id *id, char out[13])
+{
+    char hex[VMT_ID_HEX_LEN + 1];
+    vmt_id_to_hex(id, hex);
+    memcpy(out, hex, 12);
+    out[12] = '\0';
+}

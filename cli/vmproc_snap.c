@@ -1,0 +1,304 @@
+/*
+ * The VM process's work with the store: registration, VMs from snapshots,
+ * snapshot and rollback requests.
+ *
+ * The store has one writer at a time, and several VM processes and commands
+ * share it, so a VM process holds the store only while it works: a
+ * snapshot opens it for writing, attaches vmt_vmsnap with the current HEAD,
+ * takes, detaches and closes.  Dirty logging stays on for the VM's whole
+ * life (started by the VM process, so attach leaves it on), so the pages
+ * written between two snapshots wait in the log for the next take's first
+ * sync; nothing is lost while no vmsnap is attached.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmproc.h"
+#include "vmtree/migrate.h"
+
+/* ---- the store and the catalog ------------------------------------------ */
+
+int vmp_prepare_store(const vmproc_opts *o)
+{
+    vmt_store *s = NULL;
+    vmt_store_open_opts so;
+    vmt_store_open_opts_init(&so);
+    so.read_only = true;
+    so.threads = 1;
+    int rc = vmt_store_open(&s, o->store, &so);
+    vmt_store_close(s);
+    if (rc != VMT_ENOENT)
+        return rc;
+    if (!o->init_store)
+        return vmt_error_set(VMT_ENOENT, "no store at %s (vmtree store init %s creates one)",
+                             o->store, o->store);
+    rc = vmt_store_init(o->store, NULL);
+    if (rc)
+        return vmt_error_wrap(rc, "creating the store");
+    vmt_info("created the store %s", o->store);
+    return 0;
+}
+
+static char *head_ref(const char *name, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "vm/%s/HEAD", name);
+    return buf;
+}
+
+int vmp_register(vmproc *p)
+{
+    vmt_catalog *c = NULL;
+    vmt_catalog_vm vm;
+    char ref[VMT_SNAP_NAME_MAX + 16];
+    memset(&vm, 0, sizeof(vm));
+    snprintf(vm.name, sizeof(vm.name), "%s", p->o->name);
+    vm.pid = getpid();
+    if (strlen(p->sock_path) >= sizeof(vm.socket))
+        return vmt_error_set(VMT_ERANGE, "socket path %s is longer than %zu bytes", p->sock_path,
+                             sizeof(vm.socket) - 1);
+    memcpy(vm.socket, p->sock_path, strlen(p->sock_path) + 1);
+    vm.head = p->head;
+    vm.has_head = p->has_head;
+    snprintf(vm.image, sizeof(vm.image), "%s", p->image);
+    vm.mem_size = p->mem;
+    vm.vcpus = p->vcpus;
+    int rc = vmt_cli_catalog_open(p->o->store, &c);
+    if (rc)
+        return rc;
+    rc = vmt_catalog_register_vm(c, &vm);
+    if (rc == VMT_EEXIST) {
+        /* We hold the name's lock, so the registered process is gone (its
+         * pid now names another process). */
+        vmt_catalog_unregister_vm(c, vm.name);
+        rc = vmt_catalog_register_vm(c, &vm);
+    }
+    head_ref(vm.name, ref, sizeof(ref));
+    if (rc == 0 && p->has_head)
+        rc = vmt_catalog_set_ref(c, ref, &p->head, NULL);
+    else if (rc == 0 && vmt_catalog_delete_ref(c, ref) == VMT_ENOENT)
+        vmt_error_clear();
+    p->registered = rc == 0;
+    vmt_catalog_close(c);
+    return rc ? vmt_error_wrap(rc, "registering VM %s", vm.name) : 0;
+}
+
+void vmp_unregister(vmproc *p)
+{
+    vmt_catalog *c = NULL;
+    if (!p->registered)
+        return;
+    p->registered = false;
+    if (vmt_cli_catalog_open(p->o->store, &c) == 0)
+        vmt_catalog_unregister_vm(c, p->o->name);
+    vmt_catalog_close(c);
+}
+
+/* ---- VMs from snapshots ---------------------------------------------------- */
+
+static void restore_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    vmp_progress(ctx, "restore", done, total);
+}
+
+static void setup_restore_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    vmp_setup_progress(ctx, "restore", done, total);
+}
+
+/* Restores `snap` into a new VM (not started); *restore and *rs are set
+ * for a lazy restore still loading (else NULL). */
+static int restore_vm(vmproc *p, const vmt_id *snap, bool lazy, vmp_conn *conn, vmt_vm **vm,
+                      vmt_restore **restore, vmt_store **rs)
+{
+    vmt_store *s = NULL;
+    vmt_snap_record *rec = malloc(sizeof(*rec));
+    /* Progress goes to the client of a rollback, or for a branch being set
+     * up to its terminal (or the waiting parent when detaching). */
+    vmt_restore_opts ro = {.mode = lazy ? VMT_RESTORE_LAZY : VMT_RESTORE_EAGER,
+                           .progress = conn ? restore_progress : setup_restore_progress,
+                           .progress_ctx = conn ? (void *)conn : (void *)p};
+    *restore = NULL;
+    *rs = NULL;
+    int rc = rec ? vmt_cli_store_open(p->o->store, false, &s) : VMT_ENOMEM;
+    if (rc == 0)
+        rc = vmt_vm_from_snapshot(p->kvm, s, snap, &p->base, &ro, vm, restore, rec);
+    if (rc == 0) {
+        snprintf(p->image, sizeof(p->image), "%s", rec->image);
+        snprintf(p->cmdline, sizeof(p->cmdline), "%s", rec->cmdline);
+        p->mem = rec->mem_size;
+        p->vcpus = rec->vcpus;
+        p->irqchip = rec->irqchip;
+        if (!lazy) {
+            vmt_restore_free(*restore);
+            *restore = NULL;
+        }
+    }
+    if (rc == 0 && *restore)
+        *rs = s;
+    else
+        vmt_store_close(s);
+    free(rec);
+    return rc;
+}
+
+int vmp_create_from_snapshot(vmproc *p)
+{
+    vmt_restore *r;
+    vmt_store *s;
+    int rc = restore_vm(p, &p->o->snap, p->o->lazy, NULL, &p->vm, &r, &s);
+    if (rc)
+        return rc;
+    p->restore = r;
+    p->restore_store = s;
+    p->has_head = true;
+    p->head = p->o->snap;
+    return 0;
+}
+
+void vmp_restore_poll(vmproc *p, bool now)
+{
+    if (!p->restore)
+        return;
+    if (!now && vmt_restore_wait(p->restore, 1) != 0) {
+        vmt_error_clear();
+        return;
+    }
+    vmt_restore_free(p->restore);
+    vmt_store_close(p->restore_store);
+    p->restore = NULL;
+    p->restore_store = NULL;
+}
+
+/* ---- snapshot ----------------------------------------------------------------- */
+
+static void take_progress(void *ctx, unsigned round, uint64_t remaining, uint64_t sent)
+{
+    char phase[32];
+    snprintf(phase, sizeof(phase), "round %u", round);
+    vmp_progress(ctx, phase, sent, sent + remaining);
+}
+
+static int take(vmproc *p, vmp_conn *conn, const char *msg, vmt_id *id,
+                vmt_snap_take_stats *st)
+{
+    vmt_store *s = NULL;
+    vmt_catalog *c = NULL;
+    vmt_vmsnap *vs = NULL;
+    vmt_vmsnap_info info = {.vm_name = p->o->name, .image = p->image, .cmdline = p->cmdline};
+    vmt_snap_take_opts to;
+    vmt_snap_take_opts_init(&to);
+    to.message = msg;
+    to.progress = take_progress;
+    to.progress_ctx = conn;
+    int rc = vmt_cli_store_open(p->o->store, true, &s);
+    if (rc == 0)
+        rc = vmt_cli_catalog_open(p->o->store, &c);
+    if (rc == 0)
+        rc = vmt_vmsnap_attach(&vs, s, c, p->vm, p->has_head ? &p->head : NULL, &info);
+    if (rc == 0) {
+        rc = vmt_vmsnap_take(vs, &to, id, st);
+        /* A failed take forgets, with its handle, which pages it had
+         * collected from the log: the next one must look at every page. */
+        if (rc)
+            vmt_vm_mark_dirty(p->vm, 0, vmt_vm_ram_pages(p->vm));
+    }
+    vmt_vmsnap_detach(vs);
+    vmt_catalog_close(c);
+    vmt_store_close(s);
+    return rc;
+}
+
+int vmp_req_snapshot(vmproc *p, vmp_conn *conn, const vmt_ctl_msg *req, vmt_ctl_msg *reply)
+{
+    const char *msg = vmt_ctl_get(req, "message");
+    vmt_snap_take_stats st;
+    vmt_id id;
+    char hex[VMT_ID_HEX_LEN + 1];
+    memset(&st, 0, sizeof(st));
+    if (msg && strlen(msg) >= VMT_SNAP_MESSAGE_MAX)
+        return vmt_error_set(VMT_ERANGE, "the message is longer than %u bytes",
+                             VMT_SNAP_MESSAGE_MAX - 1);
+    int rc = take(p, conn, msg ? msg : "", &id, &st);
+    if (rc)
+        return vmt_error_wrap(rc, "snapshot of %s", p->o->name);
+    p->has_head = true;
+    p->head = id;
+    p->snapshots++;
+    vmt_id_to_hex(&id, hex);
+    rc = vmt_ctl_adds(reply, "snap", hex);
+    rc = rc ? rc : vmt_ctl_addf(reply, "pages_hashed", "%llu",
+                                (unsigned long long)st.pages_hashed);
+    rc = rc ? rc : vmt_ctl_addf(reply, "pages_new", "%llu", (unsigned long long)st.pages_new);
+    rc = rc ? rc : vmt_ctl_addf(reply, "objects_new", "%llu",
+                                (unsigned long long)st.objects_new);
+    rc = rc ? rc : vmt_ctl_addf(reply, "rounds", "%u", st.precopy.rounds);
+    rc = rc ? rc : vmt_ctl_addf(reply, "pause_us", "%llu",
+                                (unsigned long long)(st.precopy.pause_ns / 1000));
+    rc = rc ? rc : vmt_ctl_addf(reply, "total_us", "%llu",
+                                (unsigned long long)(st.precopy.total_ns / 1000));
+    return rc;
+}
+
+/* ---- rollback ----------------------------------------------------------------- */
+
+/* Moves the HEAD ref to the snapshot the VM now runs from. */
+static int set_head_ref(vmproc *p)
+{
+    vmt_catalog *c = NULL;
+    char ref[VMT_SNAP_NAME_MAX + 16];
+    int rc = vmt_cli_catalog_open(p->o->store, &c);
+    if (rc == 0)
+        rc = vmt_catalog_set_ref(c, head_ref(p->o->name, ref, sizeof(ref)), &p->head, NULL);
+    vmt_catalog_close(c);
+    return rc;
+}
+
+/* Replaces p->vm by `vm` (restored from `snap`) and starts it. */
+static int replace_vm(vmproc *p, vmt_vm *vm, vmt_restore *r, vmt_store *rs, const vmt_id *snap)
+{
+    vmt_vm_request_stop(p->vm);
+    vmt_vm_destroy(p->vm);
+    vmp_restore_poll(p, true); /* the old VM's lazy restore, if any */
+    p->vm = vm;
+    p->restore = r;
+    p->restore_store = rs;
+    p->has_head = true;
+    p->head = *snap;
+    int rc = vmt_dirty_start(vm, 0);
+    if (rc == 0)
+        rc = set_head_ref(p);
+    char text[64], sid[13];
+    vmt_cli_short_id(snap, sid);
+    snprintf(text, sizeof(text), "rolled back to %s", sid);
+    vmp_console_marker(p, text);
+    int src = vmt_vm_start(vm);
+    return rc ? rc : src;
+}
+
+int vmp_req_rollback(vmproc *p, vmp_conn *conn, const vmt_ctl_msg *req, vmt_ctl_msg *reply)
+{
+    const char *hex = vmt_ctl_get(req, "snap");
+    const char *lazy = vmt_ctl_get(req, "lazy");
+    vmt_id id;
+    vmt_vm *vm = NULL;
+    vmt_restore *r = NULL;
+    vmt_store *rs = NULL;
+    if (!hex || vmt_id_from_hex(hex, &id) != 0)
+        return vmt_error_set(VMT_EPROTO, "rollback needs snap=<32 hex digits>");
+    bool was_paused = vmt_vm_is_paused(p->vm);
+    vmt_vm_pause(p->vm);
+    uint64_t t0 = vmt_now_ns();
+    int rc = restore_vm(p, &id, lazy && !strcmp(lazy, "1"), conn, &vm, &r, &rs);
+    if (rc) {
+        if (!was_paused)
+            vmt_vm_resume(p->vm);
+        return vmt_error_wrap(rc, "rollback of %s", p->o->name);
+    }
+    rc = replace_vm(p, vm, r, rs, &id);
+    if (rc)
+        return vmt_error_wrap(rc, "rollback of %s", p->o->name);
+    return vmt_ctl_addf(reply, "restore_us", "%llu",
+                        (unsigned long long)((vmt_now_ns() - t0) / 1000));
+}

@@ -1,0 +1,207 @@
+/*
+ * dedup internals: the store handle and the functions its source files share.
+ *
+ * Locks, in the order they may be taken:
+ *   wmu        writer mutex: put, commit, gc, train_dict, close.
+ *   layout     rwlock over the pack table and the dictionary table: readers
+ *              (get, verify) hold it shared for a whole batch, so a pack
+ *              is never unmapped under them; adding or removing a pack or a
+ *              dictionary takes it exclusively.
+ *   shard      the index shards' rwlocks (index.h), innermost.
+ */
+#ifndef VMTREE_DEDUP_INTERNAL_H
+#define VMTREE_DEDUP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "codec.h"
+#include "index.h"
+#include "pool.h"
+#include "record.h"
+#include "vmtree/store.h"
+
+#define DD_STORE_FILE "STORE"
+#define DD_LOCK_FILE "lock"
+#define DD_INDEX_FILE "index"
+#define DD_PACKS_DIR "packs"
+#define DD_DICTS_DIR "dicts"
+
+#define DD_WINDOW_ITEMS 4096u       /* objects per put window */
+#define DD_WINDOW_BYTES (32u << 20) /* content bytes per put window */
+#define DD_CHUNK 32u                /* items a worker takes at a time */
+
+/* A position in the store's log: packs in number order, bytes within. */
+typedef struct dd_pos {
+    uint32_t pack;
+    uint64_t off;
+} dd_pos;
+
+static inline int dd_pos_cmp(dd_pos a, dd_pos b)
+{
+    if (a.pack != b.pack)
+        return a.pack < b.pack ? -1 : 1;
+    return (a.off > b.off) - (a.off < b.off);
+}
+
+/* One pack file, mapped read-only. */
+typedef struct dd_pack {
+    uint32_t num;
+    int fd;
+    uint8_t *map;
+    size_t map_len;
+    uint64_t size; /* bytes valid for readers; atomic (the writer appends) */
+    bool bad;      /* cannot be opened or mapped: reads fail with why */
+    bool torn;     /* shorter than its header or header all zero: no records */
+    bool hdr_err;  /* header invalid (why says how); records still scanned */
+    char why[192];
+} dd_pack;
+
+struct vmt_store {
+    char *dir;
+    int dirfd, packs_fd, dicts_fd, lock_fd;
+    bool read_only;
+    uint8_t uuid[16];
+    vmt_store_config cfg; /* as recorded in STORE */
+
+    /* This handle's settings (open options over cfg). */
+    int codec, zstd_level, lz4_accel;
+    bool compare, verify_reads;
+    uint64_t index_interval;
+
+    unsigned nthreads;
+    dd_pool *pool;
+    dd_scratch **scr;  /* put's scratches, one per worker (under wmu) */
+    dd_scratch **gscr; /* get's scratches, used only while holding the pool */
+
+    dd_index ix;
+
+    pthread_rwlock_t layout;
+    dd_pack **packs; /* indexed by pack number; NULL where none */
+    uint32_t packs_cap, last_pack;
+    dd_dict **dicts; /* indexed by version */
+    unsigned dicts_cap, dict_last;
+
+    pthread_mutex_t wmu;
+    dd_pack *active;      /* writer: pack receiving appends */
+    dd_pos committed;     /* end of the last commit marker */
+    dd_pos indexed;       /* checkpoint of the index file on disk */
+    uint64_t gen;         /* generation of the last commit */
+    dd_counters cc, pc;   /* counters as committed / including pending puts */
+    uint32_t dirty_from;  /* first pack written since the last commit, 0: none */
+    bool dir_dirty;       /* a pack was created or removed since the last fsync */
+    uint64_t since_index; /* bytes appended since the index file was saved */
+    int sticky;           /* write error that stops further writes */
+
+    pthread_mutex_t spare_mu; /* spare scratches for calls that run alone */
+    dd_scratch *spare[8];
+    unsigned nspare;
+
+    vmt_store_recovery rec;
+};
+
+/* ---- pack.c ---- */
+dd_pack *dd_pack_get(vmt_store *s, uint32_t num); /* caller holds layout */
+int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out);
+int dd_pack_create(vmt_store *s, uint32_t num, dd_pack **out);
+int dd_pack_install(vmt_store *s, dd_pack *p); /* takes layout exclusively */
+void dd_pack_close(dd_pack *p);
+/* Reserves a writer mapping past the end so the active pack can grow. */
+int dd_pack_remap(vmt_store *s, dd_pack *p);
+int dd_pack_list(vmt_store *s, uint32_t **nums, size_t *n);
+/* Writes iov at the active pack's end; makes it visible to readers. */
+int dd_append(vmt_store *s, const struct iovec *iov, int iovcnt, size_t total);
+/* Starts a new active pack after the current one (or the first one). */
+int dd_roll(vmt_store *s);
+/* Makes sure there is an active pack to append to. */
+int dd_active(vmt_store *s);
+/* Whether a record of reclen fits the active pack after `pending` bytes. */
+bool dd_fits(const vmt_store *s, size_t reclen, size_t pending);
+/* Queues records for the active pack, rolling to a new pack where one does
+ * not fit, and writes them with one pwritev per pack (or per 64 pieces). */
+typedef struct dd_appender {
+    vmt_store *s;
+    struct iovec iov[64];
+    int niov;
+    size_t pending;
+} dd_appender;
+/* Queues len bytes at rec (kept valid until flushed); *at gets their place. */
+int dd_appender_add(dd_appender *a, const uint8_t *rec, size_t len, dd_pos *at);
+int dd_appender_flush(dd_appender *a);
+/* Removes pack num from the table and deletes its file. */
+int dd_pack_delete(vmt_store *s, uint32_t num);
+/* Sets the sticky write error from the current message. */
+int dd_fail_sticky(vmt_store *s, int rc);
+int dd_fsync_dir(int fd, const char *what);
+uint64_t dd_disk_bytes(vmt_store *s);
+
+/* ---- config.c ---- */
+int dd_config_load(vmt_store *s);
+/* Writes a small file durably: name.tmp, fsync, rename, fsync dirfd. */
+int dd_write_durable(int dirfd, const char *name, const void *data, size_t len);
+
+/* ---- idxfile.c ---- */
+/* Loads the index file into s->ix; VMT_ENOENT when missing, VMT_ECORRUPT. */
+int dd_idx_load(vmt_store *s);
+/* Writes the committed entries durably (tmp, fsync, rename, fsync dir). */
+int dd_idx_save(vmt_store *s);
+
+/* ---- recover.c ---- */
+int dd_recover(vmt_store *s, bool rebuild);
+/* Logs what recovery dropped, skipped or rebuilt. */
+void dd_recover_report(vmt_store *s);
+
+/* ---- scan.c ---- */
+typedef enum dd_scan_kind {
+    DD_SCAN_RECORD,  /* valid header; payload_ok says whether its checksum holds */
+    DD_SCAN_GARBAGE, /* bytes with no valid record header [off, off+len) */
+    DD_SCAN_TORN,    /* an incomplete record runs past the end: [off, end) */
+} dd_scan_kind;
+
+typedef struct dd_scan_item {
+    dd_scan_kind kind;
+    uint64_t off, len;
+    dd_rec_hdr h;
+    const uint8_t *payload; /* valid during the callback */
+    bool payload_ok;
+} dd_scan_item;
+
+typedef int (*dd_scan_fn)(void *ctx, const dd_scan_item *it);
+/* Reads pack fd from `start` to `end` with pread, calling fn per item. */
+int dd_scan_pack(int fd, uint64_t start, uint64_t end, dd_scan_fn fn, void *ctx);
+
+/* ---- store.c ---- */
+int dd_commit_locked(vmt_store *s);
+/*
+ * Runs fn(arg, scr[w], w) on every worker.  With few items, or when the
+ * pool is busy with another caller's job, fn runs once on the calling
+ * thread: with scr[0] when `own` (the caller holds scr exclusively, as puts
+ * do under wmu), else with a temporary scratch.
+ */
+typedef void (*dd_work_fn)(void *arg, dd_scratch *sc, unsigned worker);
+int dd_run(vmt_store *s, dd_scratch **scr, bool own, dd_work_fn fn, void *arg, size_t items);
+dd_dict *dd_dict_get(vmt_store *s, unsigned version); /* caller holds layout */
+
+/* ---- get.c ---- */
+/*
+ * Reads the record e points at into dst (rlen bytes), checking header,
+ * checksum (and id with verify).  Caller holds layout shared.
+ */
+int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash);
+
+/* ---- dict.c ---- */
+int dd_dicts_load(vmt_store *s);
+void dd_dicts_free(vmt_store *s);
+
+/* ---- errors from workers ---- */
+/* First error of a parallel job, copied from the worker's thread. */
+typedef struct dd_job_err {
+    int rc; /* atomic: 0 until a worker fails */
+    char msg[512];
+} dd_job_err;
+void dd_job_err_set(dd_job_err *je, int rc);
+int dd_job_err_raise(const dd_job_err *je);
+
+#endif

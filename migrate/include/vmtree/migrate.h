@@ -1,0 +1,278 @@
+/*
+ * vmtree migrate/: the pre-copy engine and what drives VMs through it
+ * (DESIGN.md §2-§3).  One engine copies a running VM's pages and state to a
+ * sink: the local store (a snapshot of a running VM is a pre-copy
+ * "migration into the store", so the VM pauses only for the last dirty set)
+ * or, later, a TCP/RDMA peer.  The decision when to stop copying while the
+ * VM runs is a policy callback; the engine is mechanism only.
+ *
+ * Also here, because they drive both the VMM and the store: attaching the
+ * snapshot machinery to a running VM, and creating a VM from a snapshot.
+ *
+ * Threading: handles are used from one thread at a time; the VM keeps
+ * running on its own vCPU threads meanwhile.  Errors: 0 or a negative
+ * VMT_E* with vmt_error_last().
+ */
+#ifndef VMTREE_MIGRATE_H
+#define VMTREE_MIGRATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmtree/snapshot.h"
+#include "vmtree/store.h"
+#include "vmtree/util.h"
+#include "vmtree/vmm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- sinks -------------------------------------------------------------- */
+
+/* The VM being copied, told to the sink before any page (a peer creates
+ * its VM from this). */
+typedef struct vmt_precopy_info {
+    uint64_t mem_size;        /* bytes of guest RAM */
+    uint32_t vcpus;
+    bool irqchip;             /* in-kernel irqchip + PIT */
+    uint64_t npages;          /* RAM pages: pfns lie in [0, npages) */
+} vmt_precopy_info;
+
+/*
+ * Where the engine sends a VM: the local store (vmt_vmsnap_take), a network
+ * peer, or a test double.  Calls come from the engine's thread, in this
+ * order: begin, pages (any number, any round), state (once, VM paused),
+ * commit; or abort after any failure.
+ *
+ * Every function but abort returns 0 or a VMT_E* code with the message set;
+ * the first failure ends the copy and abort is then called (also when begin
+ * itself failed), and nothing else after it; a failure of the engine before
+ * begin calls nothing of the sink.  Page data points into guest
+ * RAM and is valid only during the call; while the VM runs the guest may be
+ * writing the very page being read (a torn copy), which is harmless because
+ * such a page is dirty again and is sent once more in a later round, but a
+ * sink that derives a name from the bytes (a hash) must hash and keep the
+ * same bytes, i.e. copy first.  A page may be sent several times in one
+ * copy; the last time wins.  Zero pages are sent like any other: whether to
+ * send them compactly is the sink's business.
+ */
+typedef struct vmt_sink_ops {
+    int (*begin)(void *sink, const vmt_precopy_info *info);
+    /* n pages of one round: pfns[i] is the RAM page index of data[i]. */
+    int (*pages)(void *sink, unsigned round, const uint64_t *pfns, const uint8_t *const *data,
+                 size_t n);
+    /* The state blob (proto/), sent once while the VM is paused. */
+    int (*state)(void *sink, const uint8_t *blob, size_t len);
+    /* Everything was sent: make it durable / have the peer take over.
+     * Only after this returns 0 has the copy succeeded. */
+    int (*commit)(void *sink);
+    /* The copy failed or was given up: drop what was received.  Never fails. */
+    void (*abort)(void *sink);
+    /* Optional (NULL: 4096 per page): bytes the sink has produced so far
+     * (e.g. on the wire after compression), for the round statistics. */
+    uint64_t (*bytes)(void *sink);
+    unsigned flags;           /* VMT_SINK_* */
+} vmt_sink_ops;
+
+/*
+ * The sink holds all it needs once state() has returned, so the VM may run
+ * on during commit (the engine resumes it, if it paused it, before calling
+ * commit).  Right for the local store, whose commit only makes durable what
+ * it already holds; wrong for a migration peer, since then the VM would run
+ * on both sides.  A commit that fails afterwards still fails the copy.
+ */
+#define VMT_SINK_RESUME_BEFORE_COMMIT 1u
+
+/* A sink and its ops table, as passed around by value. */
+typedef struct vmt_sink {
+    const vmt_sink_ops *ops;
+    void *ctx;
+} vmt_sink;
+
+/* ---- the engine --------------------------------------------------------- */
+
+/* What one round did, passed by value to the policy. */
+typedef struct vmt_round_stats {
+    unsigned round;          /* 0 = the first */
+    uint64_t pages_sent;     /* this round */
+    uint64_t bytes;          /* this round, as the sink reports or 4096 * pages */
+    uint64_t ns;             /* duration of the round */
+    uint64_t dirty_pages;    /* dirtied during the round: the next round's set */
+    double bandwidth;        /* bytes/s this round */
+    double dirty_rate;       /* pages/s dirtied during the round */
+} vmt_round_stats;
+
+typedef enum vmt_policy_decision {
+    VMT_POLICY_CONTINUE = 0,   /* another round while the VM runs */
+    VMT_POLICY_STOP_AND_COPY,  /* pause and send the rest */
+    VMT_POLICY_ABORT,          /* give up cleanly; the VM keeps running */
+} vmt_policy_decision;
+
+typedef vmt_policy_decision (*vmt_policy_fn)(void *ctx, vmt_round_stats r);
+
+/* A policy for snapshots: stop once the dirty set is at most `pause_pages`
+ * or after `max_rounds` rounds while the VM runs (then stop-and-copy anyway;
+ * 0 counts as 1).  Never aborts.  ctx NULL: stop after the first round. */
+typedef struct vmt_simple_policy {
+    uint64_t pause_pages;
+    unsigned max_rounds;
+} vmt_simple_policy;
+vmt_policy_decision vmt_simple_policy_fn(void *ctx /* vmt_simple_policy* */, vmt_round_stats r);
+
+typedef void (*vmt_precopy_progress_fn)(void *ctx, unsigned round, uint64_t remaining,
+                                        uint64_t sent);
+
+typedef struct vmt_precopy_opts {
+    vmt_policy_fn policy;     /* required */
+    void *policy_ctx;
+    vmt_precopy_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
+    size_t batch_pages;       /* pages per sink->pages call (0: 256; at most 65536) */
+    /* The VM's config for the sink's begin, when the caller knows it (from a
+     * snapshot record or an earlier run); NULL: the engine reads it, which
+     * needs the VM paused for a moment (see vmt_precopy_run).  Borrowed. */
+    const vmt_precopy_info *info;
+} vmt_precopy_opts;
+
+typedef struct vmt_precopy_stats {
+    unsigned rounds;          /* including the paused one */
+    uint64_t pages_sent;      /* total, all rounds */
+    uint64_t pause_ns;        /* from the pause to the sink's commit returning, or with
+                                 VMT_SINK_RESUME_BEFORE_COMMIT to the resume */
+    uint64_t commit_ns;       /* in the sink's commit */
+    uint64_t total_ns;
+    uint64_t state_bytes;
+} vmt_precopy_stats;
+
+/*
+ * Copies `vm` to the sink.  Dirty logging must be on (vmt_dirty_start).
+ * `pending` (one bit per RAM page, at least vmt_vm_ram_pages bits, owned by
+ * the caller) holds the pages to send in round 0; the engine ORs in a fresh
+ * dirty sync and clears bits as the sink accepts them.  Each round sends
+ * the set and then syncs the pages dirtied meanwhile into `pending`; the
+ * policy sees the round's stats and decides.  On STOP_AND_COPY the VM is
+ * paused, the last dirty set and the state blob are sent, and the sink
+ * commits; on ABORT the sink is aborted and VMT_ECANCELED returned.
+ *
+ * The sink's begin is told the VM's config: o->info, else, as KVM state
+ * can be read only from a paused VM, the engine pauses a running VM for the
+ * moment of vmt_vm_get_state before round 0 to learn whether it has an
+ * irqchip.  (o->info must match the VM's size and vCPUs: VMT_EINVAL.)
+ *
+ * On success the VM is left PAUSED (the caller resumes it, or stops it
+ * after a migration) unless the sink has VMT_SINK_RESUME_BEFORE_COMMIT,
+ * with which it is left as it was found; pending is then empty.  On failure the engine resumes
+ * the VM if it paused it, the pages not yet accepted by the sink are left
+ * set in `pending` (pages the sink accepted are the sink's to account for),
+ * and sink->abort has been called.  `stats` (may be NULL) is filled in both
+ * cases.  Errors: VMT_EINVAL (no policy, logging off), VMT_ECANCELED (the
+ * policy gave up), or what the VMM, proto/ or the sink returned.
+ */
+int vmt_precopy_run(vmt_vm *vm, uint64_t *pending, const vmt_sink_ops *ops, void *sink,
+                    const vmt_precopy_opts *o, vmt_precopy_stats *stats);
+
+/* ---- snapshots of running VMs -------------------------------------------- */
+
+/* The snapshot side of one running VM: its HEAD map in memory and the pages
+ * dirtied since HEAD (dirty logging stays on while attached). */
+typedef struct vmt_vmsnap vmt_vmsnap;
+
+typedef struct vmt_vmsnap_info {
+    const char *vm_name;      /* recorded in snapshots; HEAD ref "vm/NAME/HEAD";
+                                 [A-Za-z0-9._-], 1..63 bytes */
+    const char *image;        /* NULL: "" or, with a head, the head's */
+    const char *cmdline;      /* NULL: "" or, with a head, the head's */
+} vmt_vmsnap_info;
+
+/*
+ * Attaches to `vm` (started or not).  `head` NULL: a freshly booted VM (the
+ * first snapshot saves every non-zero page and has no parent); else the
+ * snapshot it was restored from (its record is read and its map loaded;
+ * only pages dirtied afterwards are saved; attach right after
+ * vmt_vm_from_snapshot, before the VM runs).  Starts dirty logging unless
+ * it is on already (then it is left on at detach).  Reads the HEAD ref as
+ * it is now: each take moves it only if nobody else has moved it since.
+ * Borrows store, catalog and vm, which must outlive the handle; info's
+ * strings are copied.  Errors: VMT_EINVAL (bad name, the head's memory size
+ * differs from the VM's), VMT_ENOENT / VMT_ECORRUPT (head unreadable),
+ * VMT_ENOMEM.
+ */
+int vmt_vmsnap_attach(vmt_vmsnap **out, vmt_store *s, vmt_catalog *c, vmt_vm *vm,
+                      const vmt_id *head, const vmt_vmsnap_info *info);
+/* Detaches (NULL is fine).  Stops dirty logging if attach started it; else
+ * hands the pages dirty since HEAD that no snapshot saved (after a failed
+ * take, or a fresh VM never snapshotted) back to the VMM's dirty log, so a
+ * later attach to the same VM still saves them. */
+void vmt_vmsnap_detach(vmt_vmsnap *vs);
+/* The current HEAD; false when none yet. */
+bool vmt_vmsnap_head(const vmt_vmsnap *vs, vmt_id *out);
+
+/*
+ * Puts a sink between the engine and `inner` (fault injection in tests,
+ * tracing, a tee): returns the sink the engine is to write to, which must
+ * forward every call to inner (or fail instead of forwarding; abort must
+ * always be forwarded).  Called once per take.
+ */
+typedef vmt_sink (*vmt_sink_interpose_fn)(void *ctx, vmt_sink inner);
+
+typedef struct vmt_snap_take_opts {
+    const char *message;      /* NULL: "" */
+    unsigned max_rounds;      /* rounds while the VM runs (default 8) */
+    uint64_t pause_pages;     /* pause once a round leaves at most this (default 256) */
+    vmt_precopy_progress_fn progress;
+    void *progress_ctx;
+    size_t batch_pages;       /* pages per store batch (default 1024) */
+    vmt_sink_interpose_fn interpose; /* NULL: the engine writes to the store sink */
+    void *interpose_ctx;
+} vmt_snap_take_opts;
+
+void vmt_snap_take_opts_init(vmt_snap_take_opts *o);
+
+typedef struct vmt_snap_take_stats {
+    vmt_precopy_stats precopy;
+    uint64_t pages_hashed;    /* non-zero pages given to the store (all rounds) */
+    uint64_t pages_zero;      /* pages found zero (mapped to the zero id, not stored) */
+    uint64_t pages_new;       /* pages the store did not hold */
+    uint64_t nodes_new, node_bytes; /* map nodes written */
+    uint64_t record_bytes;    /* the snapshot record */
+    uint64_t objects_new;     /* everything new: pages, nodes, blob, record */
+} vmt_snap_take_stats;
+
+/*
+ * Takes a snapshot through the engine with the store as sink: pages dirtied
+ * since HEAD are hashed and stored while the VM runs; the VM pauses only for
+ * the last dirty set, the state, the map nodes and the commit.  Then the
+ * snapshot is in the catalog, the VM's HEAD ref moves to it, and the VM is
+ * resumed unless it was paused before the call.  On failure the VM keeps
+ * running (or stays paused if it was), HEAD stays, and the next snapshot
+ * still saves every page dirtied since HEAD.  `o`, `out` and `stats` may be
+ * NULL.  Errors: VMT_EBUSY (the HEAD ref was moved by someone else), and
+ * whatever the engine, the store or the catalog returned.
+ */
+int vmt_vmsnap_take(vmt_vmsnap *vs, const vmt_snap_take_opts *o, vmt_id *out,
+                    vmt_snap_take_stats *stats);
+
+/* ---- VMs from snapshots ------------------------------------------------- */
+
+/*
+ * Creates a VM from snapshot `snap`: its config from the record (console,
+ * event and dirty mode from `base`, may be NULL), RAM filled eagerly or
+ * lazily (snapshot/ restore; `ro` NULL: eager with default threads), vCPU
+ * and VM state from the state blob.  The VM is not started.  *restore
+ * (lazy: must outlive the VM's use of RAM until vmt_restore_wait; eager:
+ * finished) is the caller's to free after the VM; `restore` may be NULL
+ * only for an eager restore (it is then freed here).  `record` (may be
+ * NULL) receives the snapshot's record.  On failure nothing is left to free.
+ * Errors: VMT_ENOENT (no such snapshot), VMT_ECORRUPT (record, blob or map
+ * damaged or inconsistent), and what the VMM and restore return.
+ */
+int vmt_vm_from_snapshot(vmt_kvm *kvm, vmt_store *s, const vmt_id *snap,
+                         const vmt_vm_config *base, const vmt_restore_opts *ro, vmt_vm **vm,
+                         vmt_restore **restore, vmt_snap_record *record);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,245 @@
+/*
+ * Resolving a user's name for a snapshot, and the GC roots.
+ *
+ * Grammar:  NAME := BASE SUFFIX*,  SUFFIX := '^' | '~' DIGITS?  (~ alone = ~1)
+ *   BASE := "tag/" T | "vm/" V "/HEAD" | V "@HEAD" | V | T | HEX
+ * A bare word is tried as a VM (its HEAD), then as a tag, then as a unique
+ * prefix (>= 4 digits) of a snapshot id in the index.  Names hold no '^',
+ * '~', '@' or '/', so the grammar is unambiguous.  Suffixes walk first
+ * parents through the snapshots table.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog_internal.h"
+
+#define RESOLVE_NAME_MAX 256u
+#define RESOLVE_MAX_STEPS 1000000u
+#define RESOLVE_CANDIDATES 8
+
+/* Strips trailing ^ and ~N from s (in place) and returns the steps. */
+static int parse_suffixes(char *s, uint64_t *steps)
+{
+    *steps = 0;
+    for (;;) {
+        size_t n = strlen(s);
+        uint64_t k;
+        if (n > 0 && s[n - 1] == '^') {
+            k = 1;
+            s[n - 1] = '\0';
+        } else {
+            size_t d = n;
+            while (d > 0 && isdigit((unsigned char)s[d - 1]))
+                d--;
+            if (d == 0 || s[d - 1] != '~')
+                return 0;
+            k = 1;
+            if (d < n && vmt_parse_u64(s + d, 0, RESOLVE_MAX_STEPS, &k) != 0)
+                return vmt_error_set(VMT_EINVAL, "\"~%s\": too many generations", s + d);
+            s[d - 1] = '\0';
+        }
+        *steps += k;
+        if (*steps > RESOLVE_MAX_STEPS)
+            return vmt_error_set(VMT_EINVAL, "more than %u generations", RESOLVE_MAX_STEPS);
+    }
+}
+
+static bool all_hex(const char *s)
+{
+    for (; *s; s++)
+        if (!isxdigit((unsigned char)*s))
+            return false;
+    return true;
+}
+
+static int list_candidates(sqlite3_stmt *st, const char *prefix, int *count, vmt_id *out)
+{
+    char list[RESOLVE_CANDIDATES * (VMT_ID_HEX_LEN + 2) + 8] = "";
+    int src, n = 0;
+
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *hex = (const char *)sqlite3_column_text(st, 1);
+        if (n == 0) {
+            int rc = cat_column_id(st, 0, out);
+            if (rc)
+                return rc;
+        }
+        if (n < RESOLVE_CANDIDATES && hex && strlen(hex) == VMT_ID_HEX_LEN)
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", n ? ", " : "", hex);
+        n++;
+    }
+    *count = n;
+    if (src != SQLITE_DONE)
+        return vmt_error_set(VMT_EIO, "catalog: looking up id prefix %s failed", prefix);
+    if (n > 1)
+        return vmt_error_set(VMT_EINVAL, "id prefix %s is ambiguous: %s%s", prefix, list,
+                             n > RESOLVE_CANDIDATES ? ", ..." : "");
+    return 0;
+}
+
+/* A unique snapshot id starting with the hex digits `prefix`. */
+static int resolve_prefix(vmt_catalog *c, const char *prefix, vmt_id *out)
+{
+    char lo[VMT_ID_HEX_LEN + 1], hi[VMT_ID_HEX_LEN + 2];
+    sqlite3_stmt *st;
+    size_t n = strlen(prefix);
+    int count = 0;
+
+    for (size_t i = 0; i <= n; i++)
+        lo[i] = (char)tolower((unsigned char)prefix[i]);
+    /* Every hex string starting with lo sorts in [lo, lo "g"). */
+    snprintf(hi, sizeof(hi), "%sg", lo);
+    int rc = cat_prepare(c,
+                         "SELECT id, hex FROM snapshots WHERE hex >= ?1 AND hex < ?2 "
+                         "ORDER BY hex LIMIT 9",
+                         &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, lo, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, hi, -1, SQLITE_TRANSIENT);
+    rc = list_candidates(st, lo, &count, out);
+    sqlite3_finalize(st);
+    if (rc == 0 && count == 0)
+        rc = vmt_error_set(VMT_ENOENT, "no snapshot id starts with %s", lo);
+    return rc;
+}
+
+/* Tries the ref PREFIX NAME SUFFIX; VMT_ENOENT when absent. */
+static int try_ref(vmt_catalog *c, const char *prefix, const char *name, const char *suffix,
+                   vmt_id *out)
+{
+    char ref[CATALOG_REF_MAX];
+
+    snprintf(ref, sizeof(ref), "%s%s%s", prefix, name, suffix);
+    return cat_get_ref(c, ref, out);
+}
+
+static int resolve_word(vmt_catalog *c, const char *w, vmt_id *out)
+{
+    size_t n = strlen(w);
+    int rc;
+
+    if (snap_name_valid(w)) {
+        if ((rc = try_ref(c, "vm/", w, "/HEAD", out)) != VMT_ENOENT)
+            return rc;
+        if ((rc = try_ref(c, "tag/", w, "", out)) != VMT_ENOENT)
+            return rc;
+    }
+    if (n >= 4 && n <= VMT_ID_HEX_LEN && all_hex(w))
+        return resolve_prefix(c, w, out);
+    return vmt_error_set(VMT_ENOENT,
+                         "\"%s\" names no VM, tag or snapshot (an id prefix needs "
+                         "4 to 32 hex digits)",
+                         w);
+}
+
+static int resolve_base(vmt_catalog *c, const char *b, vmt_id *out)
+{
+    const char *at = strchr(b, '@');
+
+    if (strncmp(b, "tag/", 4) == 0 || strncmp(b, "vm/", 3) == 0) {
+        if (!cat_ref_valid(b))
+            return vmt_error_set(VMT_EINVAL, "\"%s\" is not a valid ref", b);
+        return cat_get_ref(c, b, out);
+    }
+    if (at) {
+        char name[VMT_SNAP_NAME_MAX];
+        size_t n = (size_t)(at - b);
+        if (strcmp(at + 1, "HEAD") != 0 || n == 0 || n >= sizeof(name))
+            return vmt_error_set(VMT_EINVAL, "\"%s\": expected NAME@HEAD", b);
+        memcpy(name, b, n);
+        name[n] = '\0';
+        if (!snap_name_valid(name))
+            return vmt_error_set(VMT_EINVAL, "\"%s\" is not a valid VM name", name);
+        int rc = try_ref(c, "vm/", name, "/HEAD", out);
+        return rc == VMT_ENOENT ? vmt_error_set(rc, "VM %s has no HEAD", name) : rc;
+    }
+    return resolve_word(c, b, out);
+}
+
+/* The first parent of `id` per the index. */
+static int first_parent(vmt_catalog *c, const vmt_id *id, vmt_id *out)
+{
+    char hex[VMT_ID_HEX_LEN + 1];
+    sqlite3_stmt *st;
+    int rc = cat_prepare(c, "SELECT parent FROM snapshots WHERE id = ?1", &st);
+    if (rc)
+        return rc;
+    cat_bind_id(st, 1, id);
+    int src = sqlite3_step(st);
+    vmt_id_to_hex(id, hex);
+    if (src == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        rc = cat_column_id(st, 0, out);
+    else if (src == SQLITE_ROW)
+        rc = vmt_error_set(VMT_ENOENT, "snapshot %s has no parent", hex);
+    else if (src == SQLITE_DONE)
+        rc = vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
+    else
+        rc = cat_error(c, src, "reading a parent");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int vmt_catalog_resolve(vmt_catalog *c, const char *name, vmt_id *out)
+{
+    char buf[RESOLVE_NAME_MAX];
+    uint64_t steps;
+    vmt_id id;
+
+    if (!c || !name || !out)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_resolve: NULL argument");
+    size_t n = strnlen(name, sizeof(buf));
+    if (n == 0 || n >= sizeof(buf))
+        return vmt_error_set(VMT_EINVAL, "a snapshot name has 1..%u bytes", RESOLVE_NAME_MAX - 1);
+    memcpy(buf, name, n + 1);
+    int rc = parse_suffixes(buf, &steps);
+    if (rc == 0 && buf[0] == '\0')
+        rc = vmt_error_set(VMT_EINVAL, "\"%s\": nothing before the ~ or ^", name);
+    if (rc == 0)
+        rc = resolve_base(c, buf, &id);
+    for (uint64_t i = 0; rc == 0 && i < steps; i++)
+        rc = first_parent(c, &id, &id);
+    if (rc)
+        return vmt_error_wrap(rc, "resolving \"%s\"", name);
+    *out = id;
+    return 0;
+}
+
+/* ---- GC roots ----------------------------------------------------------- */
+
+int vmt_catalog_roots(vmt_catalog *c, vmt_id **out, size_t *n)
+{
+    sqlite3_stmt *st;
+    vmt_id *v = NULL;
+    size_t cnt = 0, cap = 0;
+
+    if (!c || !out || !n)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_roots: NULL argument");
+    int rc = cat_prepare(c, "SELECT id FROM snapshots UNION SELECT id FROM refs", &st);
+    int src = SQLITE_DONE;
+    while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            vmt_id *nv = vmt_reallocn(v, ncap, sizeof(*v));
+            if (!nv) {
+                rc = VMT_ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        rc = cat_column_id(st, 0, &v[cnt++]);
+    }
+    if (rc == 0 && src != SQLITE_DONE)
+        rc = cat_error(c, src, "listing roots");
+    sqlite3_finalize(st);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}

@@ -1,0 +1,202 @@
+/* Opening and closing: the writer lock, readers beside a writer, reopening,
+ * the default location, concurrent reads during puts. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dd_test.h"
+
+static void test_second_writer_is_refused_with_pid(void)
+{
+    char *dir = ddt_store("lock", NULL);
+    vmt_store *s = ddt_open(dir, false, 1), *t = NULL;
+    char pid[32];
+    snprintf(pid, sizeof(pid), "process %ld", (long)getpid());
+    CU_ASSERT_EQUAL(vmt_store_open(&t, dir, NULL), VMT_EBUSY);
+    CU_ASSERT_PTR_NULL(t);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), pid));
+    /* Another process is refused too, and told our pid. */
+    int fds[2];
+    CU_ASSERT_FATAL(pipe(fds) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        vmt_store *c = NULL;
+        int rc = vmt_store_open(&c, dir, NULL);
+        const char *m = vmt_error_last();
+        ssize_t w = write(fds[1], m, strlen(m) + 1);
+        (void)w;
+        _exit(rc == VMT_EBUSY ? 0 : 1);
+    }
+    char msg[1024] = {0};
+    ssize_t r = read(fds[0], msg, sizeof(msg) - 1);
+    int st;
+    waitpid(child, &st, 0);
+    CU_ASSERT(r > 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, pid));
+    close(fds[0]);
+    close(fds[1]);
+    /* Readers are welcome while the writer holds the lock. */
+    vmt_store *ro = ddt_open(dir, true, 1);
+    vmt_store_close(ro);
+    vmt_store_close(s);
+    s = ddt_open(dir, false, 1); /* the lock went with the close */
+    vmt_store_close(s);
+    ddt_cleanup(dir);
+}
+
+static void test_reader_sees_the_last_commit(void)
+{
+    char *dir = ddt_store("reader", NULL);
+    vmt_store *w = ddt_open(dir, false, 2);
+    uint8_t a[VMT_STORE_PAGE_SIZE], b[VMT_STORE_PAGE_SIZE];
+    const void *pa[1] = {a}, *pb[1] = {b};
+    vmt_id ia, ib;
+    bool has[2];
+    ddt_page(1, a);
+    ddt_page(2, b);
+    DDT_OK(vmt_store_put_pages(w, pa, 1, &ia, NULL, NULL));
+    DDT_OK(vmt_store_commit(w));
+    DDT_OK(vmt_store_put_pages(w, pb, 1, &ib, NULL, NULL)); /* not committed */
+    vmt_store *r = ddt_open(dir, true, 1);
+    vmt_id both[2] = {ia, ib};
+    DDT_OK(vmt_store_has_many(r, both, 2, has));
+    CU_ASSERT_TRUE(has[0]);
+    CU_ASSERT_FALSE(has[1]);
+    DDT_OK(vmt_store_verify(r, NULL, NULL)); /* the writer's tail is not damage */
+    vmt_store_recovery rec;
+    vmt_store_recovery_info(r, &rec);
+    CU_ASSERT_EQUAL(rec.records_dropped, 1);
+    vmt_store_close(r);
+    vmt_store_close(w);
+    ddt_cleanup(dir);
+}
+
+static void test_missing_store_and_default_dir(void)
+{
+    vmt_store *s = NULL;
+    char buf[4096];
+    CU_ASSERT_EQUAL(vmt_store_open(&s, "/nonexistent/vmtree/store", NULL), VMT_ENOENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "store init"));
+    setenv(VMT_STORE_ENV, "/srv/x", 1);
+    DDT_OK(vmt_store_default_dir(buf, sizeof(buf)));
+    CU_ASSERT_STRING_EQUAL(buf, "/srv/x");
+    unsetenv(VMT_STORE_ENV);
+    setenv("XDG_DATA_HOME", "/xdg", 1);
+    DDT_OK(vmt_store_default_dir(buf, sizeof(buf)));
+    CU_ASSERT_STRING_EQUAL(buf, "/xdg/vmtree/store");
+    unsetenv("XDG_DATA_HOME");
+    setenv("HOME", "/home/u", 1);
+    DDT_OK(vmt_store_default_dir(buf, sizeof(buf)));
+    CU_ASSERT_STRING_EQUAL(buf, "/home/u/.local/share/vmtree/store");
+    CU_ASSERT_EQUAL(vmt_store_default_dir(buf, 5), VMT_ERANGE);
+}
+
+static void test_init_refuses_a_used_directory(void)
+{
+    char *dir = ddt_store("init", NULL);
+    CU_ASSERT_EQUAL(vmt_store_init(dir, NULL), VMT_EEXIST);
+    char *other = vmt_test_tmpdir("initx");
+    char *f = NULL;
+    CU_ASSERT_FATAL(asprintf(&f, "%s/precious", other) > 0);
+    ddt_write_file(f, "x", 1);
+    CU_ASSERT_EQUAL(vmt_store_init(other, NULL), VMT_EEXIST);
+    vmt_store_config cfg;
+    vmt_store_config_init(&cfg);
+    cfg.pack_size = 1000;
+    CU_ASSERT_EQUAL(vmt_store_init(dir, &cfg), VMT_EINVAL);
+    free(f);
+    ddt_cleanup(other);
+    ddt_cleanup(dir);
+}
+
+static void test_store_file_damage_is_a_clear_error(void)
+{
+    char *dir = ddt_store("cfg", NULL);
+    char *f = NULL;
+    vmt_store *s = NULL;
+    CU_ASSERT_FATAL(asprintf(&f, "%s/STORE", dir) > 0);
+    ddt_write_file(f, "garbage\n", 8);
+    CU_ASSERT_EQUAL(vmt_store_open(&s, dir, NULL), VMT_ECORRUPT);
+    ddt_write_file(f, "vmtree-store 1\npack-size 5\n", 27);
+    CU_ASSERT_EQUAL(vmt_store_open(&s, dir, NULL), VMT_ECORRUPT);
+    CU_ASSERT_PTR_NULL(s);
+    free(f);
+    ddt_cleanup(dir);
+}
+
+typedef struct reader_arg {
+    vmt_store *s;
+    vmt_id *ids;
+    uint8_t *want;
+    size_t n;
+    int bad;
+    volatile int stop;
+} reader_arg;
+
+static void *reader(void *v)
+{
+    reader_arg *a = v;
+    uint8_t page[VMT_STORE_PAGE_SIZE];
+    void *dst[1] = {page};
+    while (!a->stop) {
+        for (size_t i = 0; i < a->n; i++) {
+            if (vmt_store_get_pages(a->s, &a->ids[i], 1, dst) != 0 ||
+                memcmp(page, a->want + i * VMT_STORE_PAGE_SIZE, sizeof(page)) != 0)
+                a->bad++;
+        }
+    }
+    return NULL;
+}
+
+static void test_gets_run_beside_puts(void)
+{
+    char *dir = ddt_store_small("conc", 1u << 20);
+    vmt_store *s = ddt_open(dir, false, 2);
+    enum { N = 64, M = 3000 };
+    uint8_t *a = malloc(N * VMT_STORE_PAGE_SIZE), *b = malloc(M * VMT_STORE_PAGE_SIZE);
+    const void *pa[N], **pb = malloc(M * sizeof(*pb));
+    vmt_id ia[N], *ib = malloc(M * sizeof(*ib));
+    for (int i = 0; i < N; i++) {
+        ddt_page((uint64_t)i, a + i * VMT_STORE_PAGE_SIZE);
+        pa[i] = a + i * VMT_STORE_PAGE_SIZE;
+    }
+    for (int i = 0; i < M; i++) {
+        ddt_page(100000u + (uint64_t)i, b + i * VMT_STORE_PAGE_SIZE);
+        pb[i] = b + i * VMT_STORE_PAGE_SIZE;
+    }
+    DDT_OK(vmt_store_put_pages(s, pa, N, ia, NULL, NULL));
+    reader_arg ra = {.s = s, .ids = ia, .want = a, .n = N};
+    pthread_t th;
+    pthread_create(&th, NULL, reader, &ra);
+    for (int i = 0; i < M; i += 100) /* new packs get added meanwhile */
+        DDT_OK(vmt_store_put_pages(s, pb + i, 100, ib + i, NULL, NULL));
+    DDT_OK(vmt_store_commit(s));
+    ra.stop = 1;
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(ra.bad, 0);
+    vmt_store_close(s);
+    free(a);
+    free(b);
+    free(pb);
+    free(ib);
+    ddt_cleanup(dir);
+}
+
+int main(void)
+{
+    static const vmt_test_case cases[] = {
+        {"a second writer is refused with the holder's pid",
+         test_second_writer_is_refused_with_pid},
+        {"a reader sees the last commit only", test_reader_sees_the_last_commit},
+        {"missing store and the default location", test_missing_store_and_default_dir},
+        {"init refuses a used directory", test_init_refuses_a_used_directory},
+        {"a damaged STORE file is a clear error", test_store_file_damage_is_a_clear_error},
+        {"gets run beside puts", test_gets_run_beside_puts},
+        {NULL, NULL},
+    };
+    return vmt_test_run("dedup/store", cases, NULL, NULL);
+}

@@ -1,0 +1,190 @@
+/*
+ * snapshot/snap_restore.c: eager restore fills a memfd-backed region (as
+ * the VMM's guest RAM is) with exactly the snapshot's pages, real content
+ * included (system libraries, text, random and zero pages), discards what
+ * the region held before, and reports failures of the store.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "snap_fixture.h"
+
+#define NPAGES 8192u /* 32 MiB */
+
+static fx_store fx;
+static uint8_t *src;
+static vmt_id root;
+
+typedef struct ram {
+    int fd;
+    uint8_t *p;
+    uint64_t size;
+} ram;
+
+static void ram_new(ram *r, uint64_t pages)
+{
+    r->size = pages * 4096;
+    r->fd = memfd_create("test-ram", MFD_CLOEXEC);
+    CU_ASSERT_FATAL(r->fd >= 0);
+    CU_ASSERT_EQUAL_FATAL(ftruncate(r->fd, (off_t)r->size), 0);
+    r->p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+    CU_ASSERT_FATAL(r->p != MAP_FAILED);
+}
+
+static void ram_free(ram *r)
+{
+    munmap(r->p, r->size);
+    close(r->fd);
+}
+
+static int setup(void)
+{
+    src = malloc((size_t)NPAGES * 4096);
+    if (!src)
+        return 1;
+    fx_fill_mixed(src, NPAGES, 2024);
+    return 0;
+}
+
+static int teardown(void)
+{
+    free(src);
+    return 0;
+}
+
+static void store_source(void)
+{
+    fx_store_new(&fx, "restore");
+    root = fx_store_memory(fx.s, src, NPAGES);
+}
+
+typedef struct progress {
+    uint64_t last, total, calls;
+    bool monotonic;
+} progress;
+
+static void on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    progress *p = ctx;
+    p->monotonic &= done >= p->last && done <= total;
+    p->last = done;
+    p->total = total;
+    p->calls++;
+}
+
+static uint64_t nonzero_pages(void)
+{
+    static const uint8_t zero[4096];
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < NPAGES; i++)
+        n += memcmp(src + i * 4096, zero, 4096) != 0;
+    return n;
+}
+
+static void test_eager_restore_gives_back_every_page(void)
+{
+    static const unsigned threads[] = {0, 1, 3};
+    store_source();
+    for (size_t t = 0; t < VMT_ARRAY_SIZE(threads); t++) {
+        ram r;
+        vmt_restore *h = NULL;
+        vmt_restore_stats st;
+        progress pr = {.monotonic = true};
+        vmt_restore_opts o = {.mode = VMT_RESTORE_EAGER,
+                              .threads = threads[t],
+                              .progress = on_progress,
+                              .progress_ctx = &pr};
+        ram_new(&r, NPAGES);
+        CU_ASSERT_EQUAL_FATAL(vmt_restore_open(&h, fx.s, &root, r.p, r.fd, r.size, &o), 0);
+        CU_ASSERT_EQUAL(vmt_restore_wait(h, 0), 0);
+        CU_ASSERT_EQUAL(memcmp(r.p, src, r.size), 0);
+        vmt_restore_get_stats(h, &st);
+        CU_ASSERT_EQUAL(st.pages_total, nonzero_pages());
+        CU_ASSERT_EQUAL(st.pages_loaded, st.pages_total);
+        CU_ASSERT_EQUAL(st.pages_faulted, 0);
+        CU_ASSERT_EQUAL(st.zero_faults, 0);
+        CU_ASSERT_TRUE(st.ready_ns > 0 && st.complete_ns > 0);
+        CU_ASSERT_TRUE(pr.monotonic && pr.calls > 0);
+        CU_ASSERT_EQUAL(pr.last, st.pages_total);
+        vmt_restore_free(h);
+        ram_free(&r);
+    }
+    fx_store_free(&fx);
+}
+
+static void test_eager_restore_discards_what_ram_held(void)
+{
+    ram r;
+    vmt_restore *h = NULL;
+    vmt_restore_opts o = {.mode = VMT_RESTORE_EAGER};
+
+    store_source();
+    ram_new(&r, NPAGES);
+    memset(r.p, 0xa5, r.size); /* e.g. a paused VM rolled back in place */
+    CU_ASSERT_EQUAL_FATAL(vmt_restore_open(&h, fx.s, &root, r.p, r.fd, r.size, &o), 0);
+    CU_ASSERT_EQUAL(memcmp(r.p, src, r.size), 0);
+    vmt_restore_free(h);
+    ram_free(&r);
+    fx_store_free(&fx);
+}
+
+static void test_eager_restore_without_a_memfd_writes_through_the_mapping(void)
+{
+    vmt_restore *h = NULL;
+    vmt_restore_opts o = {.mode = VMT_RESTORE_EAGER, .threads = 2};
+    uint64_t size = (uint64_t)NPAGES * 4096;
+    uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    CU_ASSERT_FATAL(p != MAP_FAILED);
+    store_source();
+    CU_ASSERT_EQUAL_FATAL(vmt_restore_open(&h, fx.s, &root, p, -1, size, &o), 0);
+    CU_ASSERT_EQUAL(memcmp(p, src, size), 0);
+    vmt_restore_free(h);
+    munmap(p, size);
+    fx_store_free(&fx);
+}
+
+static void test_restore_reports_missing_pages_and_bad_arguments(void)
+{
+    ram r;
+    vmt_restore *h = NULL;
+    vmt_map *m = NULL;
+    vmt_id bad_root, missing = fx_fake_id(3);
+    vmt_restore_opts o = {.mode = VMT_RESTORE_EAGER};
+
+    fx_store_new(&fx, "restore");
+    ram_new(&r, 64);
+    CU_ASSERT_EQUAL_FATAL(vmt_map_new(&m, 64), 0);
+    vmt_map_set(m, 10, &missing); /* names a page the store lacks */
+    CU_ASSERT_EQUAL_FATAL(vmt_map_write(m, fx.s, &bad_root, NULL, NULL), 0);
+    vmt_map_free(m);
+    CU_ASSERT_EQUAL(vmt_restore_open(&h, fx.s, &bad_root, r.p, r.fd, r.size, &o), VMT_ENOENT);
+    CU_ASSERT_PTR_NULL(h);
+    CU_ASSERT_EQUAL(vmt_restore_open(&h, fx.s, &missing, r.p, r.fd, r.size, &o), VMT_ENOENT);
+    CU_ASSERT_EQUAL(vmt_restore_open(&h, fx.s, &bad_root, r.p, r.fd, r.size - 1, &o), VMT_EINVAL);
+    CU_ASSERT_EQUAL(vmt_restore_open(&h, fx.s, &bad_root, r.p + 1, r.fd, 4096, &o), VMT_EINVAL);
+    o.mode = VMT_RESTORE_LAZY;
+    CU_ASSERT_EQUAL(vmt_restore_open(&h, fx.s, &bad_root, r.p, -1, r.size, &o), VMT_EINVAL);
+    /* A map of another size does not fit this RAM. */
+    o.mode = VMT_RESTORE_EAGER;
+    CU_ASSERT_EQUAL(vmt_restore_open(&h, fx.s, &bad_root, r.p, r.fd, 4096, &o), VMT_ECORRUPT);
+    ram_free(&r);
+    fx_store_free(&fx);
+}
+
+int main(void)
+{
+    static const vmt_test_case cases[] = {
+        {"eager restore gives back every page", test_eager_restore_gives_back_every_page},
+        {"eager restore discards what RAM held", test_eager_restore_discards_what_ram_held},
+        {"eager restore without a memfd writes through the mapping",
+         test_eager_restore_without_a_memfd_writes_through_the_mapping},
+        {"restore reports missing pages and bad arguments",
+         test_restore_reports_missing_pages_and_bad_arguments},
+        {NULL, NULL},
+    };
+    return vmt_test_run("snapshot/restore", cases, setup, teardown);
+}
