@@ -16,6 +16,7 @@
 #include "vmtree/util.h"
 
 #include "vmtree/snapshot.h"
+#include "vmtree/vmm.h"
 
 int vmt_cli_run(int argc, char **argv);   /* vmtree run GUEST.elf ... */
 int vmt_cli_store(int argc, char **argv); /* vmtree store init|stats|verify|gc */
@@ -87,6 +88,9 @@ int vmt_cli_parse(vmt_cli_common *c, int argc, char **argv, const char *shortopt
 /* Fills c->store: --store, else $VMTREE_STORE, else the default directory. */
 int vmt_cli_resolve_store(vmt_cli_common *c);
 
+/* "bitmap" or "ring" (--dirty-mode); VMT_EINVAL naming the option otherwise. */
+int vmt_cli_parse_dirty_mode(const char *s, vmt_dirty_mode *out);
+
 /* VM names and tags: [A-Za-z0-9._-], 1..63 bytes, not starting with '.' or '-'. */
 int vmt_cli_check_name(const char *what, const char *name);
 
@@ -116,8 +120,9 @@ void vmt_cli_format_bytes(uint64_t bytes, char *buf, size_t cap);
 
 /*
  * Opens the store.  Writers retry on VMT_EBUSY (another process holds the
- * writer lock) with a short backoff for up to VMT_CLI_LOCK_WAIT_MS, then
- * fail naming the holder.  VMT_ENOENT says how to create a store.
+ * writer lock) with a short backoff for up to VMT_CLI_LOCK_WAIT_MS (or
+ * $VMTREE_LOCK_WAIT seconds), then fail naming the holder.  VMT_ENOENT
+ * says how to create a store.
  */
 #define VMT_CLI_LOCK_WAIT_MS 10000
 int vmt_cli_store_open(const char *dir, bool writer, vmt_store **out);

@@ -124,12 +124,8 @@ static int parse_run_opts(int argc, char **argv, run_opts *o)
                 return vmt_cli_fail("run", "--dirty-report: %s", vmt_error_last());
             break;
         case 'M':
-            if (!strcmp(optarg, "bitmap"))
-                o->dirty_mode = VMT_DIRTY_BITMAP;
-            else if (!strcmp(optarg, "ring"))
-                o->dirty_mode = VMT_DIRTY_RING;
-            else
-                return vmt_cli_fail("run", "--dirty-mode: '%s' is not bitmap or ring", optarg);
+            if (vmt_cli_parse_dirty_mode(optarg, &o->dirty_mode) != 0)
+                return vmt_cli_fail("run", "%s", vmt_error_last());
             break;
         case 'i': o->irqchip = true; break;
         case 't':

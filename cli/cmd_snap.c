@@ -202,11 +202,9 @@ static int branch_opt(void *ctx, int code, const char *arg)
     case 'D': o->detach = true; return 0;
     case 'L': o->lazy = true; return 0;
     case 'M':
-        if (!strcmp(arg, "bitmap") || !strcmp(arg, "ring")) {
-            o->dirty_mode = !strcmp(arg, "ring") ? VMT_DIRTY_RING : VMT_DIRTY_BITMAP;
-            return 0;
-        }
-        return vmt_cli_fail("branch", "--dirty-mode: '%s' is not bitmap or ring", arg);
+        if (vmt_cli_parse_dirty_mode(arg, &o->dirty_mode) != 0)
+            return vmt_cli_fail("branch", "%s", vmt_error_last());
+        return 0;
     default: return 1;
     }
 }

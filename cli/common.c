@@ -192,3 +192,14 @@ void vmt_cli_format_bytes(uint64_t bytes, char *buf, size_t cap)
     else
         snprintf(buf, cap, "%.1f %s", v, units[u]);
 }
+
+int vmt_cli_parse_dirty_mode(const char *s, vmt_dirty_mode *out)
+{
+    if (!strcmp(s, "bitmap"))
+        *out = VMT_DIRTY_BITMAP;
+    else if (!strcmp(s, "ring"))
+        *out = VMT_DIRTY_RING;
+    else
+        return vmt_error_set(VMT_EINVAL, "--dirty-mode: '%s' is not bitmap or ring", s);
+    return 0;
+}

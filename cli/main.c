@@ -49,7 +49,8 @@ static void usage(FILE *f)
                "prefix (4+ hex digits), a tag, a VM name (its HEAD), NAME@HEAD, and X~N or\n"
                "X^ for ancestors.  Every command takes --store DIR (default: $VMTREE_STORE,\n"
                "else ~/.local/share/vmtree/store); commands whose output is data take --json.\n"
-               "Environment: VMTREE_LOG=error|warn|info|debug|trace sets the log level.\n");
+               "Environment: VMTREE_LOG=error|warn|info|debug|trace sets the log level;\n"
+               "VMTREE_LOCK_WAIT=SECONDS how long writers wait for the store's lock (10).\n");
 }
 
 int main(int argc, char **argv)

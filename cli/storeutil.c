@@ -3,17 +3,32 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+
+/* How long a writer waits for the lock: VMT_CLI_LOCK_WAIT_MS, or
+ * $VMTREE_LOCK_WAIT seconds (0..3600). */
+static uint64_t lock_wait_ms(void)
+{
+    const char *env = getenv("VMTREE_LOCK_WAIT");
+    uint64_t s;
+    if (env && vmt_parse_u64(env, 0, 3600, &s) == 0)
+        return s * 1000;
+    if (env)
+        vmt_warn("VMTREE_LOCK_WAIT=%s is not 0..3600 seconds; waiting %u s", env,
+                 VMT_CLI_LOCK_WAIT_MS / 1000);
+    return VMT_CLI_LOCK_WAIT_MS;
+}
 
 int vmt_cli_store_open(const char *dir, bool writer, vmt_store **out)
 {
     vmt_store_open_opts o;
     vmt_store_open_opts_init(&o);
     o.read_only = !writer;
-    uint64_t start = vmt_now_ns(), wait_us = 2000;
+    uint64_t start = vmt_now_ns(), wait_us = 2000, limit = writer ? lock_wait_ms() : 0;
     for (;;) {
         int rc = vmt_store_open(out, dir, &o);
         if (rc == 0)
@@ -26,9 +41,9 @@ int vmt_cli_store_open(const char *dir, bool writer, vmt_store **out)
         if (rc != VMT_EBUSY)
             return rc;
         uint64_t waited_ms = (vmt_now_ns() - start) / 1000000;
-        if (waited_ms >= VMT_CLI_LOCK_WAIT_MS)
-            return vmt_error_wrap(VMT_EBUSY, "still busy after %u s",
-                                  VMT_CLI_LOCK_WAIT_MS / 1000);
+        if (waited_ms >= limit)
+            return vmt_error_wrap(VMT_EBUSY, "still busy after %llu s",
+                                  (unsigned long long)(limit / 1000));
         usleep((useconds_t)wait_us);
         wait_us = VMT_MIN(wait_us * 2, 100000u);
     }

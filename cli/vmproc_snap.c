@@ -8,7 +8,8 @@
  * takes, detaches and closes.  Dirty logging stays on for the VM's whole
  * life (started by the VM process, so attach leaves it on), so the pages
  * written between two snapshots wait in the log for the next take's first
- * sync; nothing is lost while no vmsnap is attached.
+ * sync; nothing is lost while no vmsnap is attached.  A failed take's
+ * pages go back to the log at detach (migrate.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,13 +198,10 @@ static int take(vmproc *p, vmp_conn *conn, const char *msg, vmt_id *id,
         rc = vmt_cli_catalog_open(p->o->store, &c);
     if (rc == 0)
         rc = vmt_vmsnap_attach(&vs, s, c, p->vm, p->has_head ? &p->head : NULL, &info);
-    if (rc == 0) {
+    if (rc == 0)
         rc = vmt_vmsnap_take(vs, &to, id, st);
-        /* A failed take forgets, with its handle, which pages it had
-         * collected from the log: the next one must look at every page. */
-        if (rc)
-            vmt_vm_mark_dirty(p->vm, 0, vmt_vm_ram_pages(p->vm));
-    }
+    /* After a failed take, detach hands the pages it had collected from the
+     * log back to it, so the next snapshot still saves them. */
     vmt_vmsnap_detach(vs);
     vmt_catalog_close(c);
     vmt_store_close(s);

@@ -178,7 +178,6 @@ static int sink_pages(void *ctx, unsigned round, const uint64_t *pfns, const uin
 {
     mig_store_sink *k = ctx;
     vmt_id zero = vmt_id_zero_page();
-    (void)round;
     int rc = grow_batch(k, n);
     if (rc)
         return rc;

@@ -152,7 +152,7 @@ void vmt_vmsnap_detach(vmt_vmsnap *vs)
     if (vs->own_logging)
         vmt_dirty_stop(vs->vm);
     else if (vs->since_head && vmt_dirty_active(vs->vm))
-        (void)hand_back_dirty;
+        hand_back_dirty(vs);
     mig_store_sink_fini(&vs->sink);
     vmt_map_free(vs->map);
     free(vs->since_head);

@@ -287,7 +287,13 @@ int vmt_frame_recv(vmt_transport *t, vmt_frame *f, uint32_t timeout_ms)
 
     f->type = 0;
     f->len = 0;
-    int rc = vmt_transport_recv_timeout(t, hdr, sizeof(hdr), timeout_ms);
+    /* timeout_ms bounds the wait for the frame to begin; once it has, the
+     * rest comes within the stream's own timeout (a short poll must not cut
+     * a frame in half). */
+    size_t got = 0;
+    int rc = vmt_transport_recv_some(t, hdr, sizeof(hdr), &got, timeout_ms);
+    if (rc == 0 && got < sizeof(hdr))
+        rc = vmt_transport_recv(t, hdr + got, sizeof(hdr) - got);
     if (rc)
         return rc;
     if ((rc = vmt_frame_header_parse(hdr, &h)) != 0)

@@ -182,13 +182,53 @@ int vmt_session_client(vmt_session **out, const vmt_session_config *c, vmt_dial_
             s->hs = r;
     }
     if (rc) {
-        rc = vmt_error_wrap(rc, "session setup");
+        char msg[SESSION_MSG_MAX];
+        snprintf(msg, sizeof(msg), "%s", vmt_error_last());
+        if (s->hs.version) /* stream 0 is set up: tell the server why we give up */
+            vmt_frame_tell(s->tp[0], rc == VMT_EIO ? VMT_ERR : rc, msg);
+        rc = vmt_error_set(rc, "session setup: %s", msg);
         vmt_session_close(s);
         return rc;
     }
     s->handshake_ns = vmt_now_ns() - t0;
     *out = s;
     return 0;
+}
+
+/* How often the server looks at stream 0 while it waits for the others. */
+#define SETUP_POLL_NS 100000000ull
+
+/* While waiting for more streams: has the client given up on stream 0?
+ * Nothing may arrive there before setup ends but its ERROR (or EOF). */
+static int check_first_stream(vmt_session *s)
+{
+    vmt_frame f;
+    vmt_frame_init(&f);
+    int rc = vmt_frame_recv(s->tp[0], &f, 0);
+    if (rc == 0) {
+        vmt_error_set(VMT_EPROTO, "%s on stream 0 before the session was set up",
+                      vmt_wire_type_name(f.type));
+        rc = vmt_frame_refuse(s->tp[0], VMT_EPROTO);
+    } else if (rc == VMT_ETIMEDOUT && !vmt_transport_error(s->tp[0])) {
+        rc = 0; /* nothing: keep waiting */
+    }
+    vmt_frame_free(&f);
+    return rc;
+}
+
+/* Accepts the next stream by `deadline`, watching stream 0 meanwhile. */
+static int accept_watching(vmt_session *s, vmt_accept_fn accept, void *ctx, uint64_t deadline,
+                           vmt_transport **t)
+{
+    for (;;) {
+        uint64_t now = vmt_now_ns();
+        uint64_t slice = deadline - now > SETUP_POLL_NS ? now + SETUP_POLL_NS : deadline;
+        int rc = accept(ctx, now >= deadline ? deadline : slice, t);
+        if (rc != VMT_ETIMEDOUT || vmt_now_ns() >= deadline)
+            return rc;
+        if ((rc = check_first_stream(s)) != 0)
+            return rc;
+    }
 }
 
 /* Accepts and authenticates one more stream of the session in s->hs. */
@@ -198,7 +238,7 @@ static int server_more(vmt_session *s, const vmt_session_config *c, vmt_accept_f
     vmt_transport *t = NULL;
     vmt_hs_result r;
 
-    int rc = accept(ctx, deadline, &t);
+    int rc = accept_watching(s, accept, ctx, deadline, &t);
     if (rc)
         return rc;
     vmt_transport_set_timeout(t, c->timeout_ms);

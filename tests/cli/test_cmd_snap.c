@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli_util.h"
@@ -342,6 +343,62 @@ static void removing_a_snapshot_keeps_its_children_whole(void)
     free(out);
 }
 
+/* Holds the store's writer lock in a child for `ms`; returns its pid once
+ * it holds it. */
+static pid_t hold_lock(unsigned ms)
+{
+    int pfd[2];
+    CU_ASSERT_FATAL(pipe(pfd) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        vmt_store *s = NULL;
+        char ok = vmt_store_open(&s, store, NULL) == 0 ? 'y' : 'n';
+        if (write(pfd[1], &ok, 1) != 1)
+            _exit(1);
+        usleep(ms * 1000);
+        vmt_store_close(s);
+        _exit(0);
+    }
+    char c = 0;
+    CU_ASSERT(read(pfd[0], &c, 1) == 1 && c == 'y');
+    close(pfd[0]);
+    close(pfd[1]);
+    return pid;
+}
+
+static void writers_take_turns_on_the_store(void)
+{
+    char id[33], want[160];
+    char *out = NULL, *err = NULL;
+    new_store("lock");
+    setenv("VMTREE_LOCK_WAIT", "1", 1); /* read by the VM process at its start */
+    CU_ASSERT_FATAL(start("a", "buf=64 work=1000 every=1000"));
+    unsetenv("VMTREE_LOCK_WAIT");
+    /* Held briefly: the snapshot waits its turn and succeeds. */
+    pid_t holder = hold_lock(300);
+    CU_ASSERT(snapshot("a", id, NULL));
+    waitpid(holder, NULL, 0);
+    /* Held too long: a clear error naming the holder; the VM runs on. */
+    holder = hold_lock(3000);
+    CU_ASSERT_EQUAL(cli_run(&out, &err, "snapshot", "a", "--store", store, NULL), 1);
+    snprintf(want, sizeof(want), "is open for writing by process %ld", (long)holder);
+    CU_ASSERT(contains(err, want));
+    CU_ASSERT(contains(err, "still busy after 1 s"));
+    free(out);
+    free(err);
+    CU_ASSERT_EQUAL(cli_run(&out, NULL, "status", "a", "--store", store, NULL), 0);
+    CU_ASSERT(contains(out, "state      running"));
+    free(out);
+    /* Readers never wait for the writer. */
+    CU_ASSERT_EQUAL(cli_run(&out, NULL, "log", "--store", store, NULL), 0);
+    snprintf(want, sizeof(want), "%.12s (a HEAD)", id);
+    CU_ASSERT(contains(out, want));
+    free(out);
+    waitpid(holder, NULL, 0);
+    CU_ASSERT(snapshot("a", id, NULL));
+    CU_ASSERT_EQUAL(cli_run(NULL, NULL, "stop", "a", "--store", store, NULL), 0);
+}
+
 static int setup(void)
 {
     cli = vmt_test_cli_path();
@@ -379,6 +436,7 @@ int main(void)
          the_tree_shows_heads_tags_and_relative_names},
         {"removing a snapshot keeps its children whole",
          removing_a_snapshot_keeps_its_children_whole},
+        {"writers take turns on the store", writers_take_turns_on_the_store},
         {NULL, NULL},
     };
     return vmt_test_run("cli/snap", cases, setup, teardown);

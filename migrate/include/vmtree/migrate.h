@@ -188,10 +188,14 @@ typedef struct vmt_vmsnap_info {
 
 /*
  * Attaches to `vm` (started or not).  `head` NULL: a freshly booted VM (the
- * first snapshot saves every non-zero page and has no parent); else the
- * snapshot it was restored from (its record is read and its map loaded;
- * only pages dirtied afterwards are saved; attach right after
- * vmt_vm_from_snapshot, before the VM runs).  Starts dirty logging unless
+ * first snapshot saves every non-zero page and has no parent; holes of its
+ * RAM memfd are taken as zero pages without reading them, so a VM made by
+ * vmt_vm_from_snapshot, lazily restored RAM above all, must be attached with
+ * its snapshot as head).  Else the snapshot it was restored from (its record
+ * is read and its map loaded; only pages dirtied afterwards are saved;
+ * attach right after vmt_vm_from_snapshot, before the VM runs, or with the
+ * HEAD of its last snapshot while dirty logging stayed on in between: see
+ * vmt_vmsnap_detach).  Starts dirty logging unless
  * it is on already (then it is left on at detach).  Reads the HEAD ref as
  * it is now: each take moves it only if nobody else has moved it since.
  * Borrows store, catalog and vm, which must outlive the handle; info's

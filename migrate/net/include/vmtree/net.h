@@ -332,12 +332,18 @@ int vmt_frame_refuse(vmt_transport *t, int code);
  * messages; page batches may go on any.  Threads: each stream's sending side
  * and receiving side may each be used by one thread at a time; different
  * streams in parallel.  The first failure on any stream fails the whole
- * session (sticky; all its streams are shut down so blocked threads wake). */
+ * session (sticky; all its streams are shut down so blocked threads wake).
+ * A failure of this side's own making (a refusal, a timeout, an abort) is
+ * first told to the peer in an ERROR frame on every stream; the peer's
+ * stated reason, when one arrives, replaces a failure that was only its
+ * consequence (EOF on another stream). */
 typedef struct vmt_session vmt_session;
 
 /* Opens stream `index` of a new session (client side). */
 typedef int (*vmt_dial_fn)(void *ctx, unsigned index, vmt_transport **out);
-/* Waits for the next incoming stream (server side) until deadline_ns. */
+/* Waits for the next incoming stream (server side) until deadline_ns
+ * (VMT_ETIMEDOUT then).  The server calls it with short deadlines while it
+ * watches stream 0 for a client that gave up. */
 typedef int (*vmt_accept_fn)(void *ctx, uint64_t deadline_ns, vmt_transport **out);
 
 typedef struct vmt_session_config {
@@ -421,8 +427,9 @@ int vmt_session_recv(vmt_session *s, unsigned stream, vmt_frame *f, uint32_t tim
 int vmt_session_recv_msg(vmt_session *s, unsigned stream, unsigned expect, vmt_wire_msg *m,
                          uint32_t timeout_ms);
 
-/* Gives up: sends ERROR {code, message} on stream 0 (best effort), shuts
- * every stream down, makes code the sticky error.  Returns code. */
+/* Gives up: sends ERROR {code, message} on every stream (best effort),
+ * shuts every stream down, makes code the sticky error (unless the session
+ * had failed already).  Returns the session's error. */
 int vmt_session_abort(vmt_session *s, int code, const char *message);
 
 /* The sticky error (0 while healthy).  Thread-safe. */
