@@ -10,7 +10,7 @@
 #include "migrate_internal.h"
 
 #define DEFAULT_MAX_ROUNDS 8u
-#define DEFAULT_PAUSE_PAGES 256u
+#define DEFAULT_PAUSE_PAGES 32u
 #define DEFAULT_STORE_BATCH 1024u
 
 static int check_name(const char *name)

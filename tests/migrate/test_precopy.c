@@ -140,11 +140,12 @@ static void memsink_free(memsink *m)
 }
 
 /* A dirtier in a 128 MiB VM; dirty logging on; started unless told not. */
-static void boot_dirtier(fx_guest *g, const char *extra, bool start)
+static void boot_dirtier_mode(fx_guest *g, const char *extra, bool start, vmt_dirty_mode mode)
 {
     vmt_vm_config cfg;
     vmt_vm_config_init(&cfg);
     cfg.mem_size = MEM;
+    cfg.dirty_mode = mode;
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "base=%llu pages=%u fill=random %s",
              (unsigned long long)REGION_BASE, REGION_PAGES, extra ? extra : "");
@@ -152,6 +153,11 @@ static void boot_dirtier(fx_guest *g, const char *extra, bool start)
     CU_ASSERT_EQUAL_FATAL(vmt_dirty_start(g->vm, 0), 0);
     if (start)
         CU_ASSERT_EQUAL_FATAL(vmt_vm_start(g->vm), 0);
+}
+
+static void boot_dirtier(fx_guest *g, const char *extra, bool start)
+{
+    boot_dirtier_mode(g, extra, start, VMT_DIRTY_BITMAP);
 }
 
 static uint64_t *all_pending(const fx_guest *g)
@@ -205,10 +211,10 @@ static vmt_policy_decision count_policy(void *ctx, vmt_round_stats r)
     return vmt_simple_policy_fn(&p->simple, r);
 }
 
-static void copy_of_running_guest_equals_ram_at_the_pause(void)
+static void copy_equals_ram_at_the_pause(vmt_dirty_mode mode)
 {
     fx_guest g;
-    boot_dirtier(&g, "event=1 spin=20000", true);
+    boot_dirtier_mode(&g, "event=1 spin=20000", true, mode);
     wait_ready(&g);
     uint64_t npages = vmt_vm_ram_pages(g.vm), *pending = all_pending(&g);
     memsink m;
@@ -261,6 +267,20 @@ static void copy_of_running_guest_equals_ram_at_the_pause(void)
     memsink_free(&m);
     free(pending);
     fx_free(&g);
+}
+
+static void copy_of_running_guest_equals_ram_at_the_pause(void)
+{
+    copy_equals_ram_at_the_pause(VMT_DIRTY_BITMAP);
+}
+
+static void same_with_the_dirty_ring(void)
+{
+    if (!vmt_kvm_get_caps(fx_kvm)->dirty_ring_max) {
+        printf("(this KVM has no dirty ring: not checked) ");
+        return;
+    }
+    copy_equals_ram_at_the_pause(VMT_DIRTY_RING);
 }
 
 /* A guest that dirties its region faster than the copy: the dirty set never
@@ -606,6 +626,7 @@ int main(void)
          simple_policy_stops_on_a_small_set_or_the_round_limit},
         {"copy_of_running_guest_equals_ram_at_the_pause",
          copy_of_running_guest_equals_ram_at_the_pause},
+        {"same_with_the_dirty_ring", same_with_the_dirty_ring},
         {"max_rounds_stops_a_dirtier_faster_than_the_copy",
          max_rounds_stops_a_dirtier_faster_than_the_copy},
         {"abort_policy_leaves_the_vm_running_with_the_dirty_set_pending",

@@ -224,7 +224,7 @@ typedef vmt_sink (*vmt_sink_interpose_fn)(void *ctx, vmt_sink inner);
 typedef struct vmt_snap_take_opts {
     const char *message;      /* NULL: "" */
     unsigned max_rounds;      /* rounds while the VM runs (default 8) */
-    uint64_t pause_pages;     /* pause once a round leaves at most this (default 256) */
+    uint64_t pause_pages;     /* pause once a round leaves at most this (default 32) */
     vmt_precopy_progress_fn progress;
     void *progress_ctx;
     size_t batch_pages;       /* pages per store batch (default 1024) */
