@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -185,6 +186,21 @@ static void print_status(const vmt_ctl_msg *m)
             printf("%-10s %s\n", m->fields[i].key, m->text + m->fields[i].off);
 }
 
+/* `stop` returns once the VM's process has exited (its name lock is free),
+ * so that what follows (rm of its HEAD, a new VM of that name) sees it gone. */
+static int wait_gone(const char *store, const char *name)
+{
+    long pid = 0;
+    for (int i = 0; i < 1000; i++) {
+        if (vmt_cli_vm_alive(store, name, &pid) != 1)
+            return 0;
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    return vmt_error_set(VMT_ETIMEDOUT, "VM %s accepted stop but its process %ld is still "
+                                        "running after 10 s", name, pid);
+}
+
 static int simple(const simple_cmd *sc, int argc, char **argv)
 {
     static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
@@ -204,6 +220,8 @@ static int simple(const simple_cmd *sc, int argc, char **argv)
         vmt_ctl_adds(req, "op", sc->op);
         rc = vmt_cli_vm_request(c.store, pos[0], req, rep, VMT_CLI_QUICK_TIMEOUT_NS, NULL);
     }
+    if (rc == 0 && !strcmp(sc->op, "stop"))
+        rc = wait_gone(c.store, pos[0]);
     if (rc == 0 && c.json) {
         vmt_json j;
         vmt_json_init(&j, stdout);

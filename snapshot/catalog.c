@@ -77,6 +77,39 @@ int cat_prepare(vmt_catalog *c, const char *sql, sqlite3_stmt **st)
     return 0;
 }
 
+int cat_collect(vmt_catalog *c, const char *sql, size_t size, cat_row_fn row, const char *what,
+                void **out, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    uint8_t *v = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = cat_prepare(c, sql, &st);
+    int src = SQLITE_DONE;
+    while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            uint8_t *nv = vmt_reallocn(v, ncap, size);
+            if (!nv) {
+                rc = VMT_ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        rc = row(st, v + size * cnt++);
+    }
+    if (rc == 0 && src != SQLITE_DONE)
+        rc = cat_error(c, src, what);
+    sqlite3_finalize(st);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
 int cat_exec(vmt_catalog *c, const char *sql)
 {
     int src = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
@@ -343,6 +376,12 @@ int vmt_catalog_remove_snapshot(vmt_catalog *c, const vmt_id *id)
     return cat_end(c, rc);
 }
 
+static int read_snap_row(sqlite3_stmt *st, vmt_catalog_snap *s);
+static int snap_row(sqlite3_stmt *st, void *e)
+{
+    return read_snap_row(st, e);
+}
+
 static int read_snap_row(sqlite3_stmt *st, vmt_catalog_snap *s)
 {
     memset(s, 0, sizeof(*s));
@@ -361,41 +400,15 @@ static int read_snap_row(sqlite3_stmt *st, vmt_catalog_snap *s)
 
 int vmt_catalog_list_snapshots(vmt_catalog *c, vmt_catalog_snap **out, size_t *n)
 {
-    sqlite3_stmt *st;
-    vmt_catalog_snap *v = NULL;
-    size_t cnt = 0, cap = 0;
-
     if (!c || !out || !n)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_list_snapshots: NULL argument");
-    int rc = cat_prepare(c,
-                         "SELECT s.id, s.parent, s.time_ns, s.vm_name, p.id IS NOT NULL, "
+    void *v = NULL;
+    int rc = cat_collect(c, "SELECT s.id, s.parent, s.time_ns, s.vm_name, p.id IS NOT NULL, "
                          "substr(s.message, 1, 255) FROM snapshots s LEFT JOIN snapshots p "
-                         "ON p.id = s.parent ORDER BY s.time_ns, s.rowid",
-                         &st);
-    int src = SQLITE_DONE;
-    while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            vmt_catalog_snap *nv = vmt_reallocn(v, ncap, sizeof(*v));
-            if (!nv) {
-                rc = VMT_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        rc = read_snap_row(st, &v[cnt++]);
-    }
-    if (rc == 0 && src != SQLITE_DONE)
-        rc = cat_error(c, src, "listing snapshots");
-    sqlite3_finalize(st);
-    if (rc) {
-        free(v);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
-    return 0;
+                         "ON p.id = s.parent ORDER BY s.time_ns, s.rowid", sizeof(vmt_catalog_snap), snap_row, "listing snapshots", &v, n);
+    if (rc == 0)
+        *out = v;
+    return rc;
 }
 
 /* ---- refs --------------------------------------------------------------- */
@@ -510,8 +523,9 @@ int vmt_catalog_delete_ref(vmt_catalog *c, const char *ref)
     return 0;
 }
 
-static int read_ref_row(sqlite3_stmt *st, vmt_catalog_ref *r)
+static int ref_row(sqlite3_stmt *st, void *e)
 {
+    vmt_catalog_ref *r = e;
     memset(r, 0, sizeof(*r));
     cat_column_text(st, 0, r->name, sizeof(r->name));
     return cat_column_id(st, 1, &r->id);
@@ -519,35 +533,11 @@ static int read_ref_row(sqlite3_stmt *st, vmt_catalog_ref *r)
 
 int vmt_catalog_list_refs(vmt_catalog *c, vmt_catalog_ref **out, size_t *n)
 {
-    sqlite3_stmt *st;
-    vmt_catalog_ref *v = NULL;
-    size_t cnt = 0, cap = 0;
-
     if (!c || !out || !n)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_list_refs: NULL argument");
-    int rc = cat_prepare(c, "SELECT name, id FROM refs ORDER BY name", &st);
-    int src = SQLITE_DONE;
-    while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            vmt_catalog_ref *nv = vmt_reallocn(v, ncap, sizeof(*v));
-            if (!nv) {
-                rc = VMT_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        rc = read_ref_row(st, &v[cnt++]);
-    }
-    if (rc == 0 && src != SQLITE_DONE)
-        rc = cat_error(c, src, "listing refs");
-    sqlite3_finalize(st);
-    if (rc) {
-        free(v);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
-    return 0;
+    void *v = NULL;
+    int rc = cat_collect(c, "SELECT name, id FROM refs ORDER BY name", sizeof(vmt_catalog_ref), ref_row, "listing refs", &v, n);
+    if (rc == 0)
+        *out = v;
+    return rc;
 }

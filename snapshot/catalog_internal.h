@@ -26,6 +26,12 @@ int cat_error(vmt_catalog *c, int src, const char *what);
 
 /* Prepares `sql`; on failure sets the error and returns it. */
 int cat_prepare(vmt_catalog *c, const char *sql, sqlite3_stmt **st);
+/* Reads one row into the element at `elem`. */
+typedef int (*cat_row_fn)(sqlite3_stmt *st, void *elem);
+/* Runs `sql` and collects one `size`-byte element per row into a new array
+ * (*out, caller frees; *n elements); `what` names the work in errors. */
+int cat_collect(vmt_catalog *c, const char *sql, size_t size, cat_row_fn row, const char *what,
+                void **out, size_t *n);
 
 /* Runs SQL without results. */
 int cat_exec(vmt_catalog *c, const char *sql);

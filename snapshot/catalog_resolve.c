@@ -209,37 +209,18 @@ int vmt_catalog_resolve(vmt_catalog *c, const char *name, vmt_id *out)
 
 /* ---- GC roots ----------------------------------------------------------- */
 
+static int id_row(sqlite3_stmt *st, void *e)
+{
+    return cat_column_id(st, 0, e);
+}
+
 int vmt_catalog_roots(vmt_catalog *c, vmt_id **out, size_t *n)
 {
-    sqlite3_stmt *st;
-    vmt_id *v = NULL;
-    size_t cnt = 0, cap = 0;
-
     if (!c || !out || !n)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_roots: NULL argument");
-    int rc = cat_prepare(c, "SELECT id FROM snapshots UNION SELECT id FROM refs", &st);
-    int src = SQLITE_DONE;
-    while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t ncap = cap ? cap * 2 : 256;
-            vmt_id *nv = vmt_reallocn(v, ncap, sizeof(*v));
-            if (!nv) {
-                rc = VMT_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        rc = cat_column_id(st, 0, &v[cnt++]);
-    }
-    if (rc == 0 && src != SQLITE_DONE)
-        rc = cat_error(c, src, "listing roots");
-    sqlite3_finalize(st);
-    if (rc) {
-        free(v);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
-    return 0;
+    void *v = NULL;
+    int rc = cat_collect(c, "SELECT id FROM snapshots UNION SELECT id FROM refs", sizeof(vmt_id), id_row, "listing roots", &v, n);
+    if (rc == 0)
+        *out = v;
+    return rc;
 }

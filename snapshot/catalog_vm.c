@@ -115,6 +115,12 @@ int vmt_catalog_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
     return cat_end(c, rc);
 }
 
+static int read_vm_row(sqlite3_stmt *st, vmt_catalog_vm *vm);
+static int vm_row(sqlite3_stmt *st, void *e)
+{
+    return read_vm_row(st, e);
+}
+
 static int read_vm_row(sqlite3_stmt *st, vmt_catalog_vm *vm)
 {
     memset(vm, 0, sizeof(*vm));
@@ -157,37 +163,13 @@ int vmt_catalog_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
 
 int vmt_catalog_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n)
 {
-    sqlite3_stmt *st;
-    vmt_catalog_vm *v = NULL;
-    size_t cnt = 0, cap = 0;
-
     if (!c || !out || !n)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_list_vms: NULL argument");
-    int rc = cat_prepare(c, VM_COLUMNS " ORDER BY v.name", &st);
-    int src = SQLITE_DONE;
-    while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            vmt_catalog_vm *nv = vmt_reallocn(v, ncap, sizeof(*v));
-            if (!nv) {
-                rc = VMT_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        rc = read_vm_row(st, &v[cnt++]);
-    }
-    if (rc == 0 && src != SQLITE_DONE)
-        rc = cat_error(c, src, "listing VMs");
-    sqlite3_finalize(st);
-    if (rc) {
-        free(v);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
-    return 0;
+    void *v = NULL;
+    int rc = cat_collect(c, VM_COLUMNS " ORDER BY v.name", sizeof(vmt_catalog_vm), vm_row, "listing VMs", &v, n);
+    if (rc == 0)
+        *out = v;
+    return rc;
 }
 
 int vmt_catalog_unregister_vm(vmt_catalog *c, const char *name)
