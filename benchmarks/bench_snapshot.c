@@ -10,17 +10,24 @@
  *   restore  from the last snapshot: lazy (vmt_vm_from_snapshot with LAZY
  *            until vmt_vm_start returns; then until every page is in) and
  *            eager (non-zero bytes per second).
+ *   rollback a 1 GiB dirtier (128 MiB of random pages) rolled back in place
+ *            lazily (vmt_vm_restore_in_place): from the request (before the
+ *            pause) until the VM runs again; then the CLI end to end:
+ *            `vmtree rollback NAME SNAP --lazy` spawned against a detached
+ *            1 GiB counter VM, wall time and the VM process's running_us.
  *   series   N snapshots (100; --quick 10), 100 ms apart, of a dirtier that
  *            never stops (0.1 % of RAM a pass): pause and total time under
  *            load, then the store's disk bytes against N full memory dumps.
  *
- * `vmtree-bench snapshot [take] [restore] [series]`: all by default
+ * `vmtree-bench snapshot [take] [restore] [rollback] [series]`: all by default
  * (restore needs take's snapshots and runs it).  The stores live in
  * temporary directories under $VMTREE_BENCH_DIR, $TMPDIR or /var/tmp,
  * removed at the end.
  */
 #include <ftw.h>
+#include <limits.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -405,6 +412,145 @@ static int bench_series(bsnap *b)
     return rc;
 }
 
+/* ---- rollback ------------------------------------------------------------ */
+
+/* In place and lazily, at the library level: a paused take of the running
+ * dirtier, then rollbacks to it while it runs (request = pause). */
+static int bench_rollback_lib(bsnap *b, unsigned runs, double *ms)
+{
+    vmt_snap_take_stats ts;
+    int rc = take(b, 8, &ts);
+    vmt_vmsnap_detach(b->vs); /* the VM process keeps no vmsnap attached */
+    b->vs = NULL;
+    if (rc == 0)
+        rc = vmt_dirty_start(b->vm, 0); /* ... but logging on */
+    vmt_restore *prev = NULL;
+    for (unsigned r = 0; rc == 0 && r < runs; r++) {
+        vmt_restore *rs = NULL;
+        vmt_restore_opts lazy = {.mode = VMT_RESTORE_LAZY};
+        uint64_t t0 = vmt_now_ns();
+        rc = vmt_vm_pause(b->vm);
+        if (rc == 0)
+            rc = vmt_vm_restore_in_place(b->vm, b->s, &b->last, &lazy, &prev, &rs, NULL, NULL);
+        if (rc == 0)
+            rc = vmt_vm_resume(b->vm);
+        ms[r] = (double)(vmt_now_ns() - t0) / 1e6;
+        prev = rs;
+        /* Let it run a little and the prefetch go on, as between requests. */
+        struct timespec gap = {0, 20000000};
+        nanosleep(&gap, NULL);
+    }
+    if (prev && rc == 0)
+        rc = vmt_restore_wait(prev, 120 * SEC);
+    vmt_vm_destroy(b->vm); /* before its restore: that one serves its RAM */
+    b->vm = NULL;
+    vmt_restore_free(prev);
+    return rc;
+}
+
+/* Runs build/bin/vmtree with argv (NULL-terminated); its stdout into out. */
+static int run_cli(const char *exe, char *const *argv, char *out, size_t cap)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return vmt_error_set(VMT_EIO, "pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execv(exe, argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < cap && (k = read(fds[0], out + n, cap - 1 - n)) > 0)
+        n += (size_t)k;
+    out[n] = 0;
+    close(fds[0]);
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return vmt_error_set(VMT_EIO, "%s %s %s failed (status %d): %.200s", exe, argv[1],
+                             argv[2] ? argv[2] : "", st, out);
+    return 0;
+}
+
+/* `vmtree rollback --lazy` end to end against a detached 1 GiB counter. */
+static int bench_rollback_cli(bsnap *b, unsigned runs, double *wall, double *running)
+{
+    char exe[PATH_MAX], store[PATH_MAX + 16], out[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 16);
+    if (n <= 0)
+        return vmt_error_set(VMT_EIO, "cannot find this executable");
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    snprintf(slash + 1, sizeof(exe) - (size_t)(slash + 1 - exe), "vmtree");
+    if (access(exe, X_OK) != 0)
+        return vmt_error_set(VMT_ENOENT, "no %s to run", exe);
+    const char *base = getenv("VMTREE_BENCH_DIR");
+    base = base ? base : getenv("TMPDIR");
+    base = base ? base : "/var/tmp";
+    if (asprintf(&b->dir, "%s/vmtree-bench-rbcli-XXXXXX", base) < 0 || !mkdtemp(b->dir))
+        return vmt_error_set(VMT_EIO, "cannot make a temporary directory under %s", base);
+    snprintf(store, sizeof(store), "%s/store", b->dir);
+    char *guest = vmt_bench_guest(b->o, "counter");
+    char *init[] = {exe, "store", "init", "--store", store, NULL};
+    char *run[] = {exe, "run", guest, "--mem", "1G", "--name", "rb", "--detach", "--store",
+                   store, "--cmdline", "steps=0 every=1 work=200000", NULL};
+    char *snap[] = {exe, "snapshot", "rb", "--store", store, NULL};
+    char *rb[] = {exe, "rollback", "rb", "rb", "--lazy", "--store", store, NULL};
+    char *stop[] = {exe, "stop", "rb", "--store", store, NULL};
+    int rc = run_cli(exe, init, out, sizeof(out));
+    if (rc == 0)
+        rc = run_cli(exe, run, out, sizeof(out));
+    bool started = rc == 0;
+    if (rc == 0)
+        rc = run_cli(exe, snap, out, sizeof(out));
+    for (unsigned r = 0; rc == 0 && r < runs; r++) {
+        struct timespec gap = {0, 50000000};
+        nanosleep(&gap, NULL);
+        uint64_t t0 = vmt_now_ns();
+        rc = run_cli(exe, rb, out, sizeof(out));
+        wall[r] = (double)(vmt_now_ns() - t0) / 1e6;
+        const char *m = strstr(out, "running after ");
+        running[r] = m ? strtod(m + 14, NULL) : -1;
+    }
+    if (started)
+        run_cli(exe, stop, out, sizeof(out));
+    free(guest);
+    return rc;
+}
+
+static int bench_rollback(const vmt_bench_opts *o, vmt_kvm *kvm)
+{
+    unsigned runs = VMT_MIN(o->runs, 16u);
+    double lib[16], wall[16], running[16];
+    bsnap b = {.o = o, .kvm = kvm, .rng = 88172645463325252ull, .mem = 1ull << 30,
+               .region_pages = 32768,
+               .ev = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER}};
+    int rc = store_open(&b, "rollback");
+    if (rc == 0)
+        rc = boot_dirtier(&b, "passes=1 end=event", DIRTIER_DONE);
+    if (rc == 0)
+        rc = bench_rollback_lib(&b, runs, lib);
+    bsnap_close(&b);
+    if (rc == 0) {
+        vmt_bench_emit("snapshot", "rollback_lazy_running", vmt_bench_median(lib, runs), "ms",
+                       "\"mem_mib\":1024,\"nonzero_mib\":128,\"of\":\"in place: pause, "
+                       "vmt_vm_restore_in_place, resume\"");
+        rc = bench_rollback_cli(&b, runs, wall, running);
+        bsnap_close(&b);
+    }
+    if (rc == 0) {
+        vmt_bench_emit("snapshot", "rollback_lazy_cli_wall", vmt_bench_median(wall, runs), "ms",
+                       "\"mem_mib\":1024,\"of\":\"vmtree rollback --lazy, spawn to exit\"");
+        vmt_bench_emit("snapshot", "rollback_lazy_cli_running", vmt_bench_median(running, runs),
+                       "ms", "\"mem_mib\":1024,\"of\":\"VM process: request to running\"");
+    }
+    return rc;
+}
+
 static bool wanted(const vmt_bench_opts *o, const char *part)
 {
     bool want = o->argc == 0;
@@ -431,6 +577,8 @@ int vmt_bench_snapshot(const vmt_bench_opts *o)
     if (rc == 0 && wanted(o, "restore"))
         rc = bench_restore(&b);
     bsnap_close(&b);
+    if (rc == 0 && wanted(o, "rollback"))
+        rc = bench_rollback(o, b.kvm);
     if (rc == 0 && wanted(o, "series"))
         rc = bench_series(&b);
     if (rc)

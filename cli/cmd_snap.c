@@ -159,10 +159,16 @@ int vmt_cli_rollback(int argc, char **argv)
         vmt_json_init(&j, stdout);
         vmt_cli_reply_json(&j, rep);
     } else if (rc == 0) {
-        uint64_t us = 0;
+        uint64_t us = 0, run_us = 0;
         vmt_ctl_get_u64(rep, "restore_us", &us);
-        printf("%s: rolled back to %.12s (%s restore, %.1f ms)\n", pos[0], hex,
-               lazy ? "lazy" : "eager", (double)us / 1000.0);
+        if (vmt_ctl_get_u64(rep, "running_us", &run_us) == 0)
+            printf("%s: rolled back to %.12s in place (%s restore, running after %.1f ms, "
+                   "%.1f ms in all)\n",
+                   pos[0], hex, lazy ? "lazy" : "eager", (double)run_us / 1000.0,
+                   (double)us / 1000.0);
+        else
+            printf("%s: rolled back to %.12s (%s restore, %.1f ms)\n", pos[0], hex,
+                   lazy ? "lazy" : "eager", (double)us / 1000.0);
     }
     free(req);
     free(rep);

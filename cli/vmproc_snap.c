@@ -120,6 +120,10 @@ static int restore_vm(vmproc *p, const vmt_id *snap, bool lazy, vmp_conn *conn, 
     vmt_restore_opts ro = {.mode = lazy ? VMT_RESTORE_LAZY : VMT_RESTORE_EAGER,
                            .progress = conn ? restore_progress : setup_restore_progress,
                            .progress_ctx = conn ? (void *)conn : (void *)p};
+    /* A lazy restore's prefetchers outlive a rollback request and its
+     * connection (a stack object of the request): no progress for them. */
+    if (lazy && conn)
+        ro.progress = NULL;
     *restore = NULL;
     *rs = NULL;
     int rc = rec ? vmt_cli_store_open(p->o->store, false, &s) : VMT_ENOMEM;
@@ -275,10 +279,92 @@ static int replace_vm(vmproc *p, vmt_vm *vm, vmt_restore *r, vmt_store *rs, cons
     return rc ? rc : src;
 }
 
+/* Rolls p->vm back to `snap` in place (vmt_vm_restore_in_place) and
+ * resumes it.  VMT_EINVAL: the snapshot's config differs (nothing touched;
+ * the caller makes a new VM).  Else on failure the VM stays paused (its RAM
+ * may be lost) and the error is returned.  t0: the request's arrival. */
+static int rollback_in_place(vmproc *p, const vmt_id *snap, bool lazy, vmp_conn *conn,
+                             bool was_paused, uint64_t t0, vmt_ctl_msg *reply)
+{
+    vmt_store *s = NULL;
+    vmt_snap_record *rec = malloc(sizeof(*rec));
+    vmt_inplace_stats ist;
+    /* A lazy restore's prefetchers outlive the request and its connection:
+     * no progress for them. */
+    vmt_restore_opts ro = {.mode = lazy ? VMT_RESTORE_LAZY : VMT_RESTORE_EAGER,
+                           .progress = lazy ? NULL : restore_progress, .progress_ctx = conn};
+    vmt_restore *r = NULL, *old = p->restore;
+    memset(&ist, 0, sizeof(ist));
+    uint64_t t_open = vmt_now_ns();
+    int rc = rec ? vmt_cli_store_open(p->o->store, false, &s) : VMT_ENOMEM;
+    uint64_t t_restore = vmt_now_ns();
+    if (rc == 0)
+        rc = vmt_vm_restore_in_place(p->vm, s, snap, &ro, &old, &r, rec, &ist);
+    if (old != p->restore) { /* the earlier lazy restore was given up */
+        vmt_store_close(p->restore_store);
+        p->restore = NULL;
+        p->restore_store = NULL;
+    }
+    if (rc) {
+        vmt_store_close(s);
+        free(rec);
+        if (!ist.ram_replaced && rc != VMT_EINVAL && !was_paused)
+            vmt_vm_resume(p->vm); /* untouched: as it was */
+        return rc;
+    }
+    snprintf(p->image, sizeof(p->image), "%s", rec->image);
+    snprintf(p->cmdline, sizeof(p->cmdline), "%s", rec->cmdline);
+    free(rec);
+    if (r) {
+        p->restore = r;
+        p->restore_store = s;
+    } else {
+        vmt_store_close(s);
+    }
+    p->has_head = true;
+    p->head = *snap;
+    char text[64], sid[13];
+    vmt_cli_short_id(snap, sid);
+    snprintf(text, sizeof(text), "rolled back to %s", sid);
+    vmp_console_marker(p, text);
+    uint64_t t_resume = vmt_now_ns();
+    rc = vmt_vm_resume(p->vm);
+    uint64_t t_running = vmt_now_ns();
+    /* The HEAD ref (a catalog transaction, fsynced) after the VM runs. */
+    int hrc = set_head_ref(p);
+    uint64_t t_end = vmt_now_ns();
+    vmt_debug("rollback in place (%s): pause %llu us, store open %llu us, restore %llu us "
+              "(read %llu, check %llu, old restore %llu, ram %llu, state %llu, dirty %llu), "
+              "resume %llu us; "
+              "running after %llu us; HEAD ref %llu us",
+              lazy ? "lazy" : "eager", (unsigned long long)((t_open - t0) / 1000),
+              (unsigned long long)((t_restore - t_open) / 1000),
+              (unsigned long long)((t_resume - t_restore) / 1000),
+              (unsigned long long)(ist.read_ns / 1000), (unsigned long long)(ist.check_ns / 1000),
+              (unsigned long long)(ist.old_ns / 1000), (unsigned long long)(ist.ram_ns / 1000), (unsigned long long)(ist.state_ns / 1000),
+              (unsigned long long)(ist.dirty_ns / 1000),
+              (unsigned long long)((t_running - t_resume) / 1000),
+              (unsigned long long)((t_running - t0) / 1000),
+              (unsigned long long)((t_end - t_running) / 1000));
+    if (rc == 0)
+        rc = hrc;
+    if (rc == 0)
+        rc = vmt_ctl_addf(reply, "running_us", "%llu",
+                          (unsigned long long)((t_running - t0) / 1000));
+    if (rc == 0)
+        rc = vmt_ctl_adds(reply, "in_place", "1");
+    if (rc == 0)
+        rc = vmt_ctl_addf(reply, "restore_us", "%llu",
+                          (unsigned long long)((vmt_now_ns() - t0) / 1000));
+    return rc;
+}
+
 int vmp_req_rollback(vmproc *p, vmp_conn *conn, const vmt_ctl_msg *req, vmt_ctl_msg *reply)
 {
+    uint64_t t0 = vmt_now_ns();
     const char *hex = vmt_ctl_get(req, "snap");
     const char *lazy = vmt_ctl_get(req, "lazy");
+    bool is_lazy = lazy && !strcmp(lazy, "1");
     vmt_id id;
     vmt_vm *vm = NULL;
     vmt_restore *r = NULL;
@@ -287,8 +373,16 @@ int vmp_req_rollback(vmproc *p, vmp_conn *conn, const vmt_ctl_msg *req, vmt_ctl_
         return vmt_error_set(VMT_EPROTO, "rollback needs snap=<32 hex digits>");
     bool was_paused = vmt_vm_is_paused(p->vm);
     vmt_vm_pause(p->vm);
-    uint64_t t0 = vmt_now_ns();
-    int rc = restore_vm(p, &id, lazy && !strcmp(lazy, "1"), conn, &vm, &r, &rs);
+    int rc = rollback_in_place(p, &id, is_lazy, conn, was_paused, t0, reply);
+    if (rc == 0)
+        return 0;
+    if (rc != VMT_EINVAL) {
+        /* Past the checks the RAM is gone: the VM stays paused. */
+        return vmt_error_wrap(rc, "rollback of %s", p->o->name);
+    }
+    vmt_debug("rollback of %s: %s; making a new VM", p->o->name, vmt_error_last());
+    vmt_error_clear();
+    rc = restore_vm(p, &id, is_lazy, conn, &vm, &r, &rs);
     if (rc) {
         if (!was_paused)
             vmt_vm_resume(p->vm);

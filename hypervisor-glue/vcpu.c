@@ -182,6 +182,33 @@ static bool wait_runnable(vmm_vcpu *vc)
     return go;
 }
 
+/*
+ * After a port I/O exit KVM completes the instruction (an IN's value into
+ * RAX, RIP past it, the next iteration of a string op) only on the next
+ * KVM_RUN.  When a pause is coming, do that now with immediate_exit set
+ * (KVM completes, then returns EINTR without entering the guest), so the
+ * state read or set while paused has no completion pending: a vCPU whose
+ * state is replaced (an in-place rollback) must not later apply the old
+ * instruction's completion to the new state.  False when the thread must
+ * end.
+ */
+static bool complete_io(vmm_vcpu *vc)
+{
+    while (vc->run->exit_reason == KVM_EXIT_IO) {
+        pthread_mutex_lock(&vc->vm->lock);
+        bool pausing = vc->vm->pause_req;
+        pthread_mutex_unlock(&vc->vm->lock);
+        if (!pausing)
+            return true;
+        __atomic_store_n(&vc->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+        if (ioctl(vc->fd, KVM_RUN, 0) < 0)
+            return true; /* EINTR: completed */
+        if (!handle_exit(vc)) /* the completion needed another exit */
+            return false;
+    }
+    return true;
+}
+
 void *vmm_vcpu_thread(void *arg)
 {
     vmm_vcpu *vc = arg;
@@ -197,7 +224,7 @@ void *vmm_vcpu_thread(void *arg)
             stop_vm(vc, VMT_EXIT_ERROR, 0, "KVM_RUN on vCPU %u: %s", vc->idx, strerror(errno));
             break;
         }
-        if (!handle_exit(vc))
+        if (!handle_exit(vc) || !complete_io(vc))
             break;
     }
     pthread_mutex_lock(&vc->vm->lock);

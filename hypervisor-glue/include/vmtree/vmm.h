@@ -171,8 +171,12 @@ int vmt_vm_start(vmt_vm *vm);
 
 /*
  * Pauses every vCPU (kicks them out of KVM_RUN) and returns once all are
- * parked, so state and RAM can be read consistently.  Idempotent; safe from
- * any thread except a vCPU thread (use VMT_EVENT_PAUSE there).
+ * parked, so state and RAM can be read consistently.  A port I/O
+ * instruction a vCPU had exited for is completed (KVM_RUN with
+ * immediate_exit) before it parks, so no completion is pending in KVM while
+ * paused and state set then (an in-place rollback) is not altered by it.
+ * Idempotent; safe from any thread except a vCPU thread (use
+ * VMT_EVENT_PAUSE there).
  */
 int vmt_vm_pause(vmt_vm *vm);
 int vmt_vm_resume(vmt_vm *vm);

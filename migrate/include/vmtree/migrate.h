@@ -276,6 +276,122 @@ int vmt_vm_from_snapshot(vmt_kvm *kvm, vmt_store *s, const vmt_id *snap,
                          const vmt_vm_config *base, const vmt_restore_opts *ro, vmt_vm **vm,
                          vmt_restore **restore, vmt_snap_record *record);
 
+/* ---- live migration over TCP (mig_source.c, mig_dest.c) ------------------ */
+
+/* migrate/net's listener (vmtree/net.h), borrowed by vmt_migrate_receive. */
+typedef struct vmt_listener vmt_listener;
+
+typedef enum vmt_migrate_compress {
+    VMT_MIGRATE_COMPRESS_NONE = 0,
+    VMT_MIGRATE_COMPRESS_LZ4,
+    VMT_MIGRATE_COMPRESS_ZSTD,
+} vmt_migrate_compress;
+
+typedef struct vmt_migrate_opts {
+    unsigned streams;         /* TCP streams (0: 1; at most 16) */
+    vmt_migrate_compress compress;
+    bool xbzrle;              /* deltas of resent pages (default true) */
+    const uint8_t *psk;       /* pre-shared key (borrowed) or NULL */
+    size_t psk_len;
+    uint32_t max_downtime_ms; /* the pause the policy aims at (0: 300) */
+    uint64_t bandwidth;       /* bytes/s on the wire (0: unlimited) */
+    unsigned max_rounds;      /* rounds while the VM runs before giving up (0: 30) */
+    uint32_t timeout_ms;      /* every network step, the ACK included (0: 10000) */
+} vmt_migrate_opts;
+
+void vmt_migrate_opts_init(vmt_migrate_opts *o);
+
+#define VMT_MIGRATE_MAX_ROUND_STATS 64
+
+typedef struct vmt_migrate_report {
+    bool acked;               /* the destination resumed the VM */
+    int error;                /* 0 or the VMT_E* code returned */
+    char why[256];            /* on failure: what failed */
+    uint64_t total_ns;        /* the call, connection included */
+    uint64_t setup_ns;        /* connect + handshake of every stream */
+    uint64_t downtime_ns;     /* the VM paused: pause to ACK received */
+    unsigned rounds;          /* including the paused one */
+    uint64_t pages_sent;
+    uint64_t pages_by_enc[6]; /* ZERO, REF, DELTA, RAW, LZ4, ZSTD (vmt_page_enc) */
+    uint64_t wire_bytes;      /* sent + received, frames included */
+    double throughput;        /* wire bytes / s over the whole call */
+    unsigned nround_stats;    /* rounds while running, as the policy saw them */
+    double dirty_rate[VMT_MIGRATE_MAX_ROUND_STATS];   /* pages/s dirtied per round */
+    double bandwidth[VMT_MIGRATE_MAX_ROUND_STATS];    /* bytes/s sent per round */
+} vmt_migrate_report;
+
+/*
+ * Migrates the running (or paused) `vm` to a vmt_migrate_receive at
+ * host_port ("HOST:PORT") with the pre-copy engine: rounds while the VM
+ * runs until the dirty set fits max_downtime at the measured bandwidth
+ * (stop-and-copy), or VMT_ECANCELED after max_rounds.  Starts dirty
+ * logging if it is off (and stops it again).  On success (the destination
+ * sent ACK: its VM runs) the VM is left PAUSED: the caller must never
+ * resume it, only destroy it.  On any failure before the ACK the VM runs
+ * on as it was found and rep->why says why.  `o` and `rep` may be NULL.
+ */
+int vmt_migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opts *o,
+                     vmt_migrate_report *rep);
+
+typedef struct vmt_migrate_recv_opts {
+    const uint8_t *psk;       /* required key (borrowed) or NULL: none */
+    size_t psk_len;
+    unsigned max_streams;     /* 0: 16 */
+    uint32_t timeout_ms;      /* accept and every step (0: 10000) */
+    const vmt_vm_config *base;/* console, events, dirty mode of the new VM (may be NULL) */
+} vmt_migrate_recv_opts;
+
+/*
+ * Accepts one migration on `l` (vmt_tcp_listen), creates the VM from the
+ * peer's VM_CONFIG, fills its RAM from the page batches, sets its state,
+ * starts it and sends ACK; *out is then the running VM (the caller's).
+ * On any failure before the ACK was sent the VM is destroyed (nothing
+ * runs) and the error returned.  No store yet: the have-set is empty.
+ */
+int vmt_migrate_receive(vmt_kvm *kvm, vmt_listener *l, const vmt_migrate_recv_opts *o,
+                        vmt_vm **out);
+
+/* ---- rolling a VM back in place ------------------------------------------ */
+
+/* Where an in-place rollback spent its time (ns). */
+typedef struct vmt_inplace_stats {
+    uint64_t read_ns;         /* record and state blob from the store */
+    uint64_t check_ns;        /* the config check (reads the VM-wide state) */
+    uint64_t old_ns;          /* the earlier lazy restore (*old) stopped and freed */
+    uint64_t ram_ns;          /* vmt_restore_open: holes punched, lazy: uffd armed */
+    uint64_t state_ns;        /* VM and vCPU state set */
+    uint64_t dirty_ns;        /* the dirty log emptied */
+    uint64_t total_ns;
+    bool ram_replaced;        /* the checks passed and the RAM was given up */
+} vmt_inplace_stats;
+
+/*
+ * Rolls the PAUSED (or not yet started) `vm` back to snapshot `snap` without
+ * making a new VM: its own RAM is refilled through vmt_restore_open (holes
+ * punched first; `ro` as for vmt_vm_from_snapshot, NULL: eager) and the VM
+ * and vCPU state are set from the state blob.  The VM is left paused; the
+ * caller resumes it (a lazy restore serves faults meanwhile; *restore as
+ * for vmt_vm_from_snapshot, the store must stay open while it lives).
+ *
+ * The record's config (memory size, vCPUs, irqchip) must be the VM's, else
+ * VMT_EINVAL with the VM untouched (the caller makes a new VM instead);
+ * VMT_ENOENT / VMT_ECORRUPT for a missing or damaged record or blob also
+ * leave it untouched.  Only then is `*old` (may be NULL: a lazy restore
+ * still serving this VM's RAM from an earlier restore) freed and set NULL.
+ * A failure after that (a map or page unreadable, the VMM refusing the
+ * state) leaves the VM's RAM undefined: it must not be resumed.
+ *
+ * Dirty log: if logging is on it is emptied, so that afterwards it reports
+ * exactly the pages the guest writes after the rollback (the restore's own
+ * fills, eager copies and lazy UFFDIO_COPY/ZEROPAGE, are host writes and
+ * never reported).  A vmt_vmsnap must then be (re)attached with `snap` as
+ * its head.  `record` and `stats` may be NULL.
+ */
+int vmt_vm_restore_in_place(vmt_vm *vm, vmt_store *s, const vmt_id *snap,
+                            const vmt_restore_opts *ro, vmt_restore **old,
+                            vmt_restore **restore, vmt_snap_record *record,
+                            vmt_inplace_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif
