@@ -28,7 +28,7 @@ $V run $G/dirtier.elf --mem 256M --vcpus 2 --dirty-report=100 --dirty-mode ring 
 # ---- snapshots of running VMs: a tree in a store of its own ----
 STORE=$(mktemp -d /tmp/vmtree-demo-XXXXXX)/store
 export VMTREE_STORE=$STORE
-trap '$V stop a >/dev/null 2>&1; $V stop b >/dev/null 2>&1; rm -rf "$(dirname "$STORE")"' EXIT
+trap '$V stop a >/dev/null 2>&1 || true; $V stop b >/dev/null 2>&1 || true; rm -rf "$(dirname "$STORE")"' EXIT
 show() { printf '\033[2m$ vmtree %s\033[0m\n' "$*"; $V "$@"; }
 console_tail() { printf '\033[2m(console of %s)\033[0m\n' "$1"; $V console "$1" | tail -n "$2"; }
 
