@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The vmtree demo: installs dependencies, builds, then boots guests on KVM
 # and shows their consoles and a dirty-page report.
+# With --no-build, uses the build in $VMTREE_BUILD_DIR (default build/) as
+# it is: the test suite runs the demo that way (test_demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
-scripts/build.sh build
-V=build/bin/vmtree
-G=build/guests
+B=${VMTREE_BUILD_DIR:-build}
+if [ "${1:-}" != "--no-build" ]; then
+  scripts/install-deps.sh
+  scripts/build.sh "$B"
+fi
+V=$B/bin/vmtree
+G=$B/guests
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
