@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -280,4 +281,20 @@ uint8_t *fx_read_file(const char *path, size_t *n)
     fclose(f);
     *n = (size_t)len;
     return p;
+}
+
+void fx_ram_new(fx_ram *r, uint64_t pages)
+{
+    r->size = pages * 4096;
+    r->fd = memfd_create("test-ram", MFD_CLOEXEC);
+    CU_ASSERT_FATAL(r->fd >= 0);
+    CU_ASSERT_EQUAL_FATAL(ftruncate(r->fd, (off_t)r->size), 0);
+    r->p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+    CU_ASSERT_FATAL(r->p != MAP_FAILED);
+}
+
+void fx_ram_free(fx_ram *r)
+{
+    munmap(r->p, r->size);
+    close(r->fd);
 }

@@ -39,6 +39,16 @@ void fx_page_text(uint8_t *p, uint64_t seed);
  */
 void fx_fill_mixed(uint8_t *mem, uint64_t npages, uint64_t seed);
 
+/* Guest-RAM stand-in: `pages` zero pages of a memfd mapped MAP_SHARED, as
+ * hypervisor-glue provides them (restore targets). */
+typedef struct fx_ram {
+    int fd;
+    uint8_t *p;
+    uint64_t size;
+} fx_ram;
+void fx_ram_new(fx_ram *r, uint64_t pages);
+void fx_ram_free(fx_ram *r);
+
 /*
  * Puts the pages of mem into the store, builds their map, writes it and
  * commits; returns the root.  CUnit-fatal on failure.

@@ -18,28 +18,6 @@ static fx_store fx;
 static uint8_t *src;
 static vmt_id root;
 
-typedef struct ram {
-    int fd;
-    uint8_t *p;
-    uint64_t size;
-} ram;
-
-static void ram_new(ram *r, uint64_t pages)
-{
-    r->size = pages * 4096;
-    r->fd = memfd_create("test-ram", MFD_CLOEXEC);
-    CU_ASSERT_FATAL(r->fd >= 0);
-    CU_ASSERT_EQUAL_FATAL(ftruncate(r->fd, (off_t)r->size), 0);
-    r->p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
-    CU_ASSERT_FATAL(r->p != MAP_FAILED);
-}
-
-static void ram_free(ram *r)
-{
-    munmap(r->p, r->size);
-    close(r->fd);
-}
-
 static int setup(void)
 {
     src = malloc((size_t)NPAGES * 4096);
@@ -89,7 +67,7 @@ static void test_eager_restore_gives_back_every_page(void)
     static const unsigned threads[] = {0, 1, 3};
     store_source();
     for (size_t t = 0; t < VMT_ARRAY_SIZE(threads); t++) {
-        ram r;
+        fx_ram r;
         vmt_restore *h = NULL;
         vmt_restore_stats st;
         progress pr = {.monotonic = true};
@@ -97,7 +75,7 @@ static void test_eager_restore_gives_back_every_page(void)
                               .threads = threads[t],
                               .progress = on_progress,
                               .progress_ctx = &pr};
-        ram_new(&r, NPAGES);
+        fx_ram_new(&r, NPAGES);
         CU_ASSERT_EQUAL_FATAL(vmt_restore_open(&h, fx.s, &root, r.p, r.fd, r.size, &o), 0);
         CU_ASSERT_EQUAL(vmt_restore_wait(h, 0), 0);
         CU_ASSERT_EQUAL(memcmp(r.p, src, r.size), 0);
@@ -110,24 +88,24 @@ static void test_eager_restore_gives_back_every_page(void)
         CU_ASSERT_TRUE(pr.monotonic && pr.calls > 0);
         CU_ASSERT_EQUAL(pr.last, st.pages_total);
         vmt_restore_free(h);
-        ram_free(&r);
+        fx_ram_free(&r);
     }
     fx_store_free(&fx);
 }
 
 static void test_eager_restore_discards_what_ram_held(void)
 {
-    ram r;
+    fx_ram r;
     vmt_restore *h = NULL;
     vmt_restore_opts o = {.mode = VMT_RESTORE_EAGER};
 
     store_source();
-    ram_new(&r, NPAGES);
+    fx_ram_new(&r, NPAGES);
     memset(r.p, 0xa5, r.size); /* e.g. a paused VM rolled back in place */
     CU_ASSERT_EQUAL_FATAL(vmt_restore_open(&h, fx.s, &root, r.p, r.fd, r.size, &o), 0);
     CU_ASSERT_EQUAL(memcmp(r.p, src, r.size), 0);
     vmt_restore_free(h);
-    ram_free(&r);
+    fx_ram_free(&r);
     fx_store_free(&fx);
 }
 
@@ -149,14 +127,14 @@ static void test_eager_restore_without_a_memfd_writes_through_the_mapping(void)
 
 static void test_restore_reports_missing_pages_and_bad_arguments(void)
 {
-    ram r;
+    fx_ram r;
     vmt_restore *h = NULL;
     vmt_map *m = NULL;
     vmt_id bad_root, missing = fx_fake_id(3);
     vmt_restore_opts o = {.mode = VMT_RESTORE_EAGER};
 
     fx_store_new(&fx, "restore");
-    ram_new(&r, 64);
+    fx_ram_new(&r, 64);
     CU_ASSERT_EQUAL_FATAL(vmt_map_new(&m, 64), 0);
     vmt_map_set(m, 10, &missing); /* names a page the store lacks */
     CU_ASSERT_EQUAL_FATAL(vmt_map_write(m, fx.s, &bad_root, NULL, NULL), 0);
@@ -171,7 +149,7 @@ static void test_restore_reports_missing_pages_and_bad_arguments(void)
     /* A map of another size does not fit this RAM. */
     o.mode = VMT_RESTORE_EAGER;
     CU_ASSERT_EQUAL(vmt_restore_open(&h, fx.s, &bad_root, r.p, r.fd, 4096, &o), VMT_ECORRUPT);
-    ram_free(&r);
+    fx_ram_free(&r);
     fx_store_free(&fx);
 }
 

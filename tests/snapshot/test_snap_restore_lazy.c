@@ -22,28 +22,6 @@ static uint8_t *src;
 static vmt_id root;
 static const char *skip_reason;
 
-typedef struct ram {
-    int fd;
-    uint8_t *p;
-    uint64_t size;
-} ram;
-
-static void ram_new(ram *r, uint64_t pages)
-{
-    r->size = pages * 4096;
-    r->fd = memfd_create("test-ram", MFD_CLOEXEC);
-    CU_ASSERT_FATAL(r->fd >= 0);
-    CU_ASSERT_EQUAL_FATAL(ftruncate(r->fd, (off_t)r->size), 0);
-    r->p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
-    CU_ASSERT_FATAL(r->p != MAP_FAILED);
-}
-
-static void ram_free(ram *r)
-{
-    munmap(r->p, r->size);
-    close(r->fd);
-}
-
 static int setup(void)
 {
     src = malloc((size_t)NPAGES * 4096);
@@ -66,7 +44,7 @@ static bool page_is_zero(uint64_t pfn)
 }
 
 /* Opens a lazy restore; false (and the test skips) where uffd is refused. */
-static bool open_lazy(vmt_restore **h, ram *r)
+static bool open_lazy(vmt_restore **h, fx_ram *r)
 {
     vmt_restore_opts o = {.mode = VMT_RESTORE_LAZY};
     int rc = vmt_restore_open(h, fx.s, &root, r->p, r->fd, r->size, &o);
@@ -79,7 +57,7 @@ static bool open_lazy(vmt_restore **h, ram *r)
 }
 
 typedef struct toucher {
-    ram *r;
+    fx_ram *r;
     vmt_restore *h;
     uint64_t seed;
     bool write;
@@ -112,7 +90,7 @@ static void *touch_main(void *arg)
 
 static void test_region_is_usable_at_once_and_ends_equal_to_the_snapshot(void)
 {
-    ram r;
+    fx_ram r;
     vmt_restore *h = NULL;
     vmt_restore_stats st;
     toucher t[3] = {{.seed = 1}, {.seed = 2}, {.seed = 3, .write = true}};
@@ -120,7 +98,7 @@ static void test_region_is_usable_at_once_and_ends_equal_to_the_snapshot(void)
 
     fx_store_new(&fx, "lazy");
     root = fx_store_memory(fx.s, src, NPAGES);
-    ram_new(&r, NPAGES);
+    fx_ram_new(&r, NPAGES);
     if (!open_lazy(&h, &r))
         goto out;
     for (int i = 0; i < 3; i++) {
@@ -150,20 +128,20 @@ static void test_region_is_usable_at_once_and_ends_equal_to_the_snapshot(void)
         src[t[2].pfns[i] * 4096 + 100] ^= 0x5a;
     vmt_restore_free(h);
 out:
-    ram_free(&r);
+    fx_ram_free(&r);
     fx_store_free(&fx);
 }
 
 static void test_lazy_and_eager_give_the_same_memory(void)
 {
-    ram a, b;
+    fx_ram a, b;
     vmt_restore *h = NULL, *e = NULL;
     vmt_restore_opts eo = {.mode = VMT_RESTORE_EAGER};
 
     fx_store_new(&fx, "lazy");
     root = fx_store_memory(fx.s, src, NPAGES);
-    ram_new(&a, NPAGES);
-    ram_new(&b, NPAGES);
+    fx_ram_new(&a, NPAGES);
+    fx_ram_new(&b, NPAGES);
     if (!open_lazy(&h, &a))
         goto out;
     CU_ASSERT_EQUAL_FATAL(vmt_restore_open(&e, fx.s, &root, b.p, b.fd, b.size, &eo), 0);
@@ -173,21 +151,21 @@ static void test_lazy_and_eager_give_the_same_memory(void)
     vmt_restore_free(h);
     vmt_restore_free(e);
 out:
-    ram_free(&a);
-    ram_free(&b);
+    fx_ram_free(&a);
+    fx_ram_free(&b);
     fx_store_free(&fx);
 }
 
 static void test_zero_pages_are_never_fetched(void)
 {
-    ram r;
+    fx_ram r;
     vmt_restore *h = NULL;
     vmt_restore_stats st;
     uint64_t zeros = 0;
 
     fx_store_new(&fx, "lazy");
     root = fx_store_memory(fx.s, src, NPAGES);
-    ram_new(&r, NPAGES);
+    fx_ram_new(&r, NPAGES);
     if (!open_lazy(&h, &r))
         goto out;
     /* Touch zero pages first, while most of RAM is still missing. */
@@ -210,18 +188,18 @@ static void test_zero_pages_are_never_fetched(void)
     CU_ASSERT_EQUAL(st.zero_faults, zf);
     vmt_restore_free(h);
 out:
-    ram_free(&r);
+    fx_ram_free(&r);
     fx_store_free(&fx);
 }
 
 static void test_stopping_early_leaves_readable_memory(void)
 {
-    ram r;
+    fx_ram r;
     vmt_restore *h = NULL;
 
     fx_store_new(&fx, "lazy");
     root = fx_store_memory(fx.s, src, NPAGES);
-    ram_new(&r, NPAGES);
+    fx_ram_new(&r, NPAGES);
     if (!open_lazy(&h, &r))
         goto out;
     CU_ASSERT_EQUAL(memcmp(r.p + 4096 * 100, src + 4096 * 100, 4096), 0);
@@ -236,7 +214,7 @@ static void test_stopping_early_leaves_readable_memory(void)
     CU_ASSERT_EQUAL(ok, VMT_DIV_ROUND_UP(NPAGES, 97));
     CU_ASSERT_EQUAL(memcmp(r.p + 4096 * 100, src + 4096 * 100, 4096), 0);
 out:
-    ram_free(&r);
+    fx_ram_free(&r);
     fx_store_free(&fx);
 }
 
