@@ -364,7 +364,7 @@ int vmt_ctl_reply_error(vmt_ctl_msg *m, int code, const char *msg)
 
 int vmt_ctl_error_code(const char *name)
 {
-    for (int c = VMT_ERR; c >= VMT_EAUTH; c--)
+    for (int c = VMT_ERR; c >= VMT_ELAST; c--)
         if (name && !strcmp(vmt_strerror(c), name))
             return c;
     return VMT_ERR;

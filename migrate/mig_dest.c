@@ -1,10 +1,14 @@
 /*
- * Live migration, destination side: accepts a session, creates the VM from
- * VM_CONFIG, applies each round's page batches straight into its RAM (every
- * stream read on its own thread until its ROUND_END: the round barrier of
- * docs/wire-protocol.md, so deltas find their base), sets the state, starts
- * the VM and sends ACK.  No store yet: the have-set is empty, so a REF is a
- * protocol error.  Any failure before the ACK destroys the VM.
+ * Live migration, destination side: over an accepted session, creates the
+ * VM from VM_CONFIG, announces the have-set (the page ids of the announced
+ * base snapshot when the store holds it), applies each round's page batches
+ * straight into its RAM (every stream read on its own thread until its
+ * ROUND_END: the round barrier of docs/wire-protocol.md, so deltas find
+ * their base), resolves references from the store (WANT for any it cannot),
+ * sets the state and completes in two phases: COMMIT -> PREPARED, and only
+ * on GO does the VM start (then ACK).  Any failure before GO destroys the
+ * VM; after GO the VM runs whatever happens to the connection, because the
+ * source may already have stopped for good.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -24,11 +28,50 @@ typedef struct dst_stream {
     uint32_t timeout_ms;
     unsigned k;
     uint32_t round;
+    vmt_store *store;         /* resolves references, or NULL */
     vmt_batch_reader *rd;
     vmt_frame f;
+    uint64_t *wants;          /* references the store lacks, this round */
+    size_t nwants, wants_cap;
+    uint64_t pages, refs, wanted; /* totals */
     int rc;
     char msg[256];
 } dst_stream;
+
+static int want_add(dst_stream *d, uint64_t pfn)
+{
+    if (d->nwants == d->wants_cap) {
+        size_t cap = d->wants_cap ? d->wants_cap * 2 : 64;
+        if (cap > VMT_WIRE_WANT_MAX)
+            return vmt_error_set(VMT_ERANGE, "more than %u unresolved references in a round",
+                                 VMT_WIRE_WANT_MAX);
+        uint64_t *w = realloc(d->wants, cap * sizeof(*w));
+        if (!w)
+            return vmt_error_set(VMT_ENOMEM, "out of memory");
+        d->wants = w;
+        d->wants_cap = cap;
+    }
+    d->wants[d->nwants++] = pfn;
+    d->wanted++;
+    return 0;
+}
+
+/* A REF record: the page of that id from the store, or a WANT. */
+static int dst_ref(dst_stream *d, const vmt_page_rec *rec)
+{
+    if (!d->store)
+        return vmt_error_set(VMT_EPROTO, "reference to a page, but no have-set was announced");
+    vmt_id id;
+    memcpy(id.b, rec->data, sizeof(id.b));
+    void *dst = d->ram + rec->pfn * PAGE;
+    int rc = vmt_store_get_pages(d->store, &id, 1, &dst);
+    if (rc == 0) {
+        d->refs++;
+        return 0;
+    }
+    vmt_error_clear(); /* a false positive of the set, or damage: fetched in full */
+    return want_add(d, rec->pfn);
+}
 
 static int dst_batch(dst_stream *d, uint64_t *pages)
 {
@@ -40,10 +83,11 @@ static int dst_batch(dst_stream *d, uint64_t *pages)
     for (size_t i = 0; i < n && rc == 0; i++) {
         const vmt_page_rec *rec = vmt_batch_reader_rec(d->rd, i);
         rc = rec->enc == VMT_PAGE_REF
-                 ? vmt_error_set(VMT_EPROTO, "reference to a page never announced")
+                 ? dst_ref(d, rec)
                  : vmt_batch_reader_apply(d->rd, rec, d->ram + rec->pfn * PAGE);
     }
     *pages += n;
+    d->pages += n;
     return rc;
 }
 
@@ -82,6 +126,39 @@ static void *dst_thread(void *arg)
     return NULL;
 }
 
+/* After the round barrier: asks for the pages whose references did not
+ * resolve (on stream 0 they come in full, then ROUND_END), until none. */
+static int dst_wants(vmt_session *s, dst_stream *ds, unsigned n, uint32_t round)
+{
+    for (;;) {
+        size_t total = 0;
+        for (unsigned k = 0; k < n; k++)
+            total += ds[k].nwants;
+        if (total > VMT_WIRE_WANT_MAX)
+            return vmt_session_abort(s, VMT_ERANGE, "too many unresolved references");
+        uint64_t *pfns = total ? malloc(total * sizeof(*pfns)) : NULL;
+        if (total && !pfns)
+            return vmt_session_abort(s, VMT_ENOMEM, "out of memory");
+        size_t at = 0;
+        for (unsigned k = 0; k < n; k++) {
+            if (ds[k].nwants)
+                memcpy(pfns + at, ds[k].wants, ds[k].nwants * sizeof(*pfns));
+            at += ds[k].nwants;
+            ds[k].nwants = 0;
+        }
+        vmt_wire_msg msg = {.type = VMT_WIRE_WANT};
+        msg.u.want.round = round;
+        msg.u.want.pfns = pfns;
+        msg.u.want.n = total;
+        int rc = vmt_session_send(s, 0, &msg);
+        free(pfns);
+        if (rc || total == 0)
+            return rc;
+        if ((rc = dst_read_round(&ds[0])) != 0) /* full pages: no references */
+            return rc;
+    }
+}
+
 static int dst_round(vmt_session *s, dst_stream *ds, unsigned n, uint32_t round)
 {
     pthread_t th[VMT_NET_MAX_STREAMS];
@@ -106,12 +183,7 @@ static int dst_round(vmt_session *s, dst_stream *ds, unsigned n, uint32_t round)
         if (!rc && ds[k].rc)
             rc = vmt_error_set(ds[k].rc, "%s", ds[k].msg);
     }
-    if (rc == 0) { /* nothing to ask for: the have-set is empty */
-        vmt_wire_msg msg = {.type = VMT_WIRE_WANT};
-        msg.u.want.round = round;
-        rc = vmt_session_send(s, 0, &msg);
-    }
-    return rc;
+    return rc ? rc : dst_wants(s, ds, n, round);
 }
 
 static int dst_state(vmt_vm *vm, unsigned vcpus, const uint8_t *blob, size_t len)
@@ -135,8 +207,50 @@ static int dst_state(vmt_vm *vm, unsigned vcpus, const uint8_t *blob, size_t len
     return rc;
 }
 
+/* ---- completion ------------------------------------------------------------- */
+
+/* The source closes once it has the ACK; waiting for that keeps our own
+ * close (e.g. a guest that exits at once) from racing the ACK. */
+static void dst_wait_close(vmt_session *s, uint32_t timeout_ms)
+{
+    vmt_frame f;
+    vmt_frame_init(&f);
+    int rc = vmt_session_recv(s, 0, &f, timeout_ms);
+    if (rc == 0)
+        vmt_debug("migrate: %s after ACK ignored", vmt_wire_type_name(f.type));
+    vmt_frame_free(&f);
+    vmt_error_clear();
+}
+
+/* COMMIT arrived: PREPARED, then GO starts the VM.  *running tells whether
+ * it was started (then it must never be destroyed for a failure here). */
+static int dst_complete(vmt_session *s, vmt_vm *vm, uint32_t timeout_ms, bool *running)
+{
+    vmt_wire_msg msg = {.type = VMT_WIRE_PREPARED};
+    msg.u.ack.resumed = false;
+    snprintf(msg.u.ack.message, sizeof(msg.u.ack.message), "prepared");
+    int rc = vmt_session_send(s, 0, &msg);
+    if (rc == 0)
+        rc = vmt_session_recv_msg(s, 0, VMT_WIRE_GO, &msg, timeout_ms);
+    if (rc)
+        return vmt_error_wrap(rc, "waiting for GO");
+    if ((rc = vmt_vm_start(vm)) != 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "starting the VM: %s", vmt_error_last());
+        return vmt_session_abort(s, rc, why);
+    }
+    *running = true;
+    msg = (vmt_wire_msg){.type = VMT_WIRE_ACK};
+    msg.u.ack.resumed = true;
+    if (vmt_session_send(s, 0, &msg) != 0) /* the VM runs: the source must not */
+        vmt_warn("migrate: the VM runs, but the ACK could not be sent: %s", vmt_error_last());
+    else
+        dst_wait_close(s, timeout_ms);
+    return 0;
+}
+
 static int dst_loop(vmt_session *s, vmt_vm *vm, unsigned vcpus, dst_stream *ds, unsigned n,
-                    uint32_t timeout_ms)
+                    uint32_t timeout_ms, bool *running)
 {
     bool have_state = false;
     for (;;) {
@@ -158,14 +272,7 @@ static int dst_loop(vmt_session *s, vmt_vm *vm, unsigned vcpus, dst_stream *ds, 
             vmt_wire_msg_clear(&msg);
             if (!have_state)
                 return vmt_session_abort(s, VMT_EPROTO, "COMMIT before STATE_BLOB");
-            if ((rc = vmt_vm_start(vm)) != 0) {
-                char why[256];
-                snprintf(why, sizeof(why), "starting the VM: %s", vmt_error_last());
-                return vmt_session_abort(s, rc, why);
-            }
-            msg = (vmt_wire_msg){.type = VMT_WIRE_ACK};
-            msg.u.ack.resumed = true;
-            return vmt_session_send(s, 0, &msg);
+            return dst_complete(s, vm, timeout_ms, running);
         default:
             vmt_error_set(VMT_EPROTO, "unexpected %s", vmt_wire_type_name(msg.type));
             rc = vmt_session_abort(s, VMT_EPROTO, vmt_error_last());
@@ -176,68 +283,168 @@ static int dst_loop(vmt_session *s, vmt_vm *vm, unsigned vcpus, dst_stream *ds, 
     }
 }
 
-int vmt_migrate_receive(vmt_kvm *kvm, vmt_listener *l, const vmt_migrate_recv_opts *o, vmt_vm **out)
+/* ---- the have-set ------------------------------------------------------------- */
+
+static int emit_chunk(void *ctx, const vmt_wire_have_set *chunk)
+{
+    vmt_wire_msg msg = {.type = VMT_WIRE_HAVE_SET};
+    msg.u.have_set = *chunk;
+    return vmt_session_send(ctx, 0, &msg);
+}
+
+/* The non-zero page ids of the base snapshot, when the store holds it
+ * with the VM's size; else none (*n = 0). */
+static int base_ids(vmt_store *st, const vmt_migrate_incoming *in, uint64_t npages, vmt_id **ids,
+                    size_t *n)
+{
+    vmt_snap_record rec;
+    vmt_map *map = NULL;
+    *ids = NULL;
+    *n = 0;
+    if (!st || !in->has_base)
+        return 0;
+    if (vmt_snap_record_read(st, &in->base, &rec) != 0 || rec.mem_size != in->mem_size ||
+        vmt_map_load(&map, st, &rec.map_root, npages) != 0) {
+        vmt_info("migrate: base snapshot not usable here (%s): no have-set", vmt_error_last());
+        vmt_error_clear();
+        return 0;
+    }
+    vmt_id *v = vmt_mallocn((size_t)npages, sizeof(*v));
+    if (!v) {
+        vmt_map_free(map);
+        return vmt_error_set(VMT_ENOMEM, "out of memory for the have-set");
+    }
+    size_t k = 0;
+    for (uint64_t pfn = 0; pfn < npages; pfn++) {
+        const vmt_id *id = vmt_map_get(map, pfn);
+        if (id && !vmt_id_is_zero_page(id))
+            v[k++] = *id;
+    }
+    vmt_map_free(map);
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+static int dst_haveset(vmt_session *s, vmt_store *st, const vmt_migrate_incoming *in,
+                       uint64_t npages, uint64_t *count)
+{
+    if (!(vmt_session_features(s) & VMT_WIRE_FEAT_HAVESET))
+        return 0;
+    vmt_id *ids = NULL;
+    size_t n = 0;
+    int rc = base_ids(st, in, npages, &ids, &n);
+    if (rc == 0)
+        rc = vmt_haveset_encode(ids, n, 0, emit_chunk, s);
+    free(ids);
+    *count = n;
+    return rc ? vmt_session_abort(s, rc, vmt_error_last()) : 0;
+}
+
+/* ---- receive ------------------------------------------------------------------ */
+
+void vmt_migrate_recv_session_config(const vmt_migrate_recv_opts *o, vmt_session_config *sc)
+{
+    vmt_session_config_init(sc);
+    sc->max_streams = o->max_streams ? o->max_streams : VMT_NET_MAX_STREAMS;
+    sc->psk = o->psk;
+    sc->psk_len = o->psk ? o->psk_len : 0;
+    sc->allow_unauthenticated = !o->psk; /* no key configured: anyone may migrate in */
+    sc->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
+    sc->tls = o->tls;
+}
+
+/* VM_CONFIG: asks on_config, then creates the VM. */
+static int dst_config(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_recv_opts *o,
+                      uint32_t timeout_ms, vmt_migrate_incoming *in, vmt_vm **vm)
+{
+    vmt_wire_msg msg;
+    int rc = vmt_session_recv_msg(s, 0, VMT_WIRE_VM_CONFIG, &msg, timeout_ms);
+    if (rc)
+        return rc;
+    const vmt_wire_vm_config *c = &msg.u.vm_config;
+    *in = (vmt_migrate_incoming){.mem_size = c->mem_size, .vcpus = c->vcpus,
+                                 .irqchip = c->irqchip, .has_base = c->has_base};
+    snprintf(in->vm_name, sizeof(in->vm_name), "%s", c->vm_name);
+    snprintf(in->image, sizeof(in->image), "%s", c->image);
+    if (c->has_base)
+        memcpy(in->base.b, c->base, sizeof(in->base.b));
+    vmt_wire_msg_clear(&msg);
+    if (o->on_config && (rc = o->on_config(o->config_ctx, in)) != 0)
+        return vmt_session_abort(s, rc, vmt_error_last());
+    vmt_vm_config cfg;
+    if (o->base)
+        cfg = *o->base;
+    else
+        vmt_vm_config_init(&cfg);
+    cfg.mem_size = in->mem_size;
+    cfg.vcpus = in->vcpus;
+    cfg.irqchip = in->irqchip;
+    rc = vmt_vm_create(vm, kvm, &cfg);
+    return rc ? vmt_session_abort(s, rc, vmt_error_last()) : 0;
+}
+
+int vmt_migrate_receive_session(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_recv_opts *o,
+                                vmt_vm **out, vmt_migrate_recv_report *rep)
 {
     vmt_migrate_recv_opts def = {0};
-    if (!o)
-        o = &def;
+    vmt_migrate_recv_report local;
+    o = o ? o : &def;
+    rep = rep ? rep : &local;
+    memset(rep, 0, sizeof(*rep));
     *out = NULL;
     uint32_t timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
-    vmt_session_config sc;
-    vmt_session_config_init(&sc);
-    sc.max_streams = o->max_streams ? o->max_streams : VMT_NET_MAX_STREAMS;
-    sc.psk = o->psk;
-    sc.psk_len = o->psk ? o->psk_len : 0;
-    sc.allow_unauthenticated = !o->psk; /* no key configured: anyone may migrate in */
-    sc.timeout_ms = timeout_ms;
-    vmt_session *s = NULL;
-    int rc = vmt_session_accept(&s, l, &sc);
-    if (rc)
-        return vmt_error_wrap(rc, "accepting the migration");
-
+    uint64_t t0 = vmt_now_ns();
     vmt_vm *vm = NULL;
     dst_stream ds[VMT_NET_MAX_STREAMS];
     unsigned n = vmt_session_nstreams(s);
+    bool running = false;
     memset(ds, 0, sizeof(ds));
-    vmt_wire_msg msg;
-    rc = vmt_session_recv_msg(s, 0, VMT_WIRE_VM_CONFIG, &msg, timeout_ms);
-    unsigned vcpus = 0;
-    if (rc == 0) {
-        vmt_vm_config cfg;
-        if (o->base)
-            cfg = *o->base;
-        else
-            vmt_vm_config_init(&cfg);
-        cfg.mem_size = msg.u.vm_config.mem_size;
-        cfg.vcpus = vcpus = msg.u.vm_config.vcpus;
-        cfg.irqchip = msg.u.vm_config.irqchip;
-        vmt_wire_msg_clear(&msg);
-        rc = vmt_vm_create(&vm, kvm, &cfg);
-        if (rc)
-            rc = vmt_session_abort(s, rc, vmt_error_last());
-    }
+    int rc = dst_config(kvm, s, o, timeout_ms, &rep->in, &vm);
     uint64_t size = 0;
     uint8_t *ram = vm ? vmt_vm_ram(vm, &size) : NULL;
-    for (unsigned k = 0; k < n && rc == 0; k++) {
-        ds[k] = (dst_stream){
-            .s = s, .ram = ram, .npages = size / PAGE, .timeout_ms = timeout_ms, .k = k};
+    if (rc == 0)
+        rc = dst_haveset(s, o->store, &rep->in, size / PAGE, &rep->have_ids);
+    for (unsigned k = 0; k < n; k++) {
+        ds[k] = (dst_stream){.s = s, .ram = ram, .npages = size / PAGE, .timeout_ms = timeout_ms,
+                             .k = k, .store = rep->have_ids ? o->store : NULL};
         vmt_frame_init(&ds[k].f);
-        rc = vmt_batch_reader_new(&ds[k].rd, size / PAGE);
+        if (rc == 0)
+            rc = vmt_batch_reader_new(&ds[k].rd, size / PAGE);
     }
     if (rc == 0)
-        rc = dst_loop(s, vm, vcpus, ds, n, timeout_ms);
+        rc = dst_loop(s, vm, rep->in.vcpus, ds, n, timeout_ms, &running);
     for (unsigned k = 0; k < n; k++) {
+        rep->pages += ds[k].pages;
+        rep->refs += ds[k].refs;
+        rep->wants += ds[k].wanted;
         vmt_batch_reader_free(ds[k].rd);
         vmt_frame_free(&ds[k].f);
+        free(ds[k].wants);
     }
-    if (rc) {
+    rep->total_ns = vmt_now_ns() - t0;
+    if (rc && !running) {
         char why[256];
         snprintf(why, sizeof(why), "%s", vmt_error_last());
-        vmt_vm_destroy(vm); /* nothing runs here unless the ACK went out */
-        vmt_session_close(s);
+        vmt_vm_destroy(vm); /* nothing runs here: GO never came */
         return vmt_error_set(rc, "receiving the migration: %s", why);
     }
-    vmt_session_close(s);
     *out = vm;
     return 0;
+}
+
+int vmt_migrate_receive(vmt_kvm *kvm, vmt_listener *l, const vmt_migrate_recv_opts *o,
+                        vmt_vm **out)
+{
+    vmt_migrate_recv_opts def = {0};
+    vmt_session_config sc;
+    vmt_session *s = NULL;
+    *out = NULL;
+    vmt_migrate_recv_session_config(o ? o : &def, &sc);
+    int rc = vmt_session_accept(&s, l, &sc);
+    if (rc)
+        return vmt_error_wrap(rc, "accepting the migration");
+    rc = vmt_migrate_receive_session(kvm, s, o, out, NULL);
+    vmt_session_close(s);
+    return rc;
 }

@@ -13,35 +13,24 @@
  * (Without a have-set no reference is sent, so no WANT comes yet.)
  *
  * The sink never sets VMT_SINK_RESUME_BEFORE_COMMIT: the VM stays paused
- * until the destination's ACK says its copy runs.
+ * until the destination's ACK says its copy runs.  Completion is two-phase
+ * (docs/migration.md "Never lost, never twice"): COMMIT -> PREPARED (the
+ * destination holds the whole VM, not running) -> GO -> ACK.  A failure
+ * before GO leaves the VM to the engine to resume; once GO may have left,
+ * only the peer's own answer (ACK, ERROR, or its end of the connection
+ * closed or reset) settles who runs it, and without one the commit fails
+ * with VMT_EINDOUBT so the VM stays paused here.
+ *
+ * vmt_migrate_send and the policy are in mig_send.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "migrate_internal.h"
-#include "vmtree/net.h"
+#include "mig_internal.h"
 
 #define PAGE VMT_NET_PAGE_SIZE
 #define BATCH_PAGES 256u
-
-typedef struct net_sink {
-    vmt_session *s;
-    vmt_vm *vm;
-    uint8_t *ram;
-    uint64_t npages;
-    uint32_t timeout_ms;
-    unsigned n, next;
-    bool open; /* a round is open */
-    uint32_t round;
-    vmt_batch_opts bopts;
-    vmt_xbzrle_cache *cache;
-    vmt_batch_writer *w, *full;
-    uint64_t pages[VMT_NET_MAX_STREAMS], bytes[VMT_NET_MAX_STREAMS];
-    uint64_t batches[VMT_NET_MAX_STREAMS];
-    uint64_t total_pages;
-    bool aborted;
-} net_sink;
 
 static int ns_flush(net_sink *c, vmt_batch_writer *w, unsigned stream)
 {
@@ -100,9 +89,15 @@ static int ns_wants(net_sink *c)
         vmt_batch_writer_begin(c->full, c->round);
         for (size_t i = 0; i < n && rc == 0; i++) {
             uint64_t pfn = msg.u.want.pfns[i];
-            rc = pfn < c->npages ? ns_add(c, c->full, pfn, c->ram + pfn * PAGE, 0)
-                                 : vmt_error_set(VMT_EPROTO, "WANT of page %llu beyond RAM",
-                                                 (unsigned long long)pfn);
+            if (pfn >= c->npages) {
+                rc = vmt_error_set(VMT_EPROTO, "WANT of page %llu beyond RAM",
+                                   (unsigned long long)pfn);
+                break;
+            }
+            /* The peer lacks the referenced page: no delta against it. */
+            if (c->cache)
+                vmt_xbzrle_cache_drop(c->cache, pfn);
+            rc = ns_add(c, c->full, pfn, c->ram + pfn * PAGE, 0);
         }
         vmt_wire_msg_clear(&msg);
         if (n == 0 || rc)
@@ -123,21 +118,46 @@ static int ns_close_round(net_sink *c)
     return rc ? rc : ns_wants(c);
 }
 
+/* Reads the destination's HaveSet chunks (sent when the feature was agreed,
+ * empty when it holds nothing of use). */
+static int ns_recv_haveset(net_sink *c)
+{
+    int rc = vmt_haveset_new(&c->have, c->npages);
+    while (rc == 0 && !vmt_haveset_complete(c->have)) {
+        vmt_wire_msg msg;
+        if ((rc = vmt_session_recv_msg(c->s, 0, VMT_WIRE_HAVE_SET, &msg, c->timeout_ms)) != 0)
+            return rc;
+        rc = vmt_haveset_add_chunk(c->have, &msg.u.have_set);
+        vmt_wire_msg_clear(&msg);
+        if (rc)
+            rc = vmt_session_abort(c->s, rc, vmt_error_last());
+    }
+    return rc;
+}
+
 static int ns_begin(void *sink, const vmt_precopy_info *info)
 {
     net_sink *c = sink;
     vmt_wire_msg msg = {.type = VMT_WIRE_VM_CONFIG};
-    msg.u.vm_config.mem_size = info->mem_size;
-    msg.u.vm_config.vcpus = info->vcpus;
-    msg.u.vm_config.irqchip = info->irqchip;
-    msg.u.vm_config.npages = info->npages;
-    snprintf(msg.u.vm_config.vm_name, sizeof(msg.u.vm_config.vm_name), "vm");
+    vmt_wire_vm_config *vc = &msg.u.vm_config;
+    vc->mem_size = info->mem_size;
+    vc->vcpus = info->vcpus;
+    vc->irqchip = info->irqchip;
+    vc->npages = info->npages;
+    snprintf(vc->vm_name, sizeof(vc->vm_name), "%s", c->vm_name[0] ? c->vm_name : "vm");
+    snprintf(vc->image, sizeof(vc->image), "%s", c->image);
+    if (c->base) {
+        vc->has_base = true;
+        memcpy(vc->base, c->base->b, sizeof(vc->base));
+    }
     c->npages = info->npages;
-    int rc = vmt_batch_writer_new(&c->w, &c->bopts, c->cache, NULL);
+    int rc = vmt_session_send(c->s, 0, &msg);
+    if (rc == 0 && (vmt_session_features(c->s) & VMT_WIRE_FEAT_HAVESET))
+        rc = ns_recv_haveset(c);
+    if (rc == 0)
+        rc = vmt_batch_writer_new(&c->w, &c->bopts, c->cache, c->have);
     if (rc == 0)
         rc = vmt_batch_writer_new(&c->full, &c->bopts, c->cache, NULL);
-    if (rc == 0)
-        rc = vmt_session_send(c->s, 0, &msg);
     return rc;
 }
 
@@ -157,9 +177,11 @@ static int ns_pages(void *sink, unsigned round, const uint64_t *pfns, const uint
             return rc;
         vmt_batch_writer_begin(c->w, round);
     }
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc = pfns[i] < c->npages ? ns_add(c, c->w, pfns[i], data[i], UINT32_MAX)
-                                 : vmt_error_set(VMT_EINVAL, "page beyond RAM");
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (pfns[i] >= c->npages)
+            return vmt_error_set(VMT_EINVAL, "page beyond RAM");
+        rc = ns_add(c, c->w, pfns[i], data[i], UINT32_MAX);
+    }
     return rc;
 }
 
@@ -175,6 +197,34 @@ static int ns_state(void *sink, const uint8_t *blob, size_t len)
     return vmt_session_send(c->s, 0, &msg);
 }
 
+/* GO has (maybe) left: settles who runs the VM from the peer's answer. */
+static int ns_go(net_sink *c)
+{
+    vmt_wire_msg msg = {.type = VMT_WIRE_GO};
+    msg.u.commit.pages = c->total_pages;
+    c->go_sent = true;
+    int rc = vmt_session_send(c->s, 0, &msg);
+    if (rc == 0)
+        rc = vmt_session_recv_msg(c->s, 0, VMT_WIRE_ACK, &msg, c->timeout_ms);
+    if (rc == 0 && msg.u.ack.resumed)
+        return 0;
+    if (rc == 0) /* the destination answered: it does not run the VM */
+        return vmt_error_set(VMT_EIO, "the destination did not resume the VM: %s",
+                             msg.u.ack.message);
+    /* Its ERROR frame, or its end closed or reset, means the destination's
+     * process no longer holds the VM (it keeps the connection open while
+     * the VM runs there, and TCP delivers the ACK before any close). */
+    if (vmt_session_peer_ended(c->s, 0))
+        return rc;
+    char why[256];
+    snprintf(why, sizeof(why), "%s", vmt_error_last());
+    c->in_doubt = true;
+    return vmt_error_set(VMT_EINDOUBT,
+                         "no answer after GO (%s): the destination may be running the VM, so "
+                         "it stays paused here",
+                         why);
+}
+
 static int ns_commit(void *sink)
 {
     net_sink *c = sink;
@@ -182,17 +232,18 @@ static int ns_commit(void *sink)
     msg.u.commit.pages = c->total_pages;
     int rc = vmt_session_send(c->s, 0, &msg);
     if (rc == 0)
-        rc = vmt_session_recv_msg(c->s, 0, VMT_WIRE_ACK, &msg, c->timeout_ms);
-    if (rc == 0 && !msg.u.ack.resumed)
-        rc = vmt_error_set(VMT_EIO, "the destination did not resume the VM: %s", msg.u.ack.message);
-    return rc;
+        rc = vmt_session_recv_msg(c->s, 0, VMT_WIRE_PREPARED, &msg, c->timeout_ms);
+    if (rc == 0)
+        vmt_wire_msg_clear(&msg);
+    c->prepared_ns = vmt_now_ns();
+    return rc ? rc : ns_go(c);
 }
 
 static void ns_abort(void *sink)
 {
     net_sink *c = sink;
     c->aborted = true;
-    if (c->s)
+    if (c->s && !c->in_doubt)
         vmt_session_abort(c->s, VMT_ECANCELED, "the source gave the migration up");
 }
 
@@ -204,7 +255,7 @@ static uint64_t ns_bytes(void *sink)
     return st.bytes_sent;
 }
 
-static const vmt_sink_ops net_sink_ops = {
+const vmt_sink_ops mig_net_sink_ops = {
     .begin = ns_begin,
     .pages = ns_pages,
     .state = ns_state,
@@ -214,178 +265,3 @@ static const vmt_sink_ops net_sink_ops = {
     .flags = 0, /* never VMT_SINK_RESUME_BEFORE_COMMIT */
 };
 
-/* ---- policy ----------------------------------------------------------------- */
-
-typedef struct mig_policy {
-    const vmt_migrate_opts *o;
-    vmt_migrate_report *rep;
-    double fixed_ms; /* state, commit, ACK round trip (estimate) */
-} mig_policy;
-
-static vmt_policy_decision mig_policy_fn(void *ctx, vmt_round_stats r)
-{
-    mig_policy *p = ctx;
-    vmt_migrate_report *rep = p->rep;
-    if (rep->nround_stats < VMT_MIGRATE_MAX_ROUND_STATS) {
-        rep->dirty_rate[rep->nround_stats] = r.dirty_rate;
-        rep->bandwidth[rep->nround_stats] = r.bandwidth;
-        rep->nround_stats++;
-    }
-    double bw = r.bandwidth > 0 ? r.bandwidth : 1e6;
-    double need_ms = (double)r.dirty_pages * PAGE / bw * 1e3 + p->fixed_ms;
-    if (need_ms <= p->o->max_downtime_ms)
-        return VMT_POLICY_STOP_AND_COPY;
-    if (r.round + 1 >= p->o->max_rounds) {
-        snprintf(rep->why, sizeof(rep->why),
-                 "did not converge in %u rounds (%llu pages dirty, %.0f ms needed)",
-                 p->o->max_rounds, (unsigned long long)r.dirty_pages, need_ms);
-        return VMT_POLICY_ABORT;
-    }
-    return VMT_POLICY_CONTINUE;
-}
-
-/* ---- vmt_migrate_send ----------------------------------------------------------- */
-
-void vmt_migrate_opts_init(vmt_migrate_opts *o)
-{
-    memset(o, 0, sizeof(*o));
-    o->streams = 1;
-    o->xbzrle = true;
-    o->max_downtime_ms = 300;
-    o->max_rounds = 30;
-    o->timeout_ms = 10000;
-}
-
-static int parse_host_port(const char *hp, char *host, size_t cap, uint16_t *port)
-{
-    const char *colon = hp ? strrchr(hp, ':') : NULL;
-    if (!colon || colon == hp || (size_t)(colon - hp) >= cap)
-        return vmt_error_set(VMT_EINVAL, "bad address \"%s\" (HOST:PORT)", hp ? hp : "");
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || p == 0 || p > 65535)
-        return vmt_error_set(VMT_EINVAL, "bad port in \"%s\"", hp);
-    memcpy(host, hp, (size_t)(colon - hp));
-    host[colon - hp] = '\0';
-    *port = (uint16_t)p;
-    return 0;
-}
-
-static int migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opts *o,
-                        vmt_migrate_report *rep, uint64_t t0)
-{
-    char host[256];
-    uint16_t port = 0;
-    int rc = parse_host_port(host_port, host, sizeof(host), &port);
-    if (rc)
-        return rc;
-    if (o->streams < 1 || o->streams > VMT_NET_MAX_STREAMS)
-        return vmt_error_set(VMT_EINVAL, "streams must be 1..%u", VMT_NET_MAX_STREAMS);
-
-    net_sink c = {.vm = vm, .timeout_ms = o->timeout_ms};
-    uint64_t size = 0;
-    c.ram = vmt_vm_ram(vm, &size);
-    vmt_batch_opts_init(&c.bopts);
-    if (o->compress == VMT_MIGRATE_COMPRESS_LZ4)
-        c.bopts.page_codec = VMT_PAGE_LZ4;
-    else if (o->compress == VMT_MIGRATE_COMPRESS_ZSTD)
-        c.bopts.page_codec = VMT_PAGE_ZSTD;
-
-    vmt_ratelimit *rate = NULL;
-    vmt_session_config sc;
-    vmt_session_config_init(&sc);
-    sc.nstreams = o->streams;
-    sc.psk = o->psk;
-    sc.psk_len = o->psk ? o->psk_len : 0;
-    sc.timeout_ms = o->timeout_ms;
-    if (o->bandwidth && (rc = vmt_ratelimit_new(&rate, o->bandwidth, o->bandwidth / 10 + 65536)))
-        return rc;
-    sc.rate = rate;
-    rc = vmt_session_connect(&c.s, host, port, &sc);
-    rep->setup_ns = vmt_now_ns() - t0;
-    if (rc) {
-        vmt_ratelimit_free(rate);
-        return vmt_error_wrap(rc, "connecting to %s", host_port);
-    }
-    c.n = vmt_session_nstreams(c.s);
-    if (o->xbzrle)
-        rc = vmt_xbzrle_cache_new(&c.cache, VMT_MIN((size_t)size / 4, (size_t)64 << 20) + PAGE);
-
-    bool started_log = false;
-    uint64_t npages = vmt_vm_ram_pages(vm);
-    uint64_t *pending = vmt_callocn((size_t)(npages + 63) / 64, sizeof(uint64_t));
-    if (rc == 0 && !pending)
-        rc = vmt_error_set(VMT_ENOMEM, "out of memory");
-    if (rc == 0 && !vmt_dirty_active(vm)) {
-        rc = vmt_dirty_start(vm, 0);
-        started_log = rc == 0;
-    }
-    vmt_precopy_stats st = {0};
-    if (rc == 0) {
-        for (uint64_t i = 0; i < npages; i++)
-            pending[i / 64] |= 1ull << (i % 64);
-        mig_policy pol = {.o = o, .rep = rep, .fixed_ms = 5.0};
-        vmt_precopy_opts po = {.policy = mig_policy_fn, .policy_ctx = &pol, .batch_pages = 1024};
-        rc = vmt_precopy_run(vm, pending, &net_sink_ops, &c, &po, &st);
-        if (rc == 0)
-            rep->acked = true;
-    }
-    if (started_log)
-        vmt_dirty_stop(vm);
-    rep->rounds = st.rounds;
-    rep->pages_sent = st.pages_sent;
-    rep->downtime_ns = st.pause_ns;
-    if (c.w) {
-        const vmt_batch_stats *bs = vmt_batch_writer_stats(c.w);
-        for (unsigned e = 0; e < VMT_PAGE_ENC_COUNT; e++)
-            rep->pages_by_enc[e] += bs->pages[e];
-    }
-    if (c.full) {
-        const vmt_batch_stats *bs = vmt_batch_writer_stats(c.full);
-        for (unsigned e = 0; e < VMT_PAGE_ENC_COUNT; e++)
-            rep->pages_by_enc[e] += bs->pages[e];
-    }
-    vmt_session_stats ss;
-    vmt_session_get_stats(c.s, &ss);
-    rep->wire_bytes = ss.bytes_sent + ss.bytes_received;
-    free(pending);
-    vmt_batch_writer_free(c.w);
-    vmt_batch_writer_free(c.full);
-    vmt_xbzrle_cache_free(c.cache);
-    vmt_session_close(c.s);
-    vmt_ratelimit_free(rate);
-    return rc;
-}
-
-int vmt_migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opts *o,
-                     vmt_migrate_report *rep)
-{
-    vmt_migrate_opts def;
-    vmt_migrate_report local;
-    if (!o) {
-        vmt_migrate_opts_init(&def);
-        o = &def;
-    }
-    if (!rep)
-        rep = &local;
-    memset(rep, 0, sizeof(*rep));
-    vmt_migrate_opts eff = *o;
-    if (!eff.streams)
-        eff.streams = 1;
-    if (!eff.max_downtime_ms)
-        eff.max_downtime_ms = 300;
-    if (!eff.max_rounds)
-        eff.max_rounds = 30;
-    if (!eff.timeout_ms)
-        eff.timeout_ms = 10000;
-    uint64_t t0 = vmt_now_ns();
-    int rc = vm ? migrate_send(vm, host_port, &eff, rep, t0)
-                : vmt_error_set(VMT_EINVAL, "no VM to migrate");
-    rep->total_ns = vmt_now_ns() - t0;
-    rep->error = rc;
-    if (rep->total_ns)
-        rep->throughput = (double)rep->wire_bytes * 1e9 / (double)rep->total_ns;
-    if (rc && !rep->why[0])
-        snprintf(rep->why, sizeof(rep->why), "%s", vmt_error_last());
-    return rc;
-}

@@ -33,7 +33,22 @@ typedef struct engine {
     bool was_paused, paused_by_us;
     bool begun;              /* begin was called: abort is owed */
     vmt_precopy_info info;   /* what begin was told */
+    uint64_t *tmp;           /* one sync, when o->dirtied is kept */
 } engine;
+
+/* Syncs the dirty log into pending (and into o->dirtied when kept). */
+static int engine_sync(engine *e, uint64_t *ndirty)
+{
+    if (!e->o->dirtied)
+        return vmt_dirty_sync(e->vm, e->pending, e->nwords * 64, ndirty);
+    memset(e->tmp, 0, e->nwords * sizeof(uint64_t));
+    int rc = vmt_dirty_sync(e->vm, e->tmp, e->nwords * 64, ndirty);
+    for (uint64_t w = 0; rc == 0 && w < e->nwords; w++) {
+        e->pending[w] |= e->tmp[w];
+        e->o->dirtied[w] |= e->tmp[w];
+    }
+    return rc;
+}
 
 static uint64_t count_bits(const uint64_t *bm, uint64_t nwords)
 {
@@ -160,7 +175,7 @@ static int live_round(engine *e, unsigned round, vmt_round_stats *r)
     if (rc)
         return rc;
     uint64_t dirty = 0;
-    if ((rc = vmt_dirty_sync(e->vm, e->pending, e->nwords * 64, &dirty)) != 0)
+    if ((rc = engine_sync(e, &dirty)) != 0)
         return vmt_error_wrap(rc, "round %u: dirty sync", round);
     uint64_t ns = vmt_now_ns() - t0;
     double secs = ns ? (double)ns / 1e9 : 1e-9;
@@ -186,7 +201,7 @@ static int stop_and_copy(engine *e, unsigned round)
         return rc;
     e->paused_by_us = !e->was_paused;
     e->st->rounds++;
-    if ((rc = vmt_dirty_sync(e->vm, e->pending, e->nwords * 64, NULL)) != 0)
+    if ((rc = engine_sync(e, NULL)) != 0)
         return vmt_error_wrap(rc, "final round: dirty sync");
     if ((rc = send_round(e, round)) != 0)
         return rc;
@@ -208,6 +223,11 @@ static int stop_and_copy(engine *e, unsigned round)
     uint64_t tc = vmt_now_ns();
     rc = e->ops->commit(e->sink);
     e->st->commit_ns = vmt_now_ns() - tc;
+    if (rc == VMT_EINDOUBT) {
+        /* The peer may run the VM now: it must never run here as well. */
+        e->paused_by_us = false;
+        e->st->pause_ns = vmt_now_ns() - t0;
+    }
     if (rc)
         return vmt_error_wrap(rc, "sink commit");
     if (!(e->ops->flags & VMT_SINK_RESUME_BEFORE_COMMIT))
@@ -218,7 +238,7 @@ static int stop_and_copy(engine *e, unsigned round)
 /* Rounds while the VM runs, as long as the policy says so. */
 static int run_rounds(engine *e)
 {
-    int rc = vmt_dirty_sync(e->vm, e->pending, e->nwords * 64, NULL);
+    int rc = engine_sync(e, NULL);
     if (rc)
         return vmt_error_wrap(rc, "round 0: dirty sync");
     for (unsigned round = 0;; round++) {
@@ -284,7 +304,9 @@ int vmt_precopy_run(vmt_vm *vm, uint64_t *pending, const vmt_sink_ops *ops, void
     e.was_paused = vmt_vm_is_paused(vm);
     e.pfns = vmt_mallocn(e.batch, sizeof(*e.pfns));
     e.data = vmt_mallocn(e.batch, sizeof(*e.data));
-    if (!e.pfns || !e.data)
+    if (o->dirtied)
+        e.tmp = vmt_callocn((size_t)e.nwords, sizeof(uint64_t));
+    if (!e.pfns || !e.data || (o->dirtied && !e.tmp))
         rc = vmt_error_set(VMT_ENOMEM, "out of memory for a batch of %zu pages", e.batch);
     else if ((rc = probe_info(&e, &e.info)) == 0) {
         e.begun = true;
@@ -297,6 +319,7 @@ int vmt_precopy_run(vmt_vm *vm, uint64_t *pending, const vmt_sink_ops *ops, void
         rc = fail(&e, rc);
     free(e.pfns);
     free(e.data);
+    free(e.tmp);
     st->total_ns = vmt_now_ns() - t0;
     return rc;
 }

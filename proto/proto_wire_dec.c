@@ -118,6 +118,11 @@ static int dec_vm_config(const Vmtree__Wire__VmConfig *p, vmt_wire_vm_config *c)
     c->vcpus = p->vcpus;
     c->irqchip = p->irqchip;
     c->npages = p->npages;
+    if (p->base_snapshot.len != 0 && p->base_snapshot.len != sizeof(c->base))
+        return wire_bad("VM_CONFIG", "base is not a 16-byte id");
+    c->has_base = p->base_snapshot.len == sizeof(c->base);
+    if (c->has_base)
+        memcpy(c->base, p->base_snapshot.data, sizeof(c->base));
     if ((rc = dec_text(p->image, c->image, sizeof(c->image), "VM_CONFIG", "image")) != 0)
         return rc;
     return dec_text(p->vm_name, c->vm_name, sizeof(c->vm_name), "VM_CONFIG", "vm_name");
@@ -160,7 +165,7 @@ static int dec_error(const Vmtree__Wire__Error *p, vmt_wire_msg *m)
     if (p->code >= 0)
         return vmt_error_set(VMT_ECORRUPT, "wire message ERROR: code %d is not an error", p->code);
     /* A newer peer may know codes this build does not: they read as VMT_ERR. */
-    m->u.error.code = p->code < VMT_EAUTH ? VMT_ERR : p->code;
+    m->u.error.code = p->code < VMT_ELAST ? VMT_ERR : p->code;
     return dec_text(p->message, m->u.error.message, sizeof(m->u.error.message), "ERROR",
                     "message");
 }
@@ -180,7 +185,7 @@ static int dec_scalars(const ProtobufCMessage *pm, vmt_wire_msg *m)
                                               p->batches, p->ns,    p->dirty_pages};
         return 0;
     }
-    default: { /* VMT_WIRE_COMMIT */
+    default: { /* VMT_WIRE_COMMIT, VMT_WIRE_GO */
         const Vmtree__Wire__Commit *p = (const void *)pm;
         m->u.commit.pages = p->pages;
         m->u.commit.bytes = p->bytes;
@@ -227,6 +232,7 @@ static int dec_msg(const ProtobufCMessage *pm, vmt_wire_msg *m)
         return dec_error((const void *)pm, m);
     case VMT_WIRE_STATE_BLOB:
     case VMT_WIRE_ACK:
+    case VMT_WIRE_PREPARED:
         return dec_blob_ack(pm, m);
     default:
         return dec_scalars(pm, m);

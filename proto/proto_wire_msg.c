@@ -29,6 +29,8 @@ static const vmt_wire_kind kinds[] = {
     KIND(VMT_WIRE_ERROR, "ERROR", error, 1024, 64u << 10),
     KIND(VMT_WIRE_WANT, "WANT", want, VMT_WIRE_WANT_MAX * 10u + 64u,
          VMT_WIRE_WANT_MAX * 8u + (64u << 10)),
+    KIND(VMT_WIRE_PREPARED, "PREPARED", ack, 1024, 64u << 10),
+    KIND(VMT_WIRE_GO, "GO", commit, 128, 64u << 10),
 };
 
 static const char *const feature_names[] = {"xbzrle", "lz4", "zstd", "haveset", "want"};
@@ -157,6 +159,8 @@ static int enc_vm_config(const vmt_wire_vm_config *c, const vmt_wire_kind *k, ui
     m.vcpus = c->vcpus;
     m.irqchip = c->irqchip;
     m.npages = c->npages;
+    if (c->has_base)
+        m.base_snapshot = bin(c->base, sizeof(c->base));
     int rc = enc_text(c->image, sizeof(c->image), "vm_config.image", &m.image);
     if (rc == 0)
         rc = enc_text(c->vm_name, sizeof(c->vm_name), "vm_config.vm_name", &m.vm_name);
@@ -237,7 +241,7 @@ static int enc_small(const vmt_wire_msg *w, const vmt_wire_kind *k, uint8_t **ou
         m.rs.round = w->u.round_start.round;
         m.rs.pages = w->u.round_start.pages;
         return pack(&m.rs.base, k, out, out_len);
-    default: /* VMT_WIRE_COMMIT */
+    default: /* VMT_WIRE_COMMIT, VMT_WIRE_GO */
         vmtree__wire__commit__init(&m.co);
         m.co.pages = w->u.commit.pages;
         m.co.bytes = w->u.commit.bytes;
@@ -266,6 +270,7 @@ static int enc_other(const vmt_wire_msg *w, const vmt_wire_kind *k, uint8_t **ou
         m.sb.blob = bin(w->u.state_blob.data, w->u.state_blob.len);
         return pack(&m.sb.base, k, out, out_len);
     case VMT_WIRE_ACK:
+    case VMT_WIRE_PREPARED:
         vmtree__wire__ack__init(&m.ack);
         m.ack.resumed = w->u.ack.resumed;
         rc = enc_text(w->u.ack.message, sizeof(w->u.ack.message), "ack.message",
@@ -303,6 +308,7 @@ int vmt_wire_encode(const vmt_wire_msg *m, uint8_t **out, size_t *out_len)
         return enc_want(&m->u.want, k, out, out_len);
     case VMT_WIRE_STATE_BLOB:
     case VMT_WIRE_ACK:
+    case VMT_WIRE_PREPARED:
     case VMT_WIRE_ERROR:
         return enc_other(m, k, out, out_len);
     default:

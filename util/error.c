@@ -87,6 +87,7 @@ const char *vmt_strerror(int code)
     case VMT_ECANCELED: return "VMT_ECANCELED";
     case VMT_EPROTO: return "VMT_EPROTO";
     case VMT_EAUTH: return "VMT_EAUTH";
+    case VMT_EINDOUBT: return "VMT_EINDOUBT";
     default: return "VMT_E?";
     }
 }

@@ -317,6 +317,14 @@ int vmt_session_error(const vmt_session *s)
     return atomic_load(&s->err);
 }
 
+bool vmt_session_peer_ended(vmt_session *s, unsigned stream)
+{
+    pthread_mutex_lock(&s->lock);
+    bool by_peer = s->by_peer;
+    pthread_mutex_unlock(&s->lock);
+    return by_peer || (stream < s->n && vmt_transport_peer_gone(s->tp[stream]));
+}
+
 int vmt_session_send(vmt_session *s, unsigned stream, const vmt_wire_msg *m)
 {
     int rc = session_check(s, stream);
@@ -418,10 +426,11 @@ static int wrap_stream(vmt_transport **t, const vmt_session_config *c, const cha
 static int tcp_dial_fn(void *ctx, unsigned index, vmt_transport **out)
 {
     tcp_dial *d = ctx;
-    (void)index;
     int rc = vmt_tcp_connect(out, d->host, d->port, d->c->timeout_ms);
     if (rc == 0)
         rc = wrap_stream(out, d->c, d->c->tls_peer_name ? d->c->tls_peer_name : d->host);
+    if (rc == 0 && d->c->wrap)
+        rc = d->c->wrap(d->c->wrap_ctx, index, out);
     return rc;
 }
 

@@ -168,6 +168,13 @@ bool vmt_transport_eof(const vmt_transport *t)
     return atomic_load(&t->eof);
 }
 
+bool vmt_transport_peer_gone(const vmt_transport *t)
+{
+    if (atomic_load(&t->eof))
+        return true;
+    return t->ops->peer_gone && t->ops->peer_gone(t->impl);
+}
+
 const char *vmt_transport_peer(const vmt_transport *t)
 {
     return t->peer;

@@ -120,7 +120,15 @@ static void fault_describe(void *impl, char *buf, size_t cap)
     snprintf(buf, cap, "fault(%s)", vmt_transport_peer(f->inner));
 }
 
+/* A cut of our own is not the peer's doing. */
+static bool fault_peer_gone(void *impl)
+{
+    fault_impl *f = impl;
+    return !atomic_load(&f->cut) && f->iops->peer_gone && f->iops->peer_gone(f->iimpl);
+}
+
 static const vmt_transport_ops fault_ops = {
+    .peer_gone = fault_peer_gone,
     .name = "fault",
     .send = fault_send,
     .recv = fault_recv,

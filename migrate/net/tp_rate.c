@@ -172,7 +172,14 @@ static void rate_describe(void *impl, char *buf, size_t cap)
     snprintf(buf, cap, "rate(%s)", vmt_transport_peer(ri->inner));
 }
 
+static bool rate_peer_gone(void *impl)
+{
+    rate_impl *ri = impl;
+    return ri->iops->peer_gone && ri->iops->peer_gone(ri->iimpl);
+}
+
 static const vmt_transport_ops rate_ops = {
+    .peer_gone = rate_peer_gone,
     .name = "rate",
     .send = rate_send,
     .recv = rate_recv,

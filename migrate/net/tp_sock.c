@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 
 typedef struct sock_impl {
     int fd;
+    atomic_bool reset; /* the peer's host reset the connection */
     char desc[96];
 } sock_impl;
 
@@ -48,6 +50,8 @@ static int sock_send(void *impl, const void *buf, size_t len, uint64_t deadline)
         }
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && (errno == ECONNRESET || errno == EPIPE))
+            atomic_store(&s->reset, true);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return vmt_error_errno(VMT_EIO, errno, "send failed after %zu of %zu bytes", done,
                                    len);
@@ -75,8 +79,10 @@ static int sock_recv(void *impl, void *buf, size_t len, size_t *got, uint64_t de
         }
         if (errno == EINTR)
             continue;
-        if (errno == ECONNRESET)
+        if (errno == ECONNRESET || errno == EPIPE) {
+            atomic_store(&s->reset, true);
             return vmt_error_set(VMT_EIO, "connection reset by peer");
+        }
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return vmt_error_errno(VMT_EIO, errno, "recv");
         struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
@@ -86,6 +92,12 @@ static int sock_recv(void *impl, void *buf, size_t len, size_t *got, uint64_t de
         if (pr == 0)
             return vmt_error_set(VMT_ETIMEDOUT, "timed out waiting for data");
     }
+}
+
+static bool sock_peer_gone(void *impl)
+{
+    sock_impl *s = impl;
+    return atomic_load(&s->reset);
 }
 
 static void sock_shutdown(void *impl)
@@ -115,6 +127,7 @@ static const vmt_transport_ops sock_ops = {
     .send = sock_send,
     .recv = sock_recv,
     .shutdown = sock_shutdown,
+    .peer_gone = sock_peer_gone,
     .close = sock_close,
     .describe = sock_describe,
 };

@@ -237,7 +237,14 @@ static void tls_describe(void *impl, char *buf, size_t cap)
     snprintf(buf, cap, "tls(%s)", vmt_transport_peer(ti->inner));
 }
 
+static bool tls_peer_gone(void *impl)
+{
+    tls_impl *ti = impl;
+    return vmt_transport_peer_gone(ti->inner);
+}
+
 static const vmt_transport_ops tls_ops = {
+    .peer_gone = tls_peer_gone,
     .name = "tls",
     .send = tls_send,
     .recv = tls_recv,

@@ -12,6 +12,8 @@
  *                              <-         WANT (pages to resend in full)
  *              [PAGE_BATCH... ROUND_END on stream 0, then WANT again]
  *   STATE_BLOB, COMMIT         ->
+ *                              <-         PREPARED
+ *   GO                         ->
  *                              <-         ACK
  *
  * The destination reads every stream on its own thread during a round and
@@ -217,6 +219,11 @@ static int src_finish(src *c)
     if (rc)
         return rc;
     msg = (vmt_wire_msg){.type = VMT_WIRE_COMMIT};
+    msg.u.commit.pages = c->total_pages;
+    if ((rc = vmt_session_send(c->s, 0, &msg)) != 0 ||
+        (rc = vmt_session_recv_msg(c->s, 0, VMT_WIRE_PREPARED, &msg, NET_TIMEOUT_MS)) != 0)
+        return rc;
+    msg = (vmt_wire_msg){.type = VMT_WIRE_GO};
     msg.u.commit.pages = c->total_pages;
     if ((rc = vmt_session_send(c->s, 0, &msg)) != 0 ||
         (rc = vmt_session_recv_msg(c->s, 0, VMT_WIRE_ACK, &msg, NET_TIMEOUT_MS)) != 0)
@@ -432,9 +439,14 @@ static int dst_loop(dst_shared *sh, dst_stream *ds)
                    VMT_MIN(msg.u.state_blob.len, sizeof(sh->m->got_state)));
             break;
         case VMT_WIRE_COMMIT:
+            msg = (vmt_wire_msg){.type = VMT_WIRE_PREPARED};
+            rc = vmt_session_send(sh->s, 0, &msg);
+            if (rc == 0)
+                rc = vmt_session_recv_msg(sh->s, 0, VMT_WIRE_GO, &msg, NET_TIMEOUT_MS);
             msg = (vmt_wire_msg){.type = VMT_WIRE_ACK};
             msg.u.ack.resumed = true;
-            rc = vmt_session_send(sh->s, 0, &msg);
+            if (rc == 0)
+                rc = vmt_session_send(sh->s, 0, &msg);
             sh->m->committed = rc == 0;
             return rc;
         default:

@@ -144,8 +144,8 @@ static void hello_msg(vmt_wire_msg *m, const uint8_t *sid, uint32_t index, uint3
 {
     memset(m, 0, sizeof(*m));
     m->type = VMT_WIRE_HELLO;
-    m->u.hello.min_version = 1;
-    m->u.hello.max_version = 1;
+    m->u.hello.min_version = VMT_NET_PROTO_MAX;
+    m->u.hello.max_version = VMT_NET_PROTO_MAX;
     m->u.hello.features = VMT_WIRE_FEAT_ALL;
     memcpy(m->u.hello.session_id, sid, 16);
     m->u.hello.stream_index = index;
@@ -231,7 +231,7 @@ static int reflect_fn(void *arg)
     int rc = vmt_frame_recv(t, &f, 2000); /* HELLO */
     memset(&m, 0, sizeof(m));
     m.type = VMT_WIRE_HELLO_ACK;
-    m.u.hello_ack = (vmt_wire_hello_ack){1, VMT_WIRE_FEAT_ALL, VMT_WIRE_AUTH_PSK};
+    m.u.hello_ack = (vmt_wire_hello_ack){VMT_NET_PROTO_MAX, VMT_WIRE_FEAT_ALL, VMT_WIRE_AUTH_PSK};
     if (rc == 0)
         rc = vmt_frame_send_msg(t, &m);
     m.type = VMT_WIRE_AUTH_CHALLENGE;
@@ -275,7 +275,7 @@ static void test_stream_of_another_session_refused(void)
     uint8_t other[16] = {7};
     net_thread th;
     raw_srv s = {0};
-    vmt_hs_result expect = {.version = 1, .features = VMT_WIRE_FEAT_ALL, .nstreams = 2};
+    vmt_hs_result expect = {.version = VMT_NET_PROTO_MAX, .features = VMT_WIRE_FEAT_ALL, .nstreams = 2};
     memset(expect.session_id, 0x33, 16);
     CU_ASSERT_EQUAL_FATAL(vmt_transport_mem_pair(&a, &b, 0), 0);
     vmt_session_config_init(&s.c);

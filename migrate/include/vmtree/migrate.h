@@ -66,7 +66,10 @@ typedef struct vmt_sink_ops {
     /* The state blob (proto/), sent once while the VM is paused. */
     int (*state)(void *sink, const uint8_t *blob, size_t len);
     /* Everything was sent: make it durable / have the peer take over.
-     * Only after this returns 0 has the copy succeeded. */
+     * Only after this returns 0 has the copy succeeded.  VMT_EINDOUBT: the
+     * peer may have taken over (its answer was lost), so the engine leaves
+     * the VM paused even though the copy failed; the caller must then find
+     * out (or ask an operator) before resuming it. */
     int (*commit)(void *sink);
     /* The copy failed or was given up: drop what was received.  Never fails. */
     void (*abort)(void *sink);
@@ -134,6 +137,10 @@ typedef struct vmt_precopy_opts {
      * snapshot record or an earlier run); NULL: the engine reads it, which
      * needs the VM paused for a moment (see vmt_precopy_run).  Borrowed. */
     const vmt_precopy_info *info;
+    /* Optional (one bit per RAM page, owned by the caller): every page a
+     * dirty sync reported during the copy is ORed in, so a caller can give
+     * them back to the log when the copy fails. */
+    uint64_t *dirtied;
 } vmt_precopy_opts;
 
 typedef struct vmt_precopy_stats {
@@ -164,7 +171,8 @@ typedef struct vmt_precopy_stats {
  * On success the VM is left PAUSED (the caller resumes it, or stops it
  * after a migration) unless the sink has VMT_SINK_RESUME_BEFORE_COMMIT,
  * with which it is left as it was found; pending is then empty.  On failure the engine resumes
- * the VM if it paused it, the pages not yet accepted by the sink are left
+ * the VM if it paused it (except after a commit that failed with
+ * VMT_EINDOUBT: then it stays paused), the pages not yet accepted by the sink are left
  * set in `pending` (pages the sink accepted are the sink's to account for),
  * and sink->abort has been called.  `stats` (may be NULL) is filled in both
  * cases.  Errors: VMT_EINVAL (no policy, logging off), VMT_ECANCELED (the
@@ -278,8 +286,30 @@ int vmt_vm_from_snapshot(vmt_kvm *kvm, vmt_store *s, const vmt_id *snap,
 
 /* ---- live migration over TCP (mig_source.c, mig_dest.c) ------------------ */
 
-/* migrate/net's listener (vmtree/net.h), borrowed by vmt_migrate_receive. */
+/* migrate/net's types (vmtree/net.h). */
 typedef struct vmt_listener vmt_listener;
+typedef struct vmt_session vmt_session;
+typedef struct vmt_transport vmt_transport;
+typedef struct vmt_tls vmt_tls;
+typedef struct vmt_session_config vmt_session_config;
+
+/* Where a migration stands, for a live display (once per round and a few
+ * times a second within a round). */
+typedef struct vmt_migrate_progress {
+    unsigned round;           /* 0 = the first */
+    uint64_t remaining;       /* pages still to send in this round */
+    uint64_t sent;            /* pages sent so far, all rounds */
+    double bandwidth;         /* bytes/s of the last finished round (0: none yet) */
+    double dirty_rate;        /* pages/s dirtied during the last round */
+    double expected_downtime_ms; /* if stop-and-copy began now */
+    unsigned throttle_pct;    /* auto-converge: share of time the VM is held */
+} vmt_migrate_progress;
+
+typedef void (*vmt_migrate_progress_fn)(void *ctx, const vmt_migrate_progress *p);
+
+/* Wraps stream `index`'s transport once it is connected (fault injection in
+ * tests): replaces *t (ownership passes in and out). */
+typedef int (*vmt_migrate_wrap_fn)(void *ctx, unsigned index, vmt_transport **t);
 
 typedef enum vmt_migrate_compress {
     VMT_MIGRATE_COMPRESS_NONE = 0,
@@ -297,6 +327,19 @@ typedef struct vmt_migrate_opts {
     uint64_t bandwidth;       /* bytes/s on the wire (0: unlimited) */
     unsigned max_rounds;      /* rounds while the VM runs before giving up (0: 30) */
     uint32_t timeout_ms;      /* every network step, the ACK included (0: 10000) */
+    bool auto_converge;       /* throttle the vCPUs when the dirty rate outruns the link */
+    bool dedup;               /* use the destination's have-set: pages it holds travel
+                                 as their id (default true) */
+    const vmt_id *base;       /* the snapshot the VM runs from (its HEAD), announced so the
+                                 destination can offer that snapshot's pages; may be NULL */
+    const char *vm_name;      /* the name the destination gives the VM (NULL: "vm") */
+    const char *image;        /* informational (NULL: "") */
+    vmt_tls *tls;             /* TLS on every stream (borrowed), or NULL */
+    const char *tls_peer_name;/* name the server certificate must carry (NULL: the host) */
+    vmt_migrate_progress_fn progress;
+    void *progress_ctx;
+    vmt_migrate_wrap_fn wrap; /* tests: fault injection on the source's streams */
+    void *wrap_ctx;
 } vmt_migrate_opts;
 
 void vmt_migrate_opts_init(vmt_migrate_opts *o);
@@ -305,6 +348,7 @@ void vmt_migrate_opts_init(vmt_migrate_opts *o);
 
 typedef struct vmt_migrate_report {
     bool acked;               /* the destination resumed the VM */
+    bool in_doubt;            /* error VMT_EINDOUBT: the VM was left paused */
     int error;                /* 0 or the VMT_E* code returned */
     char why[256];            /* on failure: what failed */
     uint64_t total_ns;        /* the call, connection included */
@@ -318,6 +362,8 @@ typedef struct vmt_migrate_report {
     unsigned nround_stats;    /* rounds while running, as the policy saw them */
     double dirty_rate[VMT_MIGRATE_MAX_ROUND_STATS];   /* pages/s dirtied per round */
     double bandwidth[VMT_MIGRATE_MAX_ROUND_STATS];    /* bytes/s sent per round */
+    unsigned throttle_pct;    /* auto-converge: the highest throttle applied */
+    uint64_t have_ids;        /* ids in the destination's have-set */
 } vmt_migrate_report;
 
 /*
@@ -325,13 +371,38 @@ typedef struct vmt_migrate_report {
  * host_port ("HOST:PORT") with the pre-copy engine: rounds while the VM
  * runs until the dirty set fits max_downtime at the measured bandwidth
  * (stop-and-copy), or VMT_ECANCELED after max_rounds.  Starts dirty
- * logging if it is off (and stops it again).  On success (the destination
- * sent ACK: its VM runs) the VM is left PAUSED: the caller must never
- * resume it, only destroy it.  On any failure before the ACK the VM runs
- * on as it was found and rep->why says why.  `o` and `rep` may be NULL.
+ * logging if it is off (and stops it again); if it was on (a VM whose
+ * pages since its HEAD wait in the log), every page the log held and every
+ * page dirtied during the copy are given back to the log on failure, so a
+ * later snapshot still saves them.  Completion is two-phase (COMMIT,
+ * PREPARED, GO, ACK).  On success (ACK: the destination's VM runs) the VM
+ * is left PAUSED: the caller must never resume it, only destroy it.  On a
+ * failure before GO could have reached the destination, and on failures
+ * the destination itself announced (ERROR, its end closed or reset), the
+ * VM runs on as it was found and rep->why says why.  VMT_EINDOUBT (with
+ * rep->in_doubt): GO left but no answer came (a timeout, a local failure),
+ * so the destination may run the VM: it stays PAUSED here and only an
+ * operator who checked the destination may resume it.  `o` and `rep` may
+ * be NULL.
  */
 int vmt_migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opts *o,
                      vmt_migrate_report *rep);
+
+/* What the source announced in VM_CONFIG. */
+typedef struct vmt_migrate_incoming {
+    uint64_t mem_size;
+    unsigned vcpus;
+    bool irqchip;
+    char vm_name[64];
+    char image[1024];
+    bool has_base;
+    vmt_id base;              /* the snapshot the VM runs from at the source */
+} vmt_migrate_incoming;
+
+/* Called once VM_CONFIG arrived, before anything is created: return 0 to go
+ * on, or an error (with its message) to refuse the migration; the source is
+ * told the message and its VM runs on. */
+typedef int (*vmt_migrate_config_fn)(void *ctx, const vmt_migrate_incoming *in);
 
 typedef struct vmt_migrate_recv_opts {
     const uint8_t *psk;       /* required key (borrowed) or NULL: none */
@@ -339,15 +410,44 @@ typedef struct vmt_migrate_recv_opts {
     unsigned max_streams;     /* 0: 16 */
     uint32_t timeout_ms;      /* accept and every step (0: 10000) */
     const vmt_vm_config *base;/* console, events, dirty mode of the new VM (may be NULL) */
+    vmt_tls *tls;             /* TLS on every stream (borrowed), or NULL */
+    vmt_store *store;         /* the destination's store (borrowed, may be NULL): when it
+                                 holds the announced base snapshot, that snapshot's page ids
+                                 go to the source and pages arrive as references to them */
+    vmt_migrate_config_fn on_config;
+    void *config_ctx;
 } vmt_migrate_recv_opts;
 
+/* What a receive did (all fields set also on failure, as far as it got). */
+typedef struct vmt_migrate_recv_report {
+    vmt_migrate_incoming in;
+    uint64_t pages;           /* page records applied, all rounds */
+    uint64_t refs;            /* of those: references resolved from the store */
+    uint64_t wants;           /* references the store could not resolve (resent) */
+    uint64_t have_ids;        /* ids announced in the have-set */
+    uint64_t total_ns;        /* the session's first message to the VM running */
+} vmt_migrate_recv_report;
+
+/* The session configuration vmt_migrate_receive_session expects (key, TLS,
+ * streams, timeout from `o`), for vmt_session_accept. */
+void vmt_migrate_recv_session_config(const vmt_migrate_recv_opts *o, vmt_session_config *sc);
+
 /*
- * Accepts one migration on `l` (vmt_tcp_listen), creates the VM from the
- * peer's VM_CONFIG, fills its RAM from the page batches, sets its state,
- * starts it and sends ACK; *out is then the running VM (the caller's).
- * On any failure before the ACK was sent the VM is destroyed (nothing
- * runs) and the error returned.  No store yet: the have-set is empty.
+ * Receives one migration over an accepted session `s` (borrowed; the caller
+ * closes it afterwards): creates the VM from VM_CONFIG (after o->on_config
+ * agreed), sends the have-set, fills RAM from the page batches (references
+ * from o->store, WANT for any it cannot resolve), sets the state, answers
+ * COMMIT with PREPARED and waits for GO: only then starts the VM and sends
+ * ACK.  Before returning it waits (up to the timeout) for the source to
+ * close, so that its close never overtakes the ACK.  *out is then the
+ * running VM (the caller's).  On any failure before GO arrived the VM is
+ * destroyed (nothing runs) and the error returned; after GO the VM runs
+ * whatever happens to the ACK.  `rep` may be NULL.
  */
+int vmt_migrate_receive_session(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_recv_opts *o,
+                                vmt_vm **out, vmt_migrate_recv_report *rep);
+
+/* Accepts one session on `l` (vmt_tcp_listen) and receives over it. */
 int vmt_migrate_receive(vmt_kvm *kvm, vmt_listener *l, const vmt_migrate_recv_opts *o,
                         vmt_vm **out);
 

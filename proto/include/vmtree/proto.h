@@ -193,6 +193,8 @@ typedef enum vmt_wire_type {
     VMT_WIRE_ACK = 11,
     VMT_WIRE_ERROR = 12,
     VMT_WIRE_WANT = 13,
+    VMT_WIRE_PREPARED = 14, /* u.ack (resumed false): complete, not running */
+    VMT_WIRE_GO = 15,       /* u.commit: resume it (two-phase completion) */
     VMT_WIRE_PAGE_BATCH = 32,
 } vmt_wire_type;
 
@@ -233,6 +235,8 @@ typedef struct vmt_wire_vm_config {
     char image[VMT_WIRE_IMAGE_MAX];
     char vm_name[VMT_WIRE_NAME_MAX];
     uint64_t npages; /* = mem_size / 4096 */
+    bool has_base;   /* base: the snapshot the VM runs from (its HEAD id) */
+    uint8_t base[16];
 } vmt_wire_vm_config;
 
 /* A chunk of the destination's id set (coded in migrate/net/haveset.c). */
@@ -302,7 +306,7 @@ const char *vmt_wire_type_name(unsigned type);
 size_t vmt_wire_max_len(unsigned type);
 
 /*
- * Serializes the control message `m` (m->type in 1..13).  Pointers inside
+ * Serializes the control message `m` (m->type in 1..15).  Pointers inside
  * *m are borrowed.  On success *out is a new malloc'd buffer owned by the
  * caller and *out_len its size (<= vmt_wire_max_len(m->type)).  Errors:
  * VMT_EINVAL (unknown type, a count, length or text beyond its cap, a text

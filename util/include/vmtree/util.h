@@ -37,6 +37,8 @@ typedef enum vmt_err {
     VMT_ECANCELED = -12,  /* stopped on request */
     VMT_EPROTO = -13,     /* peer spoke the protocol wrongly */
     VMT_EAUTH = -14,      /* authentication failed */
+    VMT_EINDOUBT = -15,   /* the outcome is unknown: a peer may have taken over */
+    VMT_ELAST = VMT_EINDOUBT, /* the lowest code this build knows */
 } vmt_err;
 
 /* Sets the thread's error message (printf format) and returns `code`. */

@@ -40,9 +40,11 @@ extern "C" {
 #endif
 
 #define VMT_NET_PAGE_SIZE 4096u
-/* Protocol versions this build speaks (negotiated in Hello/HelloAck). */
-#define VMT_NET_PROTO_MIN 1u
-#define VMT_NET_PROTO_MAX 1u
+/* Protocol versions this build speaks (negotiated in Hello/HelloAck).
+ * Version 2: two-phase completion (COMMIT, PREPARED, GO, ACK) and
+ * VmConfig.base; version 1 (one-phase COMMIT/ACK) is no longer spoken. */
+#define VMT_NET_PROTO_MIN 2u
+#define VMT_NET_PROTO_MAX 2u
 /* Streams per session. */
 #define VMT_NET_MAX_STREAMS 16u
 #define VMT_NET_DEFAULT_TIMEOUT_MS 10000u
@@ -82,6 +84,10 @@ typedef struct vmt_transport_ops {
     void (*shutdown)(void *impl);
     void (*close)(void *impl);
     void (*describe)(void *impl, char *buf, size_t cap);
+    /* Optional: true once the peer's end was reset (its socket closed with
+     * data unread, or data sent to a closed socket).  Wrappers forward it;
+     * a cut of this side's own making is not the peer's. */
+    bool (*peer_gone)(void *impl);
 } vmt_transport_ops;
 
 /* Wraps an implementation.  Takes ownership of `impl` (closed through
@@ -128,6 +134,11 @@ int vmt_transport_fail(vmt_transport *t, int code);
 int vmt_transport_error(const vmt_transport *t);
 /* True once a receive found the peer's clean close. */
 bool vmt_transport_eof(const vmt_transport *t);
+/* True once the peer's end is known closed: a clean close (eof) or a reset
+ * coming from the peer's host.  Either means the peer's process no longer
+ * holds the connection; a timeout or a failure of this side's own making
+ * (shutdown, fault injection) is not.  Thread-safe. */
+bool vmt_transport_peer_gone(const vmt_transport *t);
 /* "tcp 127.0.0.1:4000", "tls(tcp [::1]:4000)", ...; valid until close. */
 const char *vmt_transport_peer(const vmt_transport *t);
 /* Bytes through the transport so far (payload, as the caller sees it). */
@@ -362,6 +373,10 @@ typedef struct vmt_session_config {
     const char *tls_peer_name; /* client: name the server certificate must carry
                                   (NULL: the host connected to) */
     vmt_ratelimit *rate;       /* TCP helpers: sends of every stream (borrowed) */
+    /* vmt_session_connect: wraps stream `index` after TLS and the rate limit
+     * (fault injection in tests); replaces *t, ownership in and out. */
+    int (*wrap)(void *ctx, unsigned index, vmt_transport **t);
+    void *wrap_ctx;
 } vmt_session_config;
 
 /* Defaults: 1 stream, max 16, no key, versions VMT_NET_PROTO_MIN..MAX, all
@@ -434,6 +449,12 @@ int vmt_session_abort(vmt_session *s, int code, const char *message);
 
 /* The sticky error (0 while healthy).  Thread-safe. */
 int vmt_session_error(const vmt_session *s);
+
+/* After a failure: true when it came from the peer's side: its ERROR frame
+ * (its stated reason), or its end of stream `stream` closed or reset
+ * (vmt_transport_peer_gone).  False for timeouts and failures of this
+ * side's own making.  Thread-safe. */
+bool vmt_session_peer_ended(vmt_session *s, unsigned stream);
 
 typedef struct vmt_session_stats {
     uint64_t bytes_sent, bytes_received; /* all streams, frames included */

@@ -1,0 +1,57 @@
+/* Internals of live migration shared by mig_source.c (the network sink),
+ * mig_send.c (vmt_migrate_send, the policy) and mig_throttle.c. */
+#ifndef VMTREE_MIG_INTERNAL_H
+#define VMTREE_MIG_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "migrate_internal.h"
+#include "vmtree/net.h"
+
+/* The network sink of the pre-copy engine (mig_source.c). */
+typedef struct net_sink {
+    vmt_session *s;
+    vmt_vm *vm;
+    uint8_t *ram;
+    uint64_t npages;
+    uint32_t timeout_ms;
+    unsigned n, next;
+    bool open; /* a round is open */
+    uint32_t round;
+    vmt_batch_opts bopts;
+    vmt_xbzrle_cache *cache;
+    vmt_haveset *have;        /* the destination's ids (feature agreed), or NULL */
+    vmt_batch_writer *w, *full;
+    uint64_t pages[VMT_NET_MAX_STREAMS], bytes[VMT_NET_MAX_STREAMS];
+    uint64_t batches[VMT_NET_MAX_STREAMS];
+    uint64_t total_pages;
+    const vmt_id *base;       /* announced in VM_CONFIG, or NULL */
+    char vm_name[64];
+    char image[1024];
+    uint64_t prepared_ns;     /* when PREPARED arrived */
+    bool go_sent, in_doubt, aborted;
+} net_sink;
+
+extern const vmt_sink_ops mig_net_sink_ops;
+
+/* Auto-converge: a thread pausing the VM for pct % of every period. */
+typedef struct mig_throttle {
+    vmt_vm *vm;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned pct;             /* 0..99, under mu */
+    bool stop, started;
+} mig_throttle;
+
+/* Starts the thread (throttling nothing yet).  Errors: VMT_ERR. */
+int mig_throttle_start(mig_throttle *t, vmt_vm *vm);
+/* Sets the share of time the VM is held paused (0..99). */
+void mig_throttle_set(mig_throttle *t, unsigned pct);
+unsigned mig_throttle_get(mig_throttle *t);
+/* Stops and joins the thread; the VM is left running as the thread found
+ * it.  Safe to call twice and on a throttle never started. */
+void mig_throttle_stop(mig_throttle *t);
+
+#endif
