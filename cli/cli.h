@@ -41,6 +41,8 @@ int vmt_cli_gc(int argc, char **argv);
 int vmt_cli_verify(int argc, char **argv);
 int vmt_cli_export(int argc, char **argv);
 int vmt_cli_import(int argc, char **argv);
+int vmt_cli_migrate(int argc, char **argv); /* cmd_migrate.c */
+int vmt_cli_receive(int argc, char **argv); /* cmd_receive.c */
 
 /* Prints "vmtree: <cmd>: <msg>\n" to stderr; returns the exit status 1. */
 int vmt_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

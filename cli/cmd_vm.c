@@ -16,7 +16,8 @@
 static bool string_field(const char *key)
 {
     static const char *const keys[] = {"name", "image", "cmdline", "head", "snap",
-                                       "state", "console", "restore", NULL};
+                                       "state", "console", "restore", "dirty_rates",
+                                       NULL};
     for (int i = 0; keys[i]; i++)
         if (!strcmp(keys[i], key))
             return true;
@@ -162,7 +163,12 @@ static const simple_cmd simple_cmds[] = {
      NULL},
     {"pause", "pause", "Pauses every vCPU of VM NAME (its process keeps serving requests).",
      "paused"},
-    {"resume", "resume", "Resumes VM NAME after pause.", "running"},
+    {"resume", "resume",
+     "Resumes VM NAME after pause.  A VM fenced after a migration in doubt (the\n"
+     "destination may run it) resumes only with --force: check the destination\n"
+     "first, or two copies run.\n\n"
+     "  --force       resume a fenced VM",
+     "running"},
     {"stop", "stop",
      "Stops VM NAME: its guest ends, the process unregisters the name, removes\n"
      "its socket and exits.  Its snapshots and HEAD ref stay.",
@@ -201,12 +207,25 @@ static int wait_gone(const char *store, const char *name)
                                         "running after 10 s", name, pid);
 }
 
+static int set_force(void *ctx, int code, const char *arg)
+{
+    (void)arg;
+    if (code != 'F')
+        return 1;
+    *(bool *)ctx = true;
+    return 0;
+}
+
 static int simple(const simple_cmd *sc, int argc, char **argv)
 {
     static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+    static const struct option resume_longopts[] = {
+        VMT_CLI_COMMON_LONGOPTS, {"force", no_argument, NULL, 'F'}, {NULL, 0, NULL, 0}};
+    bool is_resume = !strcmp(sc->op, "resume"), force = false;
     vmt_cli_common c = {.cmd = sc->name};
     const char *pos[1];
-    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, longopts, NULL, NULL, pos, 1, &npos);
+    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, is_resume ? resume_longopts : longopts,
+                                  set_force, &force, pos, 1, &npos);
     if (prc)
         return prc < 0 ? (simple_usage(sc, stdout), 0) : 1;
     if (npos != 1)
@@ -218,6 +237,8 @@ static int simple(const simple_cmd *sc, int argc, char **argv)
     if (rc == 0) {
         vmt_ctl_init(req, VMT_CTL_REQUEST);
         vmt_ctl_adds(req, "op", sc->op);
+        if (force)
+            vmt_ctl_adds(req, "force", "1");
         rc = vmt_cli_vm_request(c.store, pos[0], req, rep, VMT_CLI_QUICK_TIMEOUT_NS, NULL);
     }
     if (rc == 0 && !strcmp(sc->op, "stop"))

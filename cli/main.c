@@ -33,6 +33,8 @@ static const command commands[] = {
     {"verify", vmt_cli_verify, "check every object; name the snapshots a damage touches"},
     {"export", vmt_cli_export, "write a snapshot to a bundle file"},
     {"import", vmt_cli_import, "read a bundle file into the store"},
+    {"migrate", vmt_cli_migrate, "move a running VM to another host, live"},
+    {"receive", vmt_cli_receive, "wait for live migrations and run the VMs that arrive"},
 #ifdef VMT_CLI_HAVE_STORE
     {"store", vmt_cli_store, "create, inspect, verify and collect a page store"},
 #endif

@@ -15,6 +15,8 @@
 
 #include "json.h"
 #include "vmproc.h"
+#include "vmtree/migrate.h"
+#include "vmtree/net.h"
 
 #define EXIT_VMTREE_ERROR 125
 #define EXIT_GUEST_CRASH 126
@@ -132,34 +134,52 @@ static int open_signals(vmproc *p)
     return 0;
 }
 
-static int setup(vmproc *p)
+/* The name's files (run paths), its lock, and the console. */
+static int setup_identity(vmproc *p)
 {
     int rc = vmt_cli_make_run_dir(p->o->store);
     if (!rc)
         rc = claim_name(p);
-    if (!rc)
-        rc = open_console(p);
-    if (!rc)
-        rc = open_signals(p);
+    return rc ? rc : open_console(p);
+}
+
+/* Signals, the config every VM here gets, and /dev/kvm. */
+static int setup_vmm(vmproc *p)
+{
+    int rc = open_signals(p);
     if (rc)
         return rc;
     vmt_vm_config_init(&p->base);
     p->base.dirty_mode = p->o->dirty_mode;
     p->base.console = console_sink;
     p->base.console_ctx = &p->con;
-    if ((rc = vmt_kvm_open(&p->kvm)) != 0)
-        return rc;
-    rc = p->o->from_snapshot ? vmp_create_from_snapshot(p) : boot_vm(p);
-    if (!rc)
-        rc = vmt_dirty_start(p->vm, 0);
+    return vmt_kvm_open(&p->kvm);
+}
+
+/* Dirty log, catalog, control socket; starts the VM unless it runs. */
+static int setup_serve(vmproc *p)
+{
+    int rc = vmt_dirty_active(p->vm) ? 0 : vmt_dirty_start(p->vm, 0);
     if (!rc)
         rc = vmp_register(p);
     if (!rc)
         rc = vmt_cli_unix_listen(p->sock_path, &p->listen_fd);
-    if (!rc)
+    if (!rc && !p->running)
         rc = vmt_vm_start(p->vm);
+    p->running = rc == 0;
     p->started_ns = vmt_now_ns();
     return rc;
+}
+
+static int setup(vmproc *p)
+{
+    int rc = setup_identity(p);
+    if (!rc)
+        rc = setup_vmm(p);
+    if (rc)
+        return rc;
+    rc = p->o->from_snapshot ? vmp_create_from_snapshot(p) : boot_vm(p);
+    return rc ? rc : setup_serve(p);
 }
 
 static void teardown(vmproc *p)
@@ -218,7 +238,27 @@ static const char *state_name(vmproc *p)
 {
     if (p->stop)
         return "stopping";
+    if (p->fenced)
+        return "fenced";
     return vmt_vm_is_paused(p->vm) ? "paused" : "running";
+}
+
+/* A VM whose migration is in doubt may run at the destination: it resumes
+ * here only when the operator says so. */
+static int req_resume(vmproc *p, const vmt_ctl_msg *req)
+{
+    const char *force = vmt_ctl_get(req, "force");
+    if (p->fenced && !(force && !strcmp(force, "1")))
+        return vmt_error_set(VMT_EINDOUBT,
+                             "VM %s is fenced: %s.  Check the destination; `vmtree resume %s "
+                             "--force` resumes it here, `vmtree stop %s` ends it",
+                             p->o->name, p->fence_why, p->o->name, p->o->name);
+    int rc = vmt_vm_resume(p->vm);
+    if (rc == 0 && p->fenced) {
+        vmp_console_marker(p, "resumed by the operator after a migration in doubt");
+        p->fenced = false;
+    }
+    return rc;
 }
 
 static int req_status(vmproc *p, vmt_ctl_msg *r)
@@ -267,7 +307,7 @@ static int dispatch(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg 
     if (!strcmp(op, "pause"))
         return vmt_vm_pause(p->vm);
     if (!strcmp(op, "resume"))
-        return vmt_vm_resume(p->vm);
+        return req_resume(p, req);
     if (!strcmp(op, "stop")) {
         stop_now(p);
         p->status = 0;
@@ -277,6 +317,14 @@ static int dispatch(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg 
         return vmp_req_snapshot(p, c, req, reply);
     if (!strcmp(op, "rollback"))
         return vmp_req_rollback(p, c, req, reply);
+    if (!strcmp(op, "migrate")) {
+        int rc = vmp_req_migrate(p, c, req, reply);
+        if (rc == 0) { /* the destination runs it: this copy ends, paused */
+            stop_now(p);
+            p->status = 0;
+        }
+        return rc;
+    }
     return vmt_error_set(VMT_EINVAL, "unknown request '%.40s'", op);
 }
 
@@ -303,6 +351,8 @@ static void serve_one(vmproc *p, int fd)
         rc = dispatch(p, &conn, req, reply);
     if (rc == 0 && p->vm && !p->stop)
         rc = req_status(p, reply);
+    if (rc == 0 && p->stop && p->migrated)
+        rc = vmt_ctl_adds(reply, "state", "migrated");
     if (rc == 0)
         rc = vmt_ctl_adds(reply, "ok", "1");
     if (rc)
@@ -493,6 +543,84 @@ static int daemonize(const vmproc_opts *o, int *ready_fd, int *status)
     }
     *ready_fd = pfd[1];
     return 0;
+}
+
+/* ---- a VM arriving by migration -------------------------------------------- */
+
+typedef struct incoming_ctx {
+    vmproc *p;
+    vmproc_opts *o;           /* the process's own copy: gets the name */
+    char name[VMT_SNAP_NAME_MAX];
+} incoming_ctx;
+
+/* VM_CONFIG arrived: take the VM's name here before anything is created,
+ * so a name in use refuses the migration (the source runs on). */
+static int incoming_config(void *ctx, const vmt_migrate_incoming *in)
+{
+    incoming_ctx *ic = ctx;
+    vmproc *p = ic->p;
+    const char *name = ic->o->name ? ic->o->name : in->vm_name;
+    int rc = vmt_cli_check_name("VM name", name);
+    if (rc)
+        return rc;
+    snprintf(ic->name, sizeof(ic->name), "%s", name);
+    ic->o->name = ic->name;
+    if (vmt_cli_run_path(p->o->store, name, ".sock", p->sock_path, sizeof(p->sock_path)) ||
+        vmt_cli_run_path(p->o->store, name, ".pid", p->pid_path, sizeof(p->pid_path)) ||
+        vmt_cli_run_path(p->o->store, name, ".console", p->console_path, sizeof(p->console_path)))
+        return VMT_ERANGE;
+    if ((rc = setup_identity(p)) != 0)
+        return vmt_error_wrap(rc, "on the destination");
+    snprintf(p->image, sizeof(p->image), "%s", in->image);
+    p->mem = in->mem_size;
+    p->vcpus = in->vcpus;
+    p->irqchip = in->irqchip;
+    vmp_console_marker(p, "arriving by live migration");
+    return 0;
+}
+
+/* Tells the waiting `vmtree receive` how it went: "ok PID NAME PAGES REFS
+ * HAVE MS" or "error MESSAGE". */
+static void report_incoming(vmproc *p, int rc, const vmt_migrate_recv_report *rep)
+{
+    char buf[1200];
+    int n = rc ? snprintf(buf, sizeof(buf), "error %s\n", vmt_error_last())
+               : snprintf(buf, sizeof(buf), "ok %ld %s %llu %llu %llu %.3f\n", (long)getpid(),
+                          p->o->name, (unsigned long long)rep->pages,
+                          (unsigned long long)rep->refs, (unsigned long long)rep->have_ids,
+                          (double)rep->total_ns / 1e6);
+    if (p->ready_fd >= 0 && n > 0 &&
+        write(p->ready_fd, buf, VMT_MIN((size_t)n, sizeof(buf) - 1)) < 0)
+        vmt_warn("reporting the migration: %s", strerror(errno));
+    if (p->ready_fd >= 0)
+        close(p->ready_fd);
+    p->ready_fd = -1;
+}
+
+int vmt_vmproc_incoming(vmproc_opts *o, vmt_session *s, vmt_store *store, int ready_fd)
+{
+    vmproc p = {.o = o, .pid_fd = -1, .listen_fd = -1, .sig_fd = -1, .ready_fd = ready_fd};
+    incoming_ctx ic = {.p = &p, .o = o};
+    vmt_migrate_recv_report rep;
+    memset(&rep, 0, sizeof(rep));
+    p.con.fd = -1;
+    int rc = setup_vmm(&p);
+    if (rc == 0) {
+        vmt_migrate_recv_opts ro = {.timeout_ms = o->timeout_ms, .base = &p.base,
+                                    .store = store, .on_config = incoming_config,
+                                    .config_ctx = &ic};
+        rc = vmt_migrate_receive_session(p.kvm, s, &ro, &p.vm, &rep);
+        p.running = rc == 0;
+    }
+    vmt_session_close(s);
+    vmt_store_close(store);
+    if (rc == 0)
+        rc = setup_serve(&p);
+    report_incoming(&p, rc, &rep);
+    if (rc == 0)
+        main_loop(&p);
+    teardown(&p);
+    return rc ? EXIT_VMTREE_ERROR : p.status;
 }
 
 int vmt_vmproc_main(const vmproc_opts *o)

@@ -39,6 +39,7 @@ typedef struct vmproc_opts {
     vmt_id snap;
     bool lazy;                /* lazy restore for branch and rollback */
     bool init_store;          /* create the store when missing */
+    uint32_t timeout_ms;      /* incoming: every network step */
 } vmproc_opts;
 
 /* The console sink: stdout or the console file; tracks the last byte so a
@@ -70,6 +71,10 @@ typedef struct vmproc {
     void *restore_store;      /* vmt_store* it reads */
     vmt_progress prog;        /* foreground: progress of the first restore */
     uint64_t ready_progress_ns; /* detached: last progress line to the parent */
+    bool running;             /* the VM was started */
+    bool fenced;              /* a migration is in doubt: stays paused (fence_why) */
+    char fence_why[600];
+    bool migrated;            /* the destination runs it now */
     bool stop;                /* leave the main loop */
     int status;               /* the process's exit status */
 } vmproc;
@@ -84,6 +89,19 @@ typedef struct vmp_conn {
 /* Runs VM process `o` (in the foreground, or detached: the parent returns
  * once the child reports the VM running).  Returns the exit status. */
 int vmt_vmproc_main(const vmproc_opts *o);
+
+/*
+ * The VM process of a VM arriving by live migration over the accepted
+ * session `s` (owned: closed once the receive ended).  o->name NULL: the
+ * name the source announced; o->store is where the VM registers, and
+ * `store` (owned, closed with the session; may be NULL) resolves
+ * references to the pages of its base snapshot.  Reports
+ * "ok PID NAME PAGES REFS HAVE MS" or "error MESSAGE" on ready_fd (closed
+ * then), and serves the VM like vmt_vmproc_main until it ends.  Returns the
+ * exit status.
+ */
+struct vmt_session;
+int vmt_vmproc_incoming(vmproc_opts *o, struct vmt_session *s, vmt_store *store, int ready_fd);
 
 /* Sends a PROGRESS frame (rate-limited to 5 a second, and the last one). */
 void vmp_progress(vmp_conn *c, const char *phase, uint64_t done, uint64_t total);
@@ -108,5 +126,12 @@ void vmp_restore_poll(vmproc *p, bool now);
 /* Requests: fill `reply`; return 0 or an error (with its message). */
 int vmp_req_snapshot(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg *reply);
 int vmp_req_rollback(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg *reply);
+
+/* ---- vmproc_mig.c ------------------------------------------------------------- */
+
+/* Migrates the VM to req's addr; 0 once the destination runs it (the
+ * caller then ends this process), else the VM runs on (or stays paused,
+ * fenced, after VMT_EINDOUBT). */
+int vmp_req_migrate(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg *reply);
 
 #endif

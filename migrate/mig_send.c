@@ -284,6 +284,8 @@ static int migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opt
         c.bopts.page_codec = VMT_PAGE_LZ4;
     else if (o->compress == VMT_MIGRATE_COMPRESS_ZSTD)
         c.bopts.page_codec = VMT_PAGE_ZSTD;
+    if (o->compress_level > 0)
+        c.bopts.level = o->compress_level;
     vmt_ratelimit *rate = NULL;
     int rc = connect_session(&c, o, host_port, &rate);
     rep->setup_ns = vmt_now_ns() - t0;

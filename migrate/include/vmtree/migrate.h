@@ -320,6 +320,7 @@ typedef enum vmt_migrate_compress {
 typedef struct vmt_migrate_opts {
     unsigned streams;         /* TCP streams (0: 1; at most 16) */
     vmt_migrate_compress compress;
+    int compress_level;       /* zstd level 1..19 / LZ4 acceleration (0: 1) */
     bool xbzrle;              /* deltas of resent pages (default true) */
     const uint8_t *psk;       /* pre-shared key (borrowed) or NULL */
     size_t psk_len;
