@@ -33,7 +33,16 @@ $V run $G/dirtier.elf --mem 256M --vcpus 2 --dirty-report=100 --dirty-mode ring 
 # ---- snapshots of running VMs: a tree in a store of its own ----
 STORE=$(mktemp -d /tmp/vmtree-demo-XXXXXX)/store
 export VMTREE_STORE=$STORE
-trap '$V stop a >/dev/null 2>&1 || true; $V stop b >/dev/null 2>&1 || true; rm -rf "$(dirname "$STORE")"' EXIT
+HOST2=$(dirname "$STORE")/host2
+RECV_PID=
+cleanup() {
+  $V stop a >/dev/null 2>&1 || true
+  $V stop b >/dev/null 2>&1 || true
+  $V stop b --store "$HOST2" >/dev/null 2>&1 || true
+  [ -n "$RECV_PID" ] && kill "$RECV_PID" >/dev/null 2>&1 || true
+  rm -rf "$(dirname "$STORE")"
+}
+trap cleanup EXIT
 show() { printf '\033[2m$ vmtree %s\033[0m\n' "$*"; $V "$@"; }
 console_tail() { printf '\033[2m(console of %s)\033[0m\n' "$1"; $V console "$1" | tail -n "$2"; }
 
@@ -66,6 +75,27 @@ show log --graph
 step "the running VMs"
 show ps
 
-step "stop both"
+step "migrate b live to a second 'host' (a receiver with its own store, on loopback)"
+printf '\033[2m(the second host already holds b'"'"'s snapshot: its pages travel as references)\033[0m\n'
+show export b "$(dirname "$STORE")/b.bundle"
+$V store init --store "$HOST2" >/dev/null
+show import "$(dirname "$STORE")/b.bundle" --store "$HOST2"
+$V receive --listen 127.0.0.1:0 --store "$HOST2" > "$(dirname "$STORE")/recv.out" 2>&1 &
+RECV_PID=$!
+for _ in $(seq 100); do
+  grep -q 'listening on' "$(dirname "$STORE")/recv.out" 2>/dev/null && break
+  sleep 0.05
+done
+ADDR=$(sed -n 's/^listening on //p' "$(dirname "$STORE")/recv.out")
+show migrate b "$ADDR" --compress lz4
+wait "$RECV_PID" || true
+RECV_PID=
+cat "$(dirname "$STORE")/recv.out"
+sleep 1
+show ps --store "$HOST2"
+printf '\033[2m(console of b on the second host)\033[0m\n'
+$V console b --store "$HOST2" | tail -n 3
+
+step "stop them"
 show stop a
-show stop b
+show stop b --store "$HOST2"
