@@ -33,6 +33,9 @@ static const command commands[] = {
     {"verify", vmt_cli_verify, "check every object; name the snapshots a damage touches"},
     {"export", vmt_cli_export, "write a snapshot to a bundle file"},
     {"import", vmt_cli_import, "read a bundle file into the store"},
+    {"serve", vmt_cli_serve, "serve the store to pull and push from other hosts"},
+    {"pull", vmt_cli_pull, "copy a snapshot from another host's store (only what is missing)"},
+    {"push", vmt_cli_push, "copy a snapshot to another host's store (only what is missing)"},
 #ifdef VMT_CLI_HAVE_STORE
     {"store", vmt_cli_store, "create, inspect, verify and collect a page store"},
 #endif

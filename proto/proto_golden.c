@@ -26,15 +26,15 @@ typedef struct golden_kind {
 
 #define GK(t, n, d, max, budget) {t, n, &vmtree__golden__##d##__descriptor, max, budget}
 
-/* Id lists: 18 bytes an id on the wire, a 16-byte copy plus the parser's
- * ProtobufCBinaryData (16 bytes) in memory.  Objects: the bytes plus about
- * 128 bytes of parser structures per object. */
+/* Parser budgets: an id (18 bytes on the wire) costs the parser about 150
+ * bytes (its scan record, the ProtobufCBinaryData, the copy, allocation
+ * headers), so 256 a field; an object its bytes plus about 256 bytes. */
 static const golden_kind kinds[] = {
     GK(VMT_GOLDEN_REQUEST, "GOLDEN_REQUEST", request, 1024, 64u << 10),
     GK(VMT_GOLDEN_SNAPS, "GOLDEN_SNAPS", snaps, VMT_GOLDEN_MAX_SNAPS * 18u + 64u,
-       VMT_GOLDEN_MAX_SNAPS * 64u + (64u << 10)),
+       VMT_GOLDEN_MAX_SNAPS * 256u + (64u << 10)),
     GK(VMT_GOLDEN_WANT, "GOLDEN_WANT", want, VMT_GOLDEN_WANT_MAX * 18u + 64u,
-       VMT_GOLDEN_WANT_MAX * 64u + (64u << 10)),
+       VMT_GOLDEN_WANT_MAX * 256u + (64u << 10)),
     GK(VMT_GOLDEN_OBJECTS, "GOLDEN_OBJECTS", objects, VMT_GOLDEN_OBJECTS_MAX_LEN,
        VMT_GOLDEN_OBJECTS_MAX_LEN + VMT_GOLDEN_WANT_MAX * 256u + (64u << 10)),
     GK(VMT_GOLDEN_DONE, "GOLDEN_DONE", done, 1024, 64u << 10),
@@ -378,7 +378,12 @@ int vmt_golden_decode(unsigned type, const uint8_t *buf, size_t len, vmt_golden_
     vmt_proto_budget_init(&gp->b, k->budget);
     gp->pm = protobuf_c_message_unpack(k->desc, &gp->b.pb, len, buf ? buf : (const uint8_t *)"");
     if (!gp->pm) {
-        int rc = vmt_proto_unpack_error(&gp->b, k->name);
+        int rc = gp->b.oom ? vmt_error_set(VMT_ENOMEM, "golden message %s: out of memory", k->name)
+                 : gp->b.over
+                     ? vmt_error_set(VMT_ECORRUPT, "golden message %s needs more than %zu bytes "
+                                                   "to decode", k->name, gp->b.limit)
+                     : vmt_error_set(VMT_ECORRUPT, "golden message %s is not valid protobuf "
+                                                   "(truncated or damaged)", k->name);
         free(gp);
         return rc;
     }
