@@ -344,6 +344,37 @@ static int pre_accept_fn(void *ctx, uint64_t deadline_ns, vmt_transport **out)
     return vmt_transport_tls(out, t, a->tls, NULL);
 }
 
+/* Serves connections one at a time (one with --once); the last status. */
+static int serve_loop(const vmt_cli_common *c, const net_opts *n, const vmt_session_config *cfg,
+                      vmt_listener *l)
+{
+    vmt_golden_server_opts so = {.store_dir = c->store, .read_only = n->read_only};
+    vmt_golden_opts_init(&so.xfer);
+    int last = 0;
+    do {
+        vmt_session *s = NULL;
+        vmt_golden_stats st;
+        vmt_id id;
+        unsigned op = 0;
+        memset(&id, 0, sizeof(id));
+        memset(&st, 0, sizeof(st));
+        pre_accept pa = {.l = l, .tls = n->tls_ctx};
+        /* Waits for a client without limit; the handshake then has its timeout. */
+        last = vmt_listener_accept(l, &pa.first, VMT_NET_FOREVER);
+        if (last == 0)
+            last = vmt_session_server(&s, cfg, pre_accept_fn, &pa);
+        vmt_transport_close(pa.first);
+        if (last == 0)
+            last = vmt_golden_serve(s, &so, &op, &id, &st);
+        else
+            fprintf(stderr, "vmtree: serve: refused a connection: %s\n", vmt_error_last());
+        if (s)
+            serve_report(c->json, op, last, &id, &st);
+        vmt_session_close(s);
+    } while (!n->once);
+    return last;
+}
+
 int vmt_cli_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -383,30 +414,7 @@ int vmt_cli_serve(int argc, char **argv)
             n.read_only ? " (read-only)" : "");
     printf("listening %u\n", vmt_listener_port(l));
     fflush(stdout);
-    vmt_golden_server_opts so = {.store_dir = c.store, .read_only = n.read_only};
-    vmt_golden_opts_init(&so.xfer);
-    int last = 0;
-    do {
-        vmt_session *s = NULL;
-        vmt_golden_stats st;
-        vmt_id id;
-        unsigned op = 0;
-        memset(&id, 0, sizeof(id));
-        memset(&st, 0, sizeof(st));
-        pre_accept pa = {.l = l, .tls = n.tls_ctx};
-        /* Waits for a client without limit; the handshake then has its timeout. */
-        last = vmt_listener_accept(l, &pa.first, VMT_NET_FOREVER);
-        if (last == 0)
-            last = vmt_session_server(&s, &cfg, pre_accept_fn, &pa);
-        vmt_transport_close(pa.first);
-        if (last == 0)
-            last = vmt_golden_serve(s, &so, &op, &id, &st);
-        else
-            fprintf(stderr, "vmtree: serve: refused a connection: %s\n", vmt_error_last());
-        if (s)
-            serve_report(c.json, op, last, &id, &st);
-        vmt_session_close(s);
-    } while (!n.once);
+    int last = serve_loop(&c, &n, &cfg, l);
     vmt_listener_close(l);
     vmt_tls_free(n.tls_ctx);
     return last ? 1 : 0;
