@@ -38,8 +38,11 @@ static int send_want(rx *r, const vmt_id *ids, size_t n)
 static int take_objects(rx *r, const vmt_golden_msg *m, uint64_t seq, size_t base, size_t count,
                         size_t *pos, rx_obj_fn on_obj)
 {
+    /* An empty message that is not the last would let a provider stall the
+     * receiver for ever: refused like any other mismatch. */
     if (m->u.objects.seq != seq || m->u.objects.n > count - *pos ||
-        (m->u.objects.last && *pos + m->u.objects.n != count)) {
+        (m->u.objects.last && *pos + m->u.objects.n != count) ||
+        (!m->u.objects.last && m->u.objects.n == 0)) {
         vmt_error_set(VMT_EPROTO, "the answer to Want %llu does not match it (seq %llu, "
                                   "%zu objects after %zu of %zu)",
                       (unsigned long long)seq, (unsigned long long)m->u.objects.seq,

@@ -92,10 +92,9 @@ int rx_store_ready(rx *r, uint64_t seq)
 
     while (r->stored < r->nnodes && r->nodes[r->order[r->stored]].ready <= seq) {
         size_t n = 0, first = r->stored;
-        /* A batch never holds a node and its child: a child's ready is at
-         * most its parent's, and equal ones are ordered by level, but both
-         * may fall in one batch; put_many writes in order, so the child
-         * still comes first in the log. */
+        /* A child comes before its parent in `order` (its ready is at most
+         * the parent's; ties go by level), so a batch holding both puts the
+         * child first; both are in the same commit anyway. */
         while (n < BATCH && r->stored < r->nnodes && r->nodes[r->order[r->stored]].ready <= seq) {
             rx_node *nd = &r->nodes[r->order[r->stored++]];
             objs[n++] = (vmt_store_obj){nd->data, nd->len, VMT_OBJ_MAPNODE};

@@ -663,6 +663,7 @@ int main(void)
         {"damaged object rejected", test_damaged_object_rejected},
         {"wrong key, no key, unknown name", test_wrong_key_and_unknown_name},
         {"garbage, newer version, oversized frame", test_garbage_version_oversized},
+        {NULL, NULL},
     };
     return vmt_test_run("golden", cases, NULL, NULL);
 }

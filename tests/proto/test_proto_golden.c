@@ -240,6 +240,7 @@ int main(void)
         {"every message round-trips", test_round_trip},
         {"the encoder refuses what is out of range", test_encoder_refuses},
         {"the decoder refuses every broken rule", test_decoder_refuses},
+        {NULL, NULL},
     };
     return vmt_test_run("proto_golden", cases, NULL, NULL);
 }
