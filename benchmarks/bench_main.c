@@ -26,6 +26,10 @@ static const struct {
 #ifdef VMT_BENCH_HAVE_NET
     {"net", vmt_bench_net, "migration wire: page throughput by streams/encoding, handshakes"},
 #endif
+#ifdef VMT_BENCH_HAVE_GOLDEN
+    {"golden", vmt_bench_golden, "golden image pull over loopback: into an empty store, "
+                                 "next to a sibling"},
+#endif
 };
 
 void vmt_bench_emit(const char *bench, const char *metric, double value, const char *unit,

@@ -43,6 +43,10 @@ int vmt_cli_export(int argc, char **argv);
 int vmt_cli_import(int argc, char **argv);
 int vmt_cli_migrate(int argc, char **argv); /* cmd_migrate.c */
 int vmt_cli_receive(int argc, char **argv); /* cmd_receive.c */
+/* Golden images between hosts (cmd_golden.c). */
+int vmt_cli_serve(int argc, char **argv);
+int vmt_cli_pull(int argc, char **argv);
+int vmt_cli_push(int argc, char **argv);
 
 /* Prints "vmtree: <cmd>: <msg>\n" to stderr; returns the exit status 1. */
 int vmt_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -35,6 +35,9 @@ static const command commands[] = {
     {"import", vmt_cli_import, "read a bundle file into the store"},
     {"migrate", vmt_cli_migrate, "move a running VM to another host, live"},
     {"receive", vmt_cli_receive, "wait for live migrations and run the VMs that arrive"},
+    {"serve", vmt_cli_serve, "serve the store to pull and push from other hosts"},
+    {"pull", vmt_cli_pull, "copy a snapshot from another host's store (only what is missing)"},
+    {"push", vmt_cli_push, "copy a snapshot to another host's store (only what is missing)"},
 #ifdef VMT_CLI_HAVE_STORE
     {"store", vmt_cli_store, "create, inspect, verify and collect a page store"},
 #endif

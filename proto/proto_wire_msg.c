@@ -47,6 +47,8 @@ const char *vmt_wire_type_name(unsigned type)
 {
     if (type == VMT_WIRE_PAGE_BATCH)
         return "PAGE_BATCH";
+    if (vmt_golden_type_name(type)) /* golden image messages (proto_golden.c) */
+        return vmt_golden_type_name(type);
     const vmt_wire_kind *k = vmt_wire_kind_of(type);
     return k ? k->name : "UNKNOWN";
 }

@@ -36,6 +36,8 @@ size_t vmt_frame_max_payload(unsigned type)
 {
     if (type == VMT_WIRE_PAGE_BATCH)
         return VMT_BATCH_MAX_PAYLOAD;
+    if (type >= VMT_GOLDEN_TYPE_FIRST && type <= VMT_GOLDEN_TYPE_LAST)
+        return vmt_golden_max_len(type); /* golden image messages (docs/golden.md) */
     return vmt_wire_max_len(type);
 }
 

@@ -347,6 +347,18 @@ int vmt_session_send_batch(vmt_session *s, unsigned stream, const void *payload,
     return rc ? session_fail(s, rc) : 0;
 }
 
+int vmt_session_send_frame(vmt_session *s, unsigned stream, unsigned type, const void *payload,
+                           size_t len)
+{
+    int rc = session_check(s, stream);
+    if (rc)
+        return rc;
+    rc = vmt_frame_send(s->tp[stream], type, payload, len);
+    if (rc == VMT_EINVAL && !vmt_transport_error(s->tp[stream]))
+        return rc;
+    return rc ? session_fail(s, rc) : 0;
+}
+
 int vmt_session_recv(vmt_session *s, unsigned stream, vmt_frame *f, uint32_t timeout_ms)
 {
     int rc = session_check(s, stream);

@@ -331,6 +331,116 @@ int vmt_wire_decode(unsigned type, const uint8_t *buf, size_t len, vmt_wire_msg 
  * decoded messages (never for one whose pointers the caller set).  NULL ok. */
 void vmt_wire_msg_clear(vmt_wire_msg *m);
 
+
+/* ==== golden image messages (proto/golden.proto) ========================
+ * [golden block: issue 7]  The messages of `vmtree serve/push/pull`
+ * (docs/golden.md).  They ride on a migrate/net session (its frames,
+ * version negotiation and authentication); frame types 40..63 belong to
+ * this protocol.  Same conventions as the wire messages above: hostile
+ * input, every length capped before use, parser allocation through a
+ * budget.  Thread-safe (reentrant).
+ */
+#define VMT_GOLDEN_ID_LEN 16u
+/* Snapshots in one Snaps message (a snapshot and its ancestors). */
+#define VMT_GOLDEN_MAX_SNAPS 4096u
+/* Ids in one Want, and objects in one Objects message. */
+#define VMT_GOLDEN_WANT_MAX 4096u
+/* Largest object content (= the store's VMT_STORE_OBJECT_MAX). */
+#define VMT_GOLDEN_OBJECT_MAX (16u << 20)
+/* Largest Objects payload: one object of VMT_GOLDEN_OBJECT_MAX stored raw
+ * plus its fields fits (senders split the rest into smaller messages);
+ * equal to migrate/net's absolute frame cap. */
+#define VMT_GOLDEN_OBJECTS_MAX_LEN ((16u << 20) + 4096u)
+/* Size of the text fields (request name, done message) with their NUL. */
+#define VMT_GOLDEN_TEXT_MAX 256u
+
+typedef enum vmt_golden_type {
+    VMT_GOLDEN_REQUEST = 40,
+    VMT_GOLDEN_SNAPS = 41,
+    VMT_GOLDEN_WANT = 42,
+    VMT_GOLDEN_OBJECTS = 43,
+    VMT_GOLDEN_DONE = 44,
+} vmt_golden_type;
+#define VMT_GOLDEN_TYPE_FIRST 40u
+#define VMT_GOLDEN_TYPE_LAST 63u
+
+/* Request.op */
+#define VMT_GOLDEN_OP_PULL 1u
+#define VMT_GOLDEN_OP_PUSH 2u
+/* Request.max_ancestors: every ancestor still in the provider's store. */
+#define VMT_GOLDEN_ALL_ANCESTORS UINT32_MAX
+/* Object.codec */
+#define VMT_GOLDEN_CODEC_RAW 0u
+#define VMT_GOLDEN_CODEC_LZ4 1u
+
+/* One object of an Objects message.  Decode: data points into the decoded
+ * message (valid until vmt_golden_msg_clear); encode: borrowed. */
+typedef struct vmt_golden_object {
+    uint8_t id[VMT_GOLDEN_ID_LEN];
+    uint32_t type;    /* 1..4 (dedup's vmt_obj_type); a page has raw_len 4096 */
+    uint32_t codec;   /* VMT_GOLDEN_CODEC_* */
+    uint32_t raw_len; /* 1..VMT_GOLDEN_OBJECT_MAX */
+    const uint8_t *data;
+    size_t len;       /* raw: raw_len; LZ4: 1..raw_len */
+} vmt_golden_object;
+
+typedef struct vmt_golden_msg {
+    vmt_golden_type type;
+    union {
+        struct {
+            uint32_t op;                   /* VMT_GOLDEN_OP_* */
+            char name[VMT_GOLDEN_TEXT_MAX];
+            uint32_t max_ancestors;
+        } request;
+        struct {
+            uint8_t (*ids)[VMT_GOLDEN_ID_LEN]; /* decode: owned; encode: borrowed */
+            size_t n;                          /* 1..VMT_GOLDEN_MAX_SNAPS */
+        } snaps;
+        struct {
+            uint64_t seq;
+            uint8_t (*ids)[VMT_GOLDEN_ID_LEN]; /* decode: owned; encode: borrowed */
+            size_t n;                          /* 1..VMT_GOLDEN_WANT_MAX */
+        } want;
+        struct {
+            uint64_t seq;
+            vmt_golden_object *objs; /* decode: owned; encode: borrowed */
+            size_t n;                /* 0..VMT_GOLDEN_WANT_MAX */
+            bool last;
+        } objects;
+        struct {
+            int32_t code; /* 0 or a VMT_E* code (unknown codes read as VMT_ERR) */
+            char message[VMT_GOLDEN_TEXT_MAX];
+            bool has_snapshot;
+            uint8_t snapshot[VMT_GOLDEN_ID_LEN];
+            uint64_t objects, bytes;
+        } done;
+    } u;
+    void *priv; /* decode: the parsed message the pointers above point into */
+} vmt_golden_msg;
+
+/* "GOLDEN_REQUEST", ...; NULL for types that are not golden messages. */
+const char *vmt_golden_type_name(unsigned type);
+
+/* The payload cap of a golden frame type; 0 for other types. */
+size_t vmt_golden_max_len(unsigned type);
+
+/* Serializes *m (pointers borrowed) into a new malloc'd buffer (*out,
+ * caller frees).  Errors: VMT_EINVAL (unknown type, a count, length or
+ * value out of range, a text not NUL-terminated), VMT_ENOMEM. */
+int vmt_golden_encode(const vmt_golden_msg *m, uint8_t **out, size_t *out_len);
+
+/* Parses the payload of a golden frame of `type` into *m (release with
+ * vmt_golden_msg_clear, also after a failure).  Every id, count, length,
+ * type and codec is checked; texts become printable ASCII.  `buf` is only
+ * read during the call.  Errors: VMT_EPROTO (not a golden type),
+ * VMT_ECORRUPT (malformed or beyond a cap; the message names the field),
+ * VMT_ENOMEM. */
+int vmt_golden_decode(unsigned type, const uint8_t *buf, size_t len, vmt_golden_msg *m);
+
+/* Frees what vmt_golden_decode allocated and zeroes *m.  NULL is fine. */
+void vmt_golden_msg_clear(vmt_golden_msg *m);
+/* ==== end of golden block ================================================ */
+
 #ifdef __cplusplus
 }
 #endif

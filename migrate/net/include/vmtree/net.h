@@ -427,6 +427,11 @@ vmt_transport *vmt_session_stream(vmt_session *s, unsigned index);
 int vmt_session_send(vmt_session *s, unsigned stream, const vmt_wire_msg *m);
 int vmt_session_send_batch(vmt_session *s, unsigned stream, const void *payload, size_t len);
 
+/* Sends one frame of any known `type` (e.g. the golden image messages of
+ * proto.h, already encoded) on `stream`.  Errors: as vmt_session_send. */
+int vmt_session_send_frame(vmt_session *s, unsigned stream, unsigned type, const void *payload,
+                           size_t len);
+
 /* Receives the next frame of `stream` (any type) within timeout_ms.  An
  * ERROR frame from the peer fails the session with the peer's code and
  * message. */
