@@ -30,6 +30,11 @@ static const struct {
     {"golden", vmt_bench_golden, "golden image pull over loopback: into an empty store, "
                                  "next to a sibling"},
 #endif
+#ifdef VMT_BENCH_HAVE_MIGRATE
+    {"migrate", vmt_bench_migrate, "live migration of a 1 GiB guest over loopback: idle, "
+                                   "moderate, heavy; streams, codecs, 1 Gbit/s, dedup "
+                                   "(--full: every combination)"},
+#endif
 };
 
 void vmt_bench_emit(const char *bench, const char *metric, double value, const char *unit,

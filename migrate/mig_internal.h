@@ -29,6 +29,8 @@ typedef struct net_sink {
     const vmt_id *base;       /* announced in VM_CONFIG, or NULL */
     char vm_name[64];
     char image[1024];
+    mig_ram_holes holes;      /* round 0: holes of RAM are not even read */
+    uint64_t zero_skipped;    /* round 0: zero pages not sent (the peer's RAM is new) */
     uint64_t prepared_ns;     /* when PREPARED arrived */
     bool go_sent, in_doubt, aborted;
 } net_sink;

@@ -218,6 +218,7 @@ static void fill_report(vmt_migrate_report *rep, const net_sink *c, const vmt_pr
     rep->downtime_ns = st->pause_ns;
     rep->in_doubt = c->in_doubt;
     rep->have_ids = c->have ? vmt_haveset_count(c->have) : 0;
+    rep->pages_by_enc[VMT_PAGE_ZERO] += c->zero_skipped;
     const vmt_batch_writer *ws[2] = {c->w, c->full};
     for (int i = 0; i < 2; i++) {
         if (!ws[i])

@@ -151,6 +151,7 @@ static int ns_begin(void *sink, const vmt_precopy_info *info)
         memcpy(vc->base, c->base->b, sizeof(vc->base));
     }
     c->npages = info->npages;
+    mig_ram_holes_init(&c->holes, c->vm);
     int rc = vmt_session_send(c->s, 0, &msg);
     if (rc == 0 && (vmt_session_features(c->s) & VMT_WIRE_FEAT_HAVESET))
         rc = ns_recv_haveset(c);
@@ -159,6 +160,12 @@ static int ns_begin(void *sink, const vmt_precopy_info *info)
     if (rc == 0)
         rc = vmt_batch_writer_new(&c->full, &c->bopts, c->cache, NULL);
     return rc;
+}
+
+static bool zero_page(const uint8_t *p)
+{
+    static const uint8_t zero[PAGE];
+    return memcmp(p, zero, PAGE) == 0;
 }
 
 static int ns_pages(void *sink, unsigned round, const uint64_t *pfns, const uint8_t *const *data,
@@ -180,6 +187,12 @@ static int ns_pages(void *sink, unsigned round, const uint64_t *pfns, const uint
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (pfns[i] >= c->npages)
             return vmt_error_set(VMT_EINVAL, "page beyond RAM");
+        /* The destination's RAM starts zero: round 0 need not mention zero
+         * pages, nor read holes (which would allocate them here). */
+        if (round == 0 && (mig_ram_hole(&c->holes, pfns[i] * PAGE) || zero_page(data[i]))) {
+            c->zero_skipped++;
+            continue;
+        }
         rc = ns_add(c, c->w, pfns[i], data[i], UINT32_MAX);
     }
     return rc;

@@ -5,6 +5,26 @@
 
 #include "vmtree/migrate.h"
 
+/*
+ * Holes of guest RAM's memfd (ramhole.c): a hole reads as zero, and reading
+ * it through the mapping would allocate and clear a page (shmem allocates
+ * on read faults), growing the VM by every page never touched.  One extent
+ * (hole or data) is cached; ask in ascending order, and forget the extent
+ * when the memory may have changed (a new round: a page written before
+ * the round's dirty sync is data already; one written after it is dirty
+ * again and comes back in the next round).
+ */
+typedef struct mig_ram_holes {
+    int fd;                   /* RAM's memfd for SEEK_DATA, -1: not usable */
+    uint64_t lo, hi;          /* the cached extent [lo, hi) of RAM offsets */
+    bool hole;                /* ... is a hole (else data) */
+} mig_ram_holes;
+
+void mig_ram_holes_init(mig_ram_holes *h, vmt_vm *vm);
+void mig_ram_holes_forget(mig_ram_holes *h);
+/* True when the page at RAM offset `off` is a hole. */
+bool mig_ram_hole(mig_ram_holes *h, uint64_t off);
+
 /* A map entry as it was before this take changed it. */
 typedef struct mig_undo {
     uint64_t pfn;
@@ -31,10 +51,8 @@ typedef struct mig_store_sink {
     bool *is_new;
     size_t *idx;
     size_t cap;               /* pages the batch arrays hold */
-    int ext_fd;               /* RAM's memfd for SEEK_DATA, -1: not usable */
-    uint64_t ext_lo, ext_hi;  /* the cached extent [lo, hi) of RAM offsets */
-    bool ext_hole;            /* ... is a hole (else data) */
-    unsigned ext_round;       /* the round it was seen in */
+    mig_ram_holes holes;      /* RAM's holes: zero pages never read */
+    unsigned ext_round;       /* the round the cached extent was seen in */
     vmt_precopy_info info;
     bool have_state;
     vmt_id state_id;

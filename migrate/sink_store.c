@@ -91,37 +91,6 @@ static int grow_batch(mig_store_sink *k, size_t n)
     return 0;
 }
 
-/*
- * Whether page `off` of guest RAM is a hole of its memfd: it reads as zero,
- * and reading it through the mapping would allocate and clear a page (shmem
- * allocates on read faults), growing the VM by every page never touched.
- * One extent (hole or data) is cached; pages are asked in ascending order.
- */
-static bool ram_hole(mig_store_sink *k, uint64_t off)
-{
-    if (k->ext_fd < 0)
-        return false;
-    if (off < k->ext_lo || off >= k->ext_hi) {
-        off_t d = lseek(k->ext_fd, (off_t)off, SEEK_DATA);
-        if (d < 0 && errno != ENXIO) {
-            k->ext_fd = -1; /* no SEEK_DATA here: read every page */
-            return false;
-        }
-        uint64_t data = d < 0 ? UINT64_MAX : (uint64_t)d;
-        if (data > off) {
-            k->ext_lo = off;
-            k->ext_hi = data;
-            k->ext_hole = true;
-        } else {
-            off_t h = lseek(k->ext_fd, (off_t)off, SEEK_HOLE);
-            k->ext_lo = off;
-            k->ext_hi = h < 0 ? off + VMT_PAGE_SIZE : (uint64_t)h;
-            k->ext_hole = false;
-        }
-    }
-    return k->ext_hole && off + VMT_PAGE_SIZE <= k->ext_hi;
-}
-
 static bool page_is_zero(const uint8_t *p)
 {
     const uint64_t *w = (const uint64_t *)(const void *)p;
@@ -168,7 +137,7 @@ static int sink_begin(void *ctx, const vmt_precopy_info *info)
     k->info = *info;
     k->vs->info = *info;
     k->vs->info_known = true;
-    k->ext_fd = vmt_vm_ram_fd(k->vs->vm);
+    mig_ram_holes_init(&k->holes, k->vs->vm);
     k->ext_round = UINT_MAX;
     return 0;
 }
@@ -186,14 +155,14 @@ static int sink_pages(void *ctx, unsigned round, const uint64_t *pfns, const uin
      * after it is dirty again and comes back next round. */
     if (round != k->ext_round) {
         k->ext_round = round;
-        k->ext_lo = k->ext_hi = 0;
+        mig_ram_holes_forget(&k->holes);
     }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (pfns[i] >= k->vs->npages)
             return vmt_error_set(VMT_EINVAL, "store sink: page %llu is past RAM",
                                  (unsigned long long)pfns[i]);
-        if (ram_hole(k, pfns[i] * VMT_PAGE_SIZE) || page_is_zero(data[i])) {
+        if (mig_ram_hole(&k->holes, pfns[i] * VMT_PAGE_SIZE) || page_is_zero(data[i])) {
             if ((rc = map_page(k, pfns[i], &zero)) != 0)
                 return rc;
             k->pages_zero++;

@@ -362,7 +362,7 @@ static void completion_cuts_settle_who_runs(void)
 
 /* ---- (c) convergence: the round limit, and auto-converge ------------------------------ */
 
-#define DCMD "base=8388608 pages=4096 fill=random per_pass=4096 event=1"
+#define DCMD "base=8388608 pages=4096 fill=random per_pass=4096 spin=20000000 event=1"
 
 static void fast_dirtier_fails_cleanly_then_converges_throttled(void)
 {
