@@ -63,6 +63,7 @@ typedef struct dest {
     int rc;
     char why[256];
     bool drop; /* fake destination: drop the connection mid-round */
+    vmt_tls *tls; /* TLS on the destination's streams, or NULL */
     pthread_t th;
 } dest;
 
@@ -92,18 +93,20 @@ static void *dest_main(void *arg)
     base.console_ctx = d->g.con;
     base.event = on_event;
     base.event_ctx = &d->g;
-    vmt_migrate_recv_opts o = {.psk = d->psk, .psk_len = d->psk ? sizeof(PSK) : 0, .base = &base};
+    vmt_migrate_recv_opts o = {.psk = d->psk, .psk_len = d->psk ? sizeof(PSK) : 0, .base = &base,
+                               .tls = d->tls};
     d->rc = vmt_migrate_receive(fx_kvm, d->l, &o, &d->g.vm);
     if (d->rc)
         snprintf(d->why, sizeof(d->why), "%s", vmt_error_last());
     return NULL;
 }
 
-static void dest_start(dest *d, const uint8_t *psk, bool drop)
+static void dest_start_with(dest *d, const uint8_t *psk, bool drop, vmt_tls *tls)
 {
     memset(d, 0, sizeof(*d));
     d->psk = psk;
     d->drop = drop;
+    d->tls = tls;
     pthread_mutex_init(&d->g.lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -115,6 +118,11 @@ static void dest_start(dest *d, const uint8_t *psk, bool drop)
     d->port = vmt_listener_port(d->l);
     snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%u", d->port);
     CU_ASSERT_FATAL(pthread_create(&d->th, NULL, dest_main, d) == 0);
+}
+
+static void dest_start(dest *d, const uint8_t *psk, bool drop)
+{
+    dest_start_with(d, psk, drop, NULL);
 }
 
 static int dest_join(dest *d)
@@ -312,6 +320,52 @@ static void wrong_psk_is_refused_before_any_state(void)
     fx_free(&src);
 }
 
+/* ---- (e) TLS ------------------------------------------------------------------------- */
+
+static void counter_migrates_over_tls(void)
+{
+    char *dir = vmt_test_tmpdir("mig-tls");
+    CU_ASSERT_FATAL(dir != NULL);
+    CU_ASSERT_FATAL(vmt_tls_write_test_pki(dir) == 0);
+    char cert[4096], key[4096], ca[4096];
+    snprintf(cert, sizeof(cert), "%s/server.pem", dir);
+    snprintf(key, sizeof(key), "%s/server.key", dir);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    vmt_tls_config sc = {.server = true, .cert_file = cert, .key_file = key};
+    vmt_tls_config cc = {.server = false, .ca_file = ca};
+    vmt_tls *st = NULL, *ct = NULL;
+    CU_ASSERT_FATAL(vmt_tls_new(&st, &sc) == 0);
+    CU_ASSERT_FATAL(vmt_tls_new(&ct, &cc) == 0);
+
+    fx_guest src;
+    CU_ASSERT_FATAL(migfx_boot(&src, "counter", COUNTER, MEM) == 0);
+    CU_ASSERT_FATAL(vmt_vm_start(src.vm) == 0);
+    CU_ASSERT_FATAL(migfx_wait_step(&src, 3, T30));
+    dest d;
+    dest_start_with(&d, NULL, false, st);
+    vmt_migrate_opts o;
+    vmt_migrate_opts_init(&o);
+    o.tls = ct;
+    o.tls_peer_name = "127.0.0.1";
+    o.streams = 2;
+    vmt_migrate_report rep;
+    int rc = vmt_migrate_send(src.vm, d.addr, &o, &rep);
+    if (rc)
+        printf("\n  migrate: %s\n", rep.why);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_EQUAL(dest_join(&d), 0);
+    print_report("counter over TLS (2 streams)", &rep);
+    uint64_t at = migfx_counter_step(&src);
+    CU_ASSERT(migfx_wait_step(&d.g, at + 5, T30));
+    CU_ASSERT(vmt_vm_is_paused(src.vm));
+    fx_free(&d.g);
+    fx_free(&src);
+    vmt_tls_free(st);
+    vmt_tls_free(ct);
+    vmt_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     static const vmt_test_case cases[] = {
@@ -321,6 +375,7 @@ int main(void)
         {"dropped_connection_leaves_the_source_running",
          dropped_connection_leaves_the_source_running},
         {"wrong_psk_is_refused_before_any_state", wrong_psk_is_refused_before_any_state},
+        {"counter_migrates_over_tls", counter_migrates_over_tls},
         {NULL, NULL},
     };
     fx_require_kvm();
