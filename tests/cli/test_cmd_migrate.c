@@ -291,6 +291,21 @@ static void persistent_receiver_refuses_garbage_and_a_wrong_key(void)
 
 #define SLOW "base=8388608 pages=4096 fill=random spin=20000 event=0"
 
+/* `vmtree migrate d` to r at 4 MB/s in the background (its stdout dropped). */
+static pid_t slow_migrate(const receiver *r)
+{
+    pid_t mig = fork();
+    if (mig == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        const char *argv[] = {cli, "migrate", "d", r->addr, "--store", storeA, "--bandwidth",
+                              "4M", NULL};
+        execv(cli, (char *const *)argv);
+        _exit(127);
+    }
+    return mig;
+}
+
 static void killed_destination_or_source_leaves_one_vm(void)
 {
     new_stores("kill");
@@ -299,15 +314,7 @@ static void killed_destination_or_source_leaves_one_vm(void)
     usleep(300000);
     receiver r;
     CU_ASSERT_FATAL(receiver_start(&r, NULL, NULL, NULL));
-    pid_t mig = fork();
-    if (mig == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        const char *argv[] = {cli, "migrate", "d", r.addr, "--store", storeA, "--bandwidth",
-                              "4M", NULL};
-        execv(cli, (char *const *)argv);
-        _exit(127);
-    }
+    pid_t mig = slow_migrate(&r);
     usleep(1200000);
     pid_t worker = child_of(r.pid);
     CU_ASSERT_FATAL(worker > 0);
@@ -324,15 +331,7 @@ static void killed_destination_or_source_leaves_one_vm(void)
 
     /* Again, and this time the source dies midway. */
     CU_ASSERT_FATAL(receiver_start(&r, NULL, NULL, NULL));
-    mig = fork();
-    if (mig == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        const char *argv[] = {cli, "migrate", "d", r.addr, "--store", storeA, "--bandwidth",
-                              "4M", NULL};
-        execv(cli, (char *const *)argv);
-        _exit(127);
-    }
+    mig = slow_migrate(&r);
     usleep(1200000);
     kill((pid_t)spid, SIGKILL);
     waitpid(mig, &st, 0);

@@ -142,9 +142,10 @@ static void pages_the_destination_holds_travel_as_references(void)
     CU_ASSERT_EQUAL_FATAL(send(&b, &d, &snap, &ref), 0);
     dest_join(&d);
     CU_ASSERT_EQUAL_FATAL(d.rc, 0);
-    printf("\n  without the base: %llu bytes; with it: %llu bytes, %llu ids announced, "
-           "%llu references (%llu resolved from the store)\n",
-           (unsigned long long)full.wire_bytes, (unsigned long long)ref.wire_bytes,
+    printf("\n  without the base: %llu bytes, downtime %.2f ms; with it: %llu bytes, downtime "
+           "%.2f ms, %llu ids announced, %llu references (%llu resolved from the store)\n",
+           (unsigned long long)full.wire_bytes, full.downtime_ns / 1e6,
+           (unsigned long long)ref.wire_bytes, ref.downtime_ns / 1e6,
            (unsigned long long)ref.have_ids, (unsigned long long)ref.pages_by_enc[VMT_PAGE_REF],
            (unsigned long long)d.rep.refs);
     CU_ASSERT(ref.have_ids >= DPAGES);
