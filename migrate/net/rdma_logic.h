@@ -17,20 +17,22 @@
 /* ==== messages ============================================================ */
 
 /*
- * Every SEND carries one message: an 8-byte header, big-endian,
- *   u8 type, u8 flags (0), u16 grant (receive buffers the sender reposted
- *   since its last grant: credits returned), u32 length (body bytes)
+ * Every SEND carries one message: a 12-byte header, big-endian,
+ *   u8 type, u8 flags (0), u16 data grant, u16 control grant (receive
+ *   buffers of each class the sender reposted since its last grant:
+ *   credits returned), u16 reserved (0), u32 length (body bytes)
  * and the body.  A message fills at most one receive buffer.
  */
-#define VMT_RDMA_MSG_HDR 8u
+#define VMT_RDMA_MSG_HDR 12u
 
 typedef enum vmt_rdma_msg_type {
     VMT_RDMA_MSG_DATA = 1,    /* body: stream bytes (1..buffer - header) */
-    VMT_RDMA_MSG_CREDIT = 2,  /* no body; grant >= 1 */
+    VMT_RDMA_MSG_CREDIT = 2,  /* no body; a grant >= 1 */
     VMT_RDMA_MSG_FIN = 3,     /* no body: the sender closed its stream cleanly */
     VMT_RDMA_MSG_EXPOSE = 4,  /* receiver exposes memory: u64 len, u64 chunk, u32 max_chunks */
     VMT_RDMA_MSG_REG_REQ = 5, /* sender: u32 chunk to register, u32 chunk to release (or NONE) */
     VMT_RDMA_MSG_REG_ACK = 6, /* receiver: u32 chunk, u32 rkey, u64 remote address */
+    VMT_RDMA_MSG_WRITE = 7,   /* not a SEND: an RDMA WRITE with immediate (credit accounting) */
 } vmt_rdma_msg_type;
 
 #define VMT_RDMA_CHUNK_NONE UINT32_MAX
@@ -41,7 +43,7 @@ typedef enum vmt_rdma_msg_type {
 
 typedef struct vmt_rdma_msg {
     unsigned type;
-    uint16_t grant;
+    uint16_t grant, cgrant; /* data and control credits returned */
     uint32_t len;        /* DATA: body bytes */
     const uint8_t *data; /* DATA: body (points into the buffer decoded) */
     uint64_t region_len, chunk_bytes; /* EXPOSE */
@@ -56,9 +58,9 @@ size_t vmt_rdma_msg_encode(const vmt_rdma_msg *m, uint8_t *out, size_t cap);
 
 /*
  * Decodes a received message of `len` bytes after checking everything: a
- * known type, flags 0, length exactly len - header and at most max_data
- * for DATA (at least 1), the fixed body size of the others, CREDIT with a
- * grant, EXPOSE with a page-aligned range within VMT_RDMA_MAX_EXPOSE, a
+ * known type, flags and reserved 0, length exactly len - header and at
+ * most max_data for DATA (at least 1), the fixed body size of the others,
+ * CREDIT with a grant, EXPOSE with a page-aligned range within VMT_RDMA_MAX_EXPOSE, a
  * page-aligned chunk size, at most VMT_RDMA_MAX_CHUNKS chunks and
  * max_chunks in 1..chunks; REG_REQ not releasing the chunk it asks for.
  * Errors: VMT_EPROTO (the message names what).  Pure.
@@ -70,18 +72,22 @@ const char *vmt_rdma_msg_name(unsigned type);
 /*
  * The connection data of rdma_connect / rdma_accept (private data, 24
  * bytes): "VMTR", u16 version (1), u16 flags (0), u32 window (receive
- * buffers posted), u32 buf_bytes (size of each), u64 reserved (0).
+ * buffers for data), u32 buf_bytes (size of each buffer), u32 ctrl_window
+ * (receive buffers for control messages; all are posted on one queue),
+ * u32 reserved (0).
  */
 #define VMT_RDMA_HELLO_LEN 24u
 #define VMT_RDMA_HELLO_MAGIC 0x564d5452u /* "VMTR" */
 #define VMT_RDMA_VERSION 1u
 #define VMT_RDMA_WINDOW_MIN 4u
 #define VMT_RDMA_WINDOW_MAX 1024u
+#define VMT_RDMA_CTRL_MIN 2u
+#define VMT_RDMA_CTRL_MAX 256u
 #define VMT_RDMA_BUF_MIN 4096u
 #define VMT_RDMA_BUF_MAX (1u << 20)
 
 typedef struct vmt_rdma_hello {
-    uint32_t window, buf_bytes;
+    uint32_t window, buf_bytes, ctrl_window;
 } vmt_rdma_hello;
 
 void vmt_rdma_hello_encode(const vmt_rdma_hello *h, uint8_t out[VMT_RDMA_HELLO_LEN]);
@@ -93,49 +99,70 @@ int vmt_rdma_hello_decode(const uint8_t *buf, size_t len, vmt_rdma_hello *h);
 /* ==== credits ============================================================= */
 
 /*
- * Credit-based flow control of one connection.  Each side posts `window`
- * receive buffers; a credit is the right to send one message into one of
- * the peer's.  Receive buffers this side has reposted are owed to the peer
- * and returned as the `grant` of the next message (piggybacked), or in a
- * CREDIT message once `threshold` are owed, or at once when the peer has
- * none left.  The last credit is kept for a message that returns credits,
- * so both sides can never be stuck at zero waiting for each other.
- * One thread at a time (the transport's lock).
+ * Credit-based flow control of one connection.  A credit is the right to
+ * send one message into one of the peer's posted receive buffers (a SEND
+ * without one is a receiver-not-ready error that ends the connection).
+ * Buffers are accounted in two classes, because they are released
+ * differently: DATA buffers (stream bytes) are held until the application
+ * reads them, CONTROL buffers (CREDIT, FIN, EXPOSE, REG_*, and those an
+ * RDMA WRITE with immediate consumes) are reposted as soon as the message
+ * is handled.  Credit
+ * returns travel in control messages, so they flow even while every data
+ * buffer holds unread bytes, as TCP's acknowledgements do.
+ *
+ * Reposted buffers are owed to the peer and returned as the grants of the
+ * next message (piggybacked), or in a CREDIT message once a class's
+ * threshold is owed, or at once when the peer may have none of a class
+ * left.  The last control credit is spent only by a message that returns
+ * control credits (or FIN, the very last), so the two sides can never be
+ * stuck at zero waiting for each other; the control threshold is at least
+ * 2, so CREDIT messages cannot ping-pong.  One thread at a time.
  */
-typedef struct vmt_rdma_credit {
+typedef enum vmt_rdma_class {
+    VMT_RDMA_CLASS_DATA = 0,
+    VMT_RDMA_CLASS_CTRL = 1,
+} vmt_rdma_class;
+
+typedef struct vmt_rdma_pool {
     uint32_t window, threshold;
-    uint32_t credits;  /* messages this side may still send */
+    uint32_t credits;  /* messages of this class this side may still send */
     uint32_t owed;     /* buffers reposted here, not yet granted to the peer */
     uint64_t granted;  /* to the peer in total, the initial window included */
-    uint64_t received; /* messages from the peer */
+    uint64_t received; /* messages of this class from the peer */
+} vmt_rdma_pool;
+
+typedef struct vmt_rdma_credit {
+    vmt_rdma_pool pool[2];
     uint64_t credit_msgs; /* explicit CREDIT messages sent (statistics) */
 } vmt_rdma_credit;
 
-/* Both sides start with `window` credits; threshold in 1..window
- * (0: window / 4, at least 1). */
-void vmt_rdma_credit_init(vmt_rdma_credit *c, uint32_t window, uint32_t threshold);
+/* The class a message type consumes. */
+vmt_rdma_class vmt_rdma_msg_class(unsigned type);
 
-/* May a message be sent now?  carries_grant: it can return what is owed
- * (every message but a RDMA WRITE with immediate). */
-bool vmt_rdma_credit_can_send(const vmt_rdma_credit *c, bool carries_grant);
+/* Both sides start with the windows as credits.  Thresholds: data
+ * window / 4 (at least 1), control window / 2 (at least 2).  Windows:
+ * data >= 1, control >= 2. */
+void vmt_rdma_credit_init(vmt_rdma_credit *c, uint32_t data_window, uint32_t ctrl_window);
 
-/* Takes one credit for a message; returns the grant to put in it (all
- * that is owed, when carries_grant; at most UINT16_MAX). */
-uint32_t vmt_rdma_credit_take(vmt_rdma_credit *c, bool carries_grant);
+/* May a message of `type` be sent now? */
+bool vmt_rdma_credit_can_send(const vmt_rdma_credit *c, unsigned type);
 
-/* A message from the peer consumed one of our buffers.  Errors:
+/* Takes one credit of the type's class; fills the grants to put in the
+ * message (all that is owed, at most UINT16_MAX each; none for WRITE). */
+void vmt_rdma_credit_take(vmt_rdma_credit *c, unsigned type, uint16_t *grant, uint16_t *cgrant);
+
+/* A message of `type` from the peer consumed one of our buffers.  Errors:
  * VMT_EPROTO (the peer sent more than it was granted). */
-int vmt_rdma_credit_on_receive(vmt_rdma_credit *c);
+int vmt_rdma_credit_on_receive(vmt_rdma_credit *c, unsigned type);
 
-/* The peer returned `grant` credits.  Errors: VMT_EPROTO (more than it
- * could owe: credits would exceed the window). */
-int vmt_rdma_credit_on_grant(vmt_rdma_credit *c, uint32_t grant);
+/* The peer returned credits.  Errors: VMT_EPROTO (more than it could
+ * owe: credits would exceed the window). */
+int vmt_rdma_credit_on_grant(vmt_rdma_credit *c, uint32_t grant, uint32_t cgrant);
 
-/* This side reposted n receive buffers (they are now owed to the peer). */
-void vmt_rdma_credit_reposted(vmt_rdma_credit *c, uint32_t n);
+/* This side reposted n receive buffers of class k (now owed to the peer). */
+void vmt_rdma_credit_reposted(vmt_rdma_credit *c, vmt_rdma_class k, uint32_t n);
 
-/* Should an explicit CREDIT message go now?  (Something is owed and either
- * the threshold is reached or the peer may have no credit left.) */
+/* Should an explicit CREDIT message go now (and may it)? */
 bool vmt_rdma_credit_should_return(const vmt_rdma_credit *c);
 
 /* ==== memory-registration planner ========================================= */

@@ -19,8 +19,8 @@ static void put_be64(uint8_t *p, uint64_t v)
 
 const char *vmt_rdma_msg_name(unsigned type)
 {
-    static const char *const names[] = {"?",      "DATA",    "CREDIT", "FIN",
-                                        "EXPOSE", "REG_REQ", "REG_ACK"};
+    static const char *const names[] = {"?",      "DATA",    "CREDIT",  "FIN",
+                                        "EXPOSE", "REG_REQ", "REG_ACK", "WRITE"};
     return type < VMT_ARRAY_SIZE(names) ? names[type] : "?";
 }
 
@@ -50,7 +50,9 @@ size_t vmt_rdma_msg_encode(const vmt_rdma_msg *m, uint8_t *out, size_t cap)
     out[0] = (uint8_t)m->type;
     out[1] = 0;
     vmt_put_be16(out + 2, m->grant);
-    vmt_put_be32(out + 4, (uint32_t)body);
+    vmt_put_be16(out + 4, m->cgrant);
+    vmt_put_be16(out + 6, 0);
+    vmt_put_be32(out + 8, (uint32_t)body);
     uint8_t *b = out + VMT_RDMA_MSG_HDR;
     switch (m->type) {
     case VMT_RDMA_MSG_DATA:
@@ -100,7 +102,7 @@ static int decode_body(const uint8_t *b, vmt_rdma_msg *m)
 {
     switch (m->type) {
     case VMT_RDMA_MSG_CREDIT:
-        if (m->grant == 0)
+        if (m->grant == 0 && m->cgrant == 0)
             return vmt_error_set(VMT_EPROTO, "RDMA CREDIT message returning no credit");
         return 0;
     case VMT_RDMA_MSG_EXPOSE:
@@ -133,12 +135,13 @@ int vmt_rdma_msg_decode(const uint8_t *buf, size_t len, size_t max_data, vmt_rdm
                              VMT_RDMA_MSG_HDR);
     m->type = buf[0];
     m->grant = vmt_get_be16(buf + 2);
-    uint32_t body = vmt_get_be32(buf + 4);
+    m->cgrant = vmt_get_be16(buf + 4);
+    uint32_t body = vmt_get_be32(buf + 8);
     if (m->type < VMT_RDMA_MSG_DATA || m->type > VMT_RDMA_MSG_REG_ACK)
         return vmt_error_set(VMT_EPROTO, "unknown RDMA message type %u", m->type);
-    if (buf[1] != 0)
-        return vmt_error_set(VMT_EPROTO, "RDMA %s with flags 0x%02x", vmt_rdma_msg_name(m->type),
-                             buf[1]);
+    if (buf[1] != 0 || vmt_get_be16(buf + 6) != 0)
+        return vmt_error_set(VMT_EPROTO, "RDMA %s with flags 0x%02x, reserved 0x%04x",
+                             vmt_rdma_msg_name(m->type), buf[1], vmt_get_be16(buf + 6));
     if ((uint64_t)body != len - VMT_RDMA_MSG_HDR)
         return vmt_error_set(VMT_EPROTO, "RDMA %s says %u body bytes, %zu arrived",
                              vmt_rdma_msg_name(m->type), body, len - VMT_RDMA_MSG_HDR);
@@ -164,6 +167,7 @@ void vmt_rdma_hello_encode(const vmt_rdma_hello *h, uint8_t out[VMT_RDMA_HELLO_L
     vmt_put_be16(out + 4, VMT_RDMA_VERSION);
     vmt_put_be32(out + 8, h->window);
     vmt_put_be32(out + 12, h->buf_bytes);
+    vmt_put_be32(out + 16, h->ctrl_window);
 }
 
 int vmt_rdma_hello_decode(const uint8_t *buf, size_t len, vmt_rdma_hello *h)
@@ -176,10 +180,14 @@ int vmt_rdma_hello_decode(const uint8_t *buf, size_t len, vmt_rdma_hello *h)
     if (version != VMT_RDMA_VERSION)
         return vmt_error_set(VMT_EPROTO, "RDMA transport version %u (this side speaks %u)",
                              version, VMT_RDMA_VERSION);
-    if (vmt_get_be16(buf + 6) != 0 || vmt_get_be64(buf + 16) != 0)
+    if (vmt_get_be16(buf + 6) != 0 || vmt_get_be32(buf + 20) != 0)
         return vmt_error_set(VMT_EPROTO, "RDMA connection data: reserved fields set");
     h->window = vmt_get_be32(buf + 8);
     h->buf_bytes = vmt_get_be32(buf + 12);
+    h->ctrl_window = vmt_get_be32(buf + 16);
+    if (h->ctrl_window < VMT_RDMA_CTRL_MIN || h->ctrl_window > VMT_RDMA_CTRL_MAX)
+        return vmt_error_set(VMT_EPROTO, "RDMA peer control window of %u buffers (%u..%u)",
+                             h->ctrl_window, VMT_RDMA_CTRL_MIN, VMT_RDMA_CTRL_MAX);
     if (h->window < VMT_RDMA_WINDOW_MIN || h->window > VMT_RDMA_WINDOW_MAX)
         return vmt_error_set(VMT_EPROTO, "RDMA peer window of %u buffers (%u..%u)", h->window,
                              VMT_RDMA_WINDOW_MIN, VMT_RDMA_WINDOW_MAX);

@@ -18,7 +18,9 @@
 #include "net_internal.h"
 #include "rdma_logic.h"
 
-#define RDMA_WINDOW 64u            /* receive buffers posted (credits the peer gets) */
+#define RDMA_DWINDOW 64u           /* receive buffers for DATA (the peer's data credits) */
+#define RDMA_CWINDOW 32u           /* receive buffers for control messages and writes */
+#define RDMA_NRECV (RDMA_DWINDOW + RDMA_CWINDOW) /* all posted on one receive queue */
 #define RDMA_BUF (64u << 10)       /* bytes per send/receive buffer, header included */
 #define RDMA_NSEND 32u             /* send buffers */
 #define RDMA_NSLOT 16u             /* bulk staging slots */
@@ -55,8 +57,8 @@ typedef struct rdma_conn {
     uint32_t sends_in_flight;
 
     /* Received DATA not yet read: buffer indexes in arrival order. */
-    uint32_t ready[RDMA_WINDOW], ready_head, ready_n;
-    uint32_t rlen[RDMA_WINDOW]; /* body bytes in each buffer */
+    uint32_t ready[RDMA_NRECV], ready_head, ready_n;
+    uint32_t rlen[RDMA_NRECV]; /* body bytes in each buffer */
     uint32_t ready_off;         /* bytes of the head buffer already read */
 
     bool fin_seen, peer_gone, qp_dead, shut;

@@ -130,7 +130,7 @@ int rdma_bulk_flush(rdma_conn *c)
 {
     if (c->shut || c->fatal)
         return 0;
-    if (c->ex_announce && c->nsend_free && vmt_rdma_credit_can_send(&c->cr, true)) {
+    if (c->ex_announce && c->nsend_free && vmt_rdma_credit_can_send(&c->cr, VMT_RDMA_MSG_EXPOSE)) {
         vmt_rdma_msg m = {.type = VMT_RDMA_MSG_EXPOSE, .region_len = c->ex_len,
                           .chunk_bytes = c->ex_chunk, .max_chunks = c->ex_max};
         c->ex_announce = false;
@@ -138,7 +138,7 @@ int rdma_bulk_flush(rdma_conn *c)
         if (rc)
             return rc;
     }
-    if (c->ack_pending && c->nsend_free && vmt_rdma_credit_can_send(&c->cr, true)) {
+    if (c->ack_pending && c->nsend_free && vmt_rdma_credit_can_send(&c->cr, VMT_RDMA_MSG_REG_ACK)) {
         c->ack_pending = false;
         return rdma_post_msg(c, &c->ack);
     }
@@ -234,7 +234,7 @@ static int write_piece(rdma_conn *c, uint64_t offset, const uint8_t *src, size_t
                        uint32_t chunk, uint64_t deadline)
 {
     int rc;
-    while (!(c->nslot_free && vmt_rdma_credit_can_send(&c->cr, false))) {
+    while (!(c->nslot_free && vmt_rdma_credit_can_send(&c->cr, VMT_RDMA_MSG_WRITE))) {
         if ((rc = rdma_check(c, true)) != 0)
             return rc;
         if (rdma_wait(c, deadline) == VMT_ETIMEDOUT)
@@ -262,7 +262,8 @@ static int write_piece(rdma_conn *c, uint64_t offset, const uint8_t *src, size_t
         c->slot_free[c->nslot_free++] = slot;
         return rdma_fail(c, vmt_error_errno(VMT_EIO, err, "%s: posting an RDMA WRITE", c->desc));
     }
-    (void)vmt_rdma_credit_take(&c->cr, false);
+    uint16_t g, cg;
+    vmt_rdma_credit_take(&c->cr, VMT_RDMA_MSG_WRITE, &g, &cg);
     c->slot_chunk[slot] = chunk;
     vmt_rdma_mrplan_busy(c->plan, chunk, +1);
     return 0;

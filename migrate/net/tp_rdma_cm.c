@@ -168,7 +168,7 @@ void rdma_conn_free(rdma_conn *c)
 static int conn_buffers(rdma_conn *c)
 {
     int access = IBV_ACCESS_LOCAL_WRITE;
-    size_t rb = (size_t)RDMA_WINDOW * RDMA_BUF, sb = (size_t)RDMA_NSEND * RDMA_BUF;
+    size_t rb = (size_t)RDMA_NRECV * RDMA_BUF, sb = (size_t)RDMA_NSEND * RDMA_BUF;
     size_t slb = (size_t)RDMA_NSLOT * RDMA_SLOT;
     if (posix_memalign((void **)&c->rbuf, 4096, rb) || posix_memalign((void **)&c->sbuf, 4096, sb) ||
         posix_memalign((void **)&c->slots, 4096, slb))
@@ -196,7 +196,7 @@ static int conn_setup(rdma_conn *c)
         return vmt_error_set(VMT_EIO, "%s: no RDMA device bound to the address", c->desc);
     c->pd = ibv_alloc_pd(ctx);
     c->cch = c->pd ? ibv_create_comp_channel(ctx) : NULL;
-    int cqe = (int)(RDMA_WINDOW + RDMA_NSEND + RDMA_NSLOT + 8);
+    int cqe = (int)(RDMA_NRECV + RDMA_NSEND + RDMA_NSLOT + 8);
     c->cq = c->cch ? ibv_create_cq(ctx, cqe, NULL, c->cch, 0) : NULL;
     if (!c->cq)
         return vmt_error_errno(VMT_EIO, errno, "%s: creating the completion queue", c->desc);
@@ -208,13 +208,13 @@ static int conn_setup(rdma_conn *c)
         .recv_cq = c->cq,
         .qp_type = IBV_QPT_RC,
         .cap = {.max_send_wr = RDMA_NSEND + RDMA_NSLOT + 1,
-                .max_recv_wr = RDMA_WINDOW,
+                .max_recv_wr = RDMA_NRECV,
                 .max_send_sge = 1,
                 .max_recv_sge = 1},
     };
     if (rdma_create_qp(c->id, c->pd, &qa) != 0)
         return vmt_error_errno(VMT_EIO, errno, "%s: rdma_create_qp", c->desc);
-    for (uint32_t i = 0; i < RDMA_WINDOW; i++) {
+    for (uint32_t i = 0; i < RDMA_NRECV; i++) {
         struct ibv_sge sge = {(uintptr_t)(c->rbuf + (size_t)i * RDMA_BUF), RDMA_BUF, c->rmr->lkey};
         struct ibv_recv_wr wr = {.wr_id = WR_ID(WR_RECV, i), .sg_list = &sge, .num_sge = 1};
         struct ibv_recv_wr *bad = NULL;
@@ -232,7 +232,7 @@ static int conn_start(rdma_conn *c, const uint8_t *pd, size_t pd_len)
     int rc = vmt_rdma_hello_decode(pd, pd_len, &h);
     if (rc)
         return vmt_error_wrap(rc, "%s", c->desc);
-    vmt_rdma_credit_init(&c->cr, h.window, 0);
+    vmt_rdma_credit_init(&c->cr, h.window, h.ctrl_window);
     c->max_data = VMT_MIN(h.buf_bytes, RDMA_BUF) - VMT_RDMA_MSG_HDR;
     c->established = true;
     return 0;
@@ -240,7 +240,7 @@ static int conn_start(rdma_conn *c, const uint8_t *pd, size_t pd_len)
 
 static void conn_param(struct rdma_conn_param *p, uint8_t hello[VMT_RDMA_HELLO_LEN])
 {
-    vmt_rdma_hello h = {RDMA_WINDOW, RDMA_BUF};
+    vmt_rdma_hello h = {RDMA_DWINDOW, RDMA_BUF, RDMA_CWINDOW};
     vmt_rdma_hello_encode(&h, hello);
     memset(p, 0, sizeof(*p));
     p->private_data = hello;

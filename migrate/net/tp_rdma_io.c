@@ -49,7 +49,7 @@ int rdma_check(rdma_conn *c, bool sending)
     return 0;
 }
 
-static int repost(rdma_conn *c, uint32_t idx)
+static int repost(rdma_conn *c, uint32_t idx, vmt_rdma_class k)
 {
     struct ibv_sge sge = {(uintptr_t)(c->rbuf + (size_t)idx * RDMA_BUF), RDMA_BUF, c->rmr->lkey};
     struct ibv_recv_wr wr = {.wr_id = WR_ID(WR_RECV, idx), .sg_list = &sge, .num_sge = 1};
@@ -57,7 +57,7 @@ static int repost(rdma_conn *c, uint32_t idx)
     int err = ibv_post_recv(c->id->qp, &wr, &bad);
     if (err)
         return rdma_fail(c, vmt_error_errno(VMT_EIO, err, "ibv_post_recv"));
-    vmt_rdma_credit_reposted(&c->cr, 1);
+    vmt_rdma_credit_reposted(&c->cr, k, 1);
     return 0;
 }
 
@@ -65,7 +65,7 @@ int rdma_post_msg(rdma_conn *c, vmt_rdma_msg *m)
 {
     uint32_t idx = c->send_free[--c->nsend_free];
     uint8_t *buf = c->sbuf + (size_t)idx * RDMA_BUF;
-    m->grant = (uint16_t)vmt_rdma_credit_take(&c->cr, true);
+    vmt_rdma_credit_take(&c->cr, m->type, &m->grant, &m->cgrant);
     size_t len = vmt_rdma_msg_encode(m, buf, RDMA_BUF);
     struct ibv_sge sge = {(uintptr_t)buf, (uint32_t)len, c->smr->lkey};
     struct ibv_send_wr wr = {.wr_id = WR_ID(WR_SEND, idx),
@@ -98,15 +98,15 @@ static int on_recv(rdma_conn *c, uint32_t idx, uint32_t byte_len)
 {
     vmt_rdma_msg m;
     const uint8_t *buf = c->rbuf + (size_t)idx * RDMA_BUF;
-    int rc = vmt_rdma_credit_on_receive(&c->cr);
+    int rc = vmt_rdma_msg_decode(buf, byte_len, RDMA_BUF - VMT_RDMA_MSG_HDR, &m);
     if (rc == 0)
-        rc = vmt_rdma_msg_decode(buf, byte_len, RDMA_BUF - VMT_RDMA_MSG_HDR, &m);
+        rc = vmt_rdma_credit_on_receive(&c->cr, m.type);
     if (rc == 0)
-        rc = vmt_rdma_credit_on_grant(&c->cr, m.grant);
+        rc = vmt_rdma_credit_on_grant(&c->cr, m.grant, m.cgrant);
     if (rc)
         return rdma_fail(c, vmt_error_wrap(rc, "%s", c->desc));
     if (m.type == VMT_RDMA_MSG_DATA) {
-        uint32_t slot = (c->ready_head + c->ready_n++) % RDMA_WINDOW;
+        uint32_t slot = (c->ready_head + c->ready_n++) % RDMA_NRECV;
         c->ready[slot] = idx;
         c->rlen[idx] = m.len;
         return 0;
@@ -115,7 +115,7 @@ static int on_recv(rdma_conn *c, uint32_t idx, uint32_t byte_len)
         c->fin_seen = true;
     else if (m.type != VMT_RDMA_MSG_CREDIT && (rc = rdma_bulk_on_msg(c, &m)) != 0)
         return rdma_fail(c, vmt_error_wrap(rc, "%s", c->desc));
-    return repost(c, idx);
+    return repost(c, idx, VMT_RDMA_CLASS_CTRL);
 }
 
 static int on_completion(rdma_conn *c, const struct ibv_wc *wc)
@@ -140,10 +140,11 @@ static int on_completion(rdma_conn *c, const struct ibv_wc *wc)
     if (kind != WR_RECV)
         return 0;
     if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
-        int rc = vmt_rdma_credit_on_receive(&c->cr);
+        int rc = vmt_rdma_credit_on_receive(&c->cr, VMT_RDMA_MSG_WRITE);
         if (rc == 0)
             rc = rdma_bulk_on_imm(c, ntohl(wc->imm_data), wc->byte_len);
-        return rc ? rdma_fail(c, vmt_error_wrap(rc, "%s", c->desc)) : repost(c, idx);
+        return rc ? rdma_fail(c, vmt_error_wrap(rc, "%s", c->desc))
+                  : repost(c, idx, vmt_rdma_msg_class(VMT_RDMA_MSG_WRITE));
     }
     return on_recv(c, idx, wc->byte_len);
 }
@@ -242,7 +243,7 @@ int rdma_send_msg(rdma_conn *c, vmt_rdma_msg *m, uint64_t deadline)
         int rc = rdma_progress(c);
         if (rc || (rc = rdma_check(c, true)) != 0)
             return rc;
-        if (c->nsend_free && vmt_rdma_credit_can_send(&c->cr, true))
+        if (c->nsend_free && vmt_rdma_credit_can_send(&c->cr, m->type))
             return rdma_post_msg(c, m);
         if (rdma_wait(c, deadline) == VMT_ETIMEDOUT)
             return vmt_error_set(VMT_ETIMEDOUT, "%s: timed out waiting for send credit",
@@ -263,7 +264,7 @@ static int rdma_send(void *impl, const void *buf, size_t len, uint64_t deadline)
     while (done < len && rc == 0) {
         if ((rc = rdma_progress(c)) != 0 || (rc = rdma_check(c, true)) != 0)
             break;
-        if (c->nsend_free && vmt_rdma_credit_can_send(&c->cr, true)) {
+        if (c->nsend_free && vmt_rdma_credit_can_send(&c->cr, VMT_RDMA_MSG_DATA)) {
             vmt_rdma_msg m = {.type = VMT_RDMA_MSG_DATA, .data = p + done};
             m.len = (uint32_t)VMT_MIN(len - done, c->max_data);
             if ((rc = rdma_post_msg(c, &m)) == 0)
@@ -291,9 +292,9 @@ static size_t take_ready(rdma_conn *c, uint8_t *buf, size_t len)
         c->ready_off += (uint32_t)n;
         if (c->ready_off == c->rlen[idx]) {
             c->ready_off = 0;
-            c->ready_head = (c->ready_head + 1) % RDMA_WINDOW;
+            c->ready_head = (c->ready_head + 1) % RDMA_NRECV;
             c->ready_n--;
-            if (repost(c, idx) != 0)
+            if (repost(c, idx, VMT_RDMA_CLASS_DATA) != 0)
                 break;
         }
     }
@@ -357,8 +358,8 @@ static void send_fin(rdma_conn *c)
     uint64_t deadline = vmt_net_deadline(RDMA_CLOSE_MS);
     pthread_mutex_lock(&c->mu);
     while (rdma_progress(c) == 0 && rdma_check(c, true) == 0) {
-        /* FIN is the last message: it may use the last credit. */
-        if (c->nsend_free && c->cr.credits > 0) {
+        /* FIN is the last message: it may use the last control credit. */
+        if (c->nsend_free && vmt_rdma_credit_can_send(&c->cr, VMT_RDMA_MSG_FIN)) {
             vmt_rdma_msg m = {.type = VMT_RDMA_MSG_FIN};
             if (rdma_post_msg(c, &m) != 0)
                 break;
