@@ -510,8 +510,8 @@ int vmt_session_bulk_expose(vmt_session *s, void *ram, size_t len, const vmt_bul
                                  vmt_transport_peer(s->tp[i]));
     for (unsigned i = 0; i < s->n; i++) {
         rc = vmt_transport_bulk_expose(s->tp[i], ram, len, c);
-        if (rc == VMT_EINVAL && i == 0)
-            return rc; /* refused before anything was exposed */
+        if ((rc == VMT_EINVAL || rc == VMT_EEXIST) && i == 0)
+            return rc; /* refused before anything was exposed (same answer on every stream) */
         if (rc)
             return session_fail(s, rc);
     }

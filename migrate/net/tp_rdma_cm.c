@@ -317,14 +317,14 @@ int vmt_rdma_connect(vmt_transport **out, const char *host, uint16_t port, uint3
     int rc = vmt_rdma_probe();
     if (rc)
         return vmt_error_wrap(rc, "rdma://%s:%u", host ? host : "", port);
-    if ((rc = resolve(host, port, false, &res)) != 0)
+    if ((rc = resolve(host ? host : "127.0.0.1", port, false, &res)) != 0)
         return rc;
     rdma_conn *c = conn_alloc();
     rc = c ? channel_new(&c->ech) : VMT_ENOMEM;
     if (rc == 0 && rdma_create_id(c->ech, &c->id, c, RDMA_PS_TCP) != 0)
         rc = vmt_error_errno(VMT_EIO, errno, "rdma_create_id");
     if (c)
-        snprintf(c->desc, sizeof(c->desc), "rdma %s:%u", host, port);
+        snprintf(c->desc, sizeof(c->desc), "rdma %s:%u", host ? host : "127.0.0.1", port);
     if (rc == 0)
         rc = client_connect(c, res->ai_addr, deadline);
     freeaddrinfo(res);

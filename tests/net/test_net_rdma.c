@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "net_fixture.h"
 #include "net_internal.h"
@@ -628,6 +629,123 @@ static void test_session_bulk_falls_back_on_tcp(void)
     net_session_pair_close(&p);
 }
 
+/* Sessions over in-memory streams (which offer bulk placement): the
+ * client dials a pair and hands the other end to the server's accept. */
+typedef struct mem_link {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    vmt_transport *pending[VMT_NET_MAX_STREAMS];
+    unsigned n, taken;
+} mem_link;
+
+static int mem_dial(void *ctx, unsigned index, vmt_transport **out)
+{
+    mem_link *l = ctx;
+    vmt_transport *peer = NULL;
+    (void)index;
+    int rc = vmt_transport_mem_pair(out, &peer, 0);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&l->lock);
+    l->pending[l->n++] = peer;
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+    return 0;
+}
+
+static int mem_accept(void *ctx, uint64_t deadline, vmt_transport **out)
+{
+    mem_link *l = ctx;
+    pthread_mutex_lock(&l->lock);
+    while (l->taken == l->n && vmt_now_ns() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+    }
+    int rc = l->taken < l->n ? 0 : vmt_error_set(VMT_ETIMEDOUT, "no stream");
+    if (rc == 0)
+        *out = l->pending[l->taken++];
+    pthread_mutex_unlock(&l->lock);
+    return rc;
+}
+
+typedef struct mem_server {
+    mem_link *link;
+    const vmt_session_config *c;
+    vmt_session *s;
+} mem_server;
+
+static int mem_server_main(void *arg)
+{
+    mem_server *m = arg;
+    return vmt_session_server(&m->s, m->c, mem_accept, m->link);
+}
+
+#define SB_PAGES 64u
+
+static void test_session_bulk_places_pages_before_the_next_frame(void)
+{
+    mem_link link = {.n = 0};
+    pthread_mutex_init(&link.lock, NULL);
+    pthread_cond_init(&link.cond, NULL);
+    vmt_session_config c;
+    vmt_session_config_init(&c);
+    c.allow_unauthenticated = true;
+    c.nstreams = 2;
+    mem_server srv = {&link, &c, NULL};
+    vmt_session *cli = NULL;
+    net_thread th;
+    net_spawn(&th, mem_server_main, &srv);
+    CU_ASSERT_EQUAL(vmt_session_client(&cli, &c, mem_dial, &link), 0);
+    CU_ASSERT_EQUAL_FATAL(net_join(&th), 0);
+    CU_ASSERT_FATAL(cli != NULL);
+
+    uint8_t *ram = aligned_alloc(PAGE, SB_PAGES * PAGE), *src = malloc(SB_PAGES * PAGE);
+    CU_ASSERT_FATAL(ram && src);
+    memset(ram, 0, SB_PAGES * PAGE);
+    net_fill(src, SB_PAGES * PAGE, 5);
+    CU_ASSERT_FALSE(vmt_session_bulk_can_place(cli, 1)); /* nothing exposed yet */
+    CU_ASSERT_EQUAL(vmt_session_bulk_expose(srv.s, ram, SB_PAGES * PAGE, NULL), 0);
+    CU_ASSERT_EQUAL(vmt_session_bulk_expose(srv.s, ram, SB_PAGES * PAGE, NULL), VMT_EEXIST);
+    CU_ASSERT_EQUAL(vmt_session_error(srv.s), 0); /* a refusal, not a failure */
+    CU_ASSERT_TRUE(vmt_session_bulk_can_place(cli, 1));
+    /* Out of range: refused, nothing written, the session intact. */
+    CU_ASSERT_EQUAL(vmt_session_bulk_place(cli, 1, SB_PAGES - 1, src, 2), VMT_EINVAL);
+    CU_ASSERT_EQUAL(vmt_session_error(cli), 0);
+    CU_ASSERT_EQUAL(vmt_session_bulk_place(cli, 1, 8, src + 8 * PAGE, 16), 0);
+    CU_ASSERT_EQUAL(vmt_session_bulk_place(cli, 1, 24, src + 24 * PAGE, 8), 0);
+    CU_ASSERT_EQUAL(vmt_session_bulk_place(cli, 0, 60, src + 60 * PAGE, 4), 0);
+    vmt_wire_msg m = {.type = VMT_WIRE_ROUND_END}, r;
+    m.u.round_end.round = 1;
+    CU_ASSERT_EQUAL(vmt_session_send(cli, 1, &m), 0);
+    /* The frame after the pages: by then they are in place and listed. */
+    CU_ASSERT_EQUAL(vmt_session_recv_msg(srv.s, 1, VMT_WIRE_ROUND_END, &r, NET_TIMEOUT_MS), 0);
+    vmt_wire_msg_clear(&r);
+    vmt_page_run runs[8];
+    size_t n = 0;
+    CU_ASSERT_EQUAL(vmt_session_bulk_landed(srv.s, 1, runs, 8, &n), 0);
+    CU_ASSERT(n == 1 && runs[0].pfn == 8 && runs[0].npages == 24); /* merged */
+    CU_ASSERT_EQUAL(vmt_session_bulk_landed(srv.s, 0, runs, 8, &n), 0);
+    CU_ASSERT(n == 1 && runs[0].pfn == 60 && runs[0].npages == 4);
+    CU_ASSERT(memcmp(ram + 8 * PAGE, src + 8 * PAGE, 24 * PAGE) == 0);
+    CU_ASSERT(memcmp(ram + 60 * PAGE, src + 60 * PAGE, 4 * PAGE) == 0);
+    uint8_t zero[PAGE] = {0};
+    CU_ASSERT(memcmp(ram, zero, PAGE) == 0 && memcmp(ram + 32 * PAGE, zero, PAGE) == 0);
+    CU_ASSERT_EQUAL(vmt_session_error(cli), 0);
+    CU_ASSERT_EQUAL(vmt_session_error(srv.s), 0);
+    vmt_session_close(cli);
+    vmt_session_close(srv.s);
+    free(ram);
+    free(src);
+    pthread_cond_destroy(&link.cond);
+    pthread_mutex_destroy(&link.lock);
+}
+
 static const vmt_test_case cases[] = {
     {"credit: data rules", test_credit_data_rules},
     {"credit: the last control credit", test_credit_last_control_credit},
@@ -649,6 +767,8 @@ static const vmt_test_case cases[] = {
     {"rdma:// refused quickly without a device", test_rdma_urls_refused_quickly_without_a_device},
     {"a session to rdma:// sends nothing", test_session_to_rdma_url_sends_nothing},
     {"session bulk placement falls back on TCP", test_session_bulk_falls_back_on_tcp},
+    {"session bulk placement: pages before the next frame",
+     test_session_bulk_places_pages_before_the_next_frame},
     {NULL, NULL},
 };
 
