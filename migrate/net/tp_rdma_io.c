@@ -168,7 +168,7 @@ static void cm_events(rdma_conn *c)
 static int drain(rdma_conn *c)
 {
     struct ibv_wc wc[16];
-    int n, total = 0;
+    int n = 0, total = 0;
     while (!c->fatal && (n = ibv_poll_cq(c->cq, 16, wc)) > 0) {
         for (int i = 0; i < n && !c->fatal; i++)
             on_completion(c, &wc[i]);

@@ -7,8 +7,9 @@
  *
  * Layers, bottom up:
  *   transport  a byte stream behind an ops table (TCP, socketpair, in-memory,
- *              TLS over TCP, and wrappers: fault injection, rate limit); sticky
- *              errors; timeouts.
+ *              TLS over TCP, RDMA, and wrappers: fault injection, rate limit);
+ *              sticky errors; timeouts; optional bulk placement of pages
+ *              (RDMA WRITE; docs/rdma.md).  Addresses as URLs (tcp://, rdma://).
  *   frame      {magic, version, type, flags, length, checksum} + payload;
  *              every header checked before its payload is read.
  *   session    N streams set up by one handshake: Hello/HelloAck (version
@@ -75,6 +76,10 @@ struct vmt_page_run;
  *             send or recv (which then fail); idempotent; thread-safe.
  *   close     releases `impl` (and an inner transport it owns); never fails.
  *   describe  writes a short peer description ("tcp 127.0.0.1:4000").
+ *   bulk_*    optional (NULL: none), see "bulk placement" below; place
+ *             returns VMT_EINVAL / VMT_EUNSUPPORTED only when it wrote
+ *             nothing, expose VMT_EINVAL / VMT_EEXIST only when it changed
+ *             nothing (the generic layer keeps those from being sticky).
  * Each sets the thread's error message on failure.  The generic layer adds
  * exact reads, timeouts, sticky errors and byte counts on top.
  */
