@@ -18,12 +18,16 @@
 #include "net_internal.h"
 #include "rdma_logic.h"
 
-#define RDMA_DWINDOW 64u           /* receive buffers for DATA (the peer's data credits) */
-#define RDMA_CWINDOW 32u           /* receive buffers for control messages and writes */
+/* Sizes keep a connection's registered memory small (about 2 MiB, plus
+ * 2 MiB of staging once the peer exposes memory): registered memory counts
+ * against RLIMIT_MEMLOCK, often 8 MiB for an unprivileged user, and a
+ * session has up to 16 connections. */
+#define RDMA_DWINDOW 32u           /* receive buffers for DATA (the peer's data credits) */
+#define RDMA_CWINDOW 16u           /* receive buffers for control messages and writes */
 #define RDMA_NRECV (RDMA_DWINDOW + RDMA_CWINDOW) /* all posted on one receive queue */
-#define RDMA_BUF (64u << 10)       /* bytes per send/receive buffer, header included */
-#define RDMA_NSEND 32u             /* send buffers */
-#define RDMA_NSLOT 16u             /* bulk staging slots */
+#define RDMA_BUF (32u << 10)       /* bytes per send/receive buffer, header included */
+#define RDMA_NSEND 16u             /* send buffers */
+#define RDMA_NSLOT 8u              /* bulk staging slots (allocated on EXPOSE) */
 #define RDMA_SLOT (256u << 10)     /* bytes per slot: the largest single write */
 #define RDMA_LANDED_MAX (1u << 16) /* undrained landed runs before the receiver fails */
 #define RDMA_CLOSE_MS 1000u        /* how long close waits to deliver FIN */
@@ -119,6 +123,8 @@ int rdma_send_msg(rdma_conn *c, vmt_rdma_msg *m, uint64_t deadline);
 int rdma_bulk_on_msg(rdma_conn *c, const vmt_rdma_msg *m);
 int rdma_bulk_on_imm(rdma_conn *c, uint32_t imm, uint32_t byte_len);
 void rdma_bulk_on_write_done(rdma_conn *c, uint32_t slot);
+/* Sender: allocates and registers the staging slots (on EXPOSE). */
+int rdma_slots_setup(rdma_conn *c);
 /* Posts a pending REG_ACK / EXPOSE when a buffer and credit allow. */
 int rdma_bulk_flush(rdma_conn *c);
 /* Unregisters every exposed chunk and frees the bulk state. */

@@ -86,11 +86,28 @@ int rdma_bulk_on_imm(rdma_conn *c, uint32_t imm, uint32_t byte_len)
 
 /* ---- sender ------------------------------------------------------------------ */
 
+int rdma_slots_setup(rdma_conn *c)
+{
+    size_t bytes = (size_t)RDMA_NSLOT * RDMA_SLOT;
+    if (posix_memalign((void **)&c->slots, 4096, bytes))
+        return vmt_error_set(VMT_ENOMEM, "rdma: out of memory for staging slots");
+    c->slot_mr = ibv_reg_mr(c->pd, c->slots, bytes, IBV_ACCESS_LOCAL_WRITE);
+    if (!c->slot_mr)
+        return vmt_error_errno(VMT_ENOMEM, errno,
+                               "rdma: registering %zu bytes of staging slots (RLIMIT_MEMLOCK, "
+                               "ulimit -l, may be too low)",
+                               bytes);
+    for (uint32_t i = 0; i < RDMA_NSLOT; i++)
+        c->slot_free[c->nslot_free++] = i;
+    return 0;
+}
+
 static int on_expose(rdma_conn *c, const vmt_rdma_msg *m)
 {
     if (c->plan)
         return vmt_error_set(VMT_EPROTO, "RDMA EXPOSE received twice");
-    return vmt_rdma_mrplan_new(&c->plan, m->region_len, m->chunk_bytes, m->max_chunks);
+    int rc = rdma_slots_setup(c);
+    return rc ? rc : vmt_rdma_mrplan_new(&c->plan, m->region_len, m->chunk_bytes, m->max_chunks);
 }
 
 static int on_reg_ack(rdma_conn *c, const vmt_rdma_msg *m)

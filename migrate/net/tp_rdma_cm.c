@@ -90,7 +90,9 @@ int rdma_cm_wait(struct rdma_event_channel *ch, enum rdma_cm_event_type want, ui
                                rdma_event_str(ev->event), ev->status, rdma_event_str(want));
     } else {
         const struct rdma_conn_param *cp = &ev->param.conn;
-        size_t n = cp->private_data ? VMT_MIN((size_t)cp->private_data_len, *pd_len) : 0;
+        /* Only connection events carry connection data (param is a union). */
+        bool conn = want == RDMA_CM_EVENT_CONNECT_REQUEST || want == RDMA_CM_EVENT_ESTABLISHED;
+        size_t n = conn && cp->private_data ? VMT_MIN((size_t)cp->private_data_len, *pd_len) : 0;
         if (n)
             memcpy(pd, cp->private_data, n);
         *pd_len = n;
@@ -169,22 +171,17 @@ static int conn_buffers(rdma_conn *c)
 {
     int access = IBV_ACCESS_LOCAL_WRITE;
     size_t rb = (size_t)RDMA_NRECV * RDMA_BUF, sb = (size_t)RDMA_NSEND * RDMA_BUF;
-    size_t slb = (size_t)RDMA_NSLOT * RDMA_SLOT;
-    if (posix_memalign((void **)&c->rbuf, 4096, rb) || posix_memalign((void **)&c->sbuf, 4096, sb) ||
-        posix_memalign((void **)&c->slots, 4096, slb))
+    if (posix_memalign((void **)&c->rbuf, 4096, rb) || posix_memalign((void **)&c->sbuf, 4096, sb))
         return vmt_error_set(VMT_ENOMEM, "rdma: out of memory for buffers");
     c->rmr = ibv_reg_mr(c->pd, c->rbuf, rb, access);
     c->smr = c->rmr ? ibv_reg_mr(c->pd, c->sbuf, sb, access) : NULL;
-    c->slot_mr = c->smr ? ibv_reg_mr(c->pd, c->slots, slb, access) : NULL;
-    if (!c->slot_mr)
+    if (!c->smr)
         return vmt_error_errno(VMT_ENOMEM, errno,
                                "rdma: registering %zu bytes of buffers (RLIMIT_MEMLOCK, "
                                "ulimit -l, may be too low)",
-                               rb + sb + slb);
+                               rb + sb);
     for (uint32_t i = 0; i < RDMA_NSEND; i++)
         c->send_free[c->nsend_free++] = i;
-    for (uint32_t i = 0; i < RDMA_NSLOT; i++)
-        c->slot_free[c->nslot_free++] = i;
     return 0;
 }
 
