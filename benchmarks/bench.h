@@ -23,6 +23,11 @@ typedef struct vmt_bench_opts {
 void vmt_bench_emit(const char *bench, const char *metric, double value, const char *unit,
                     const char *extra);
 
+/* Prints {"bench":..,"metric":..,"value":0,"unit":"","skipped":true,
+ * "what":..,"reason":..} for a measurement that cannot run here (the reason
+ * JSON-escaped). */
+void vmt_bench_skip(const char *bench, const char *metric, const char *what, const char *reason);
+
 /* Median of n doubles (reorders the array). */
 double vmt_bench_median(double *v, size_t n);
 
@@ -39,5 +44,7 @@ int vmt_bench_snapshot(const vmt_bench_opts *o);
 int vmt_bench_net(const vmt_bench_opts *o);
 int vmt_bench_golden(const vmt_bench_opts *o);
 int vmt_bench_migrate(const vmt_bench_opts *o);
+/* Part of `net`: bare transport and bulk placement throughput, TCP and RDMA. */
+int vmt_bench_net_transports(const vmt_bench_opts *o, const char *rdma_addr);
 
 #endif

@@ -45,6 +45,23 @@ void vmt_bench_emit(const char *bench, const char *metric, double value, const c
     fflush(stdout);
 }
 
+void vmt_bench_skip(const char *bench, const char *metric, const char *what, const char *reason)
+{
+    printf("{\"bench\":\"%s\",\"metric\":\"%s\",\"value\":0,\"unit\":\"\",\"skipped\":true,"
+           "\"what\":\"%s\",\"reason\":\"",
+           bench, metric, what);
+    for (const char *p = reason; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if ((unsigned char)*p < 0x20)
+            printf("\\u%04x", (unsigned char)*p);
+        else
+            putchar(*p);
+    }
+    printf("\"}\n");
+    fflush(stdout);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;

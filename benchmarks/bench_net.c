@@ -1,7 +1,7 @@
 /*
  * vmtree-bench net: the migration wire over loopback TCP (migrate/net).
  *
- *   vmtree-bench net [--quick] [--runs N] [--mib N]
+ *   vmtree-bench net [--quick] [--runs N] [--mib N] [--rdma-addr ADDR]
  *
  * - page_throughput: guest pages moved from a source RAM buffer to a
  *   destination RAM buffer through an authenticated session of 1, 2 and 4
@@ -12,6 +12,13 @@
  *   checks and applies every page, and the result is compared with the
  *   source.  Session setup is not timed.  wire_ratio = batch payload bytes /
  *   guest bytes.
+ *   The same runs go over RDMA (rdma://ADDR, ADDR from --rdma-addr or
+ *   $VMTREE_RDMA_ADDR, default 127.0.0.1) where an RDMA device exists,
+ *   printed next to TCP's ("transport" field); without one a single JSON
+ *   line with "skipped" says why.
+ * - transport_throughput: the bare byte stream (no frames, no encodings),
+ *   1 MiB sends, TCP and RDMA; and bulk_place_throughput: RDMA WRITE
+ *   placement into exposed memory (RDMA only).  See bench_net_tp.c.
  * - handshake: session setup time (1 stream) with a pre-shared key, and with
  *   TLS 1.3 plus the key.
  * Page content is real: files under /usr/lib, in 4 KiB pages.  Medians over
@@ -105,6 +112,8 @@ static int corpus_load(corpus *c, size_t npages)
 
 typedef struct xfer {
     const corpus *c;
+    vmt_net_scheme scheme;
+    const char *addr;
     unsigned streams, rounds;
     vmt_batch_opts bopts;
     bool xbzrle;
@@ -250,9 +259,13 @@ static int connect_pair(xfer *x)
     c.psk_len = sizeof(bench_psk) - 1;
     if (pthread_create(&acc, NULL, accept_main, x) != 0)
         return -1;
-    int rc = vmt_session_connect(&x->src, "127.0.0.1", vmt_listener_port(x->l), &c);
+    char url[300];
+    vmt_net_addr a = {.scheme = x->scheme, .port = vmt_listener_port(x->l)};
+    snprintf(a.host, sizeof(a.host), "%s", x->addr);
+    vmt_net_addr_format(&a, url, sizeof(url));
+    int rc = vmt_session_connect_url(&x->src, url, &c);
     if (rc)
-        fprintf(stderr, "vmtree-bench net: connect: %s\n", vmt_error_last());
+        fprintf(stderr, "vmtree-bench net: connect %s: %s\n", url, vmt_error_last());
     pthread_join(acc, NULL);
     return rc || !x->dstn ? -1 : 0;
 }
@@ -312,39 +325,71 @@ static const encoding encodings[] = {
     {"xbzrle", VMT_PAGE_LZ4, true},
 };
 
-static int bench_throughput(const vmt_bench_opts *o, const corpus *c, uint8_t *dst)
+/* Listens on scheme://addr:0. */
+static int listen_on(xfer *x)
+{
+    char url[300];
+    vmt_net_addr a = {.scheme = x->scheme};
+    snprintf(a.host, sizeof(a.host), "%s", x->addr);
+    vmt_net_addr_format(&a, url, sizeof(url));
+    int rc = vmt_listen_url(&x->l, url);
+    if (rc)
+        fprintf(stderr, "vmtree-bench net: listen %s: %s\n", url, vmt_error_last());
+    return rc;
+}
+
+/* Median MB/s of `runs` transfers of one encoding over `streams` streams. */
+static int throughput_of(const vmt_bench_opts *o, const corpus *c, uint8_t *dst,
+                         vmt_net_scheme scheme, const char *addr, const encoding *enc,
+                         unsigned streams)
+{
+    double v[64], wire = 0;
+    unsigned runs = VMT_MIN(o->runs, 64u);
+    for (unsigned r = 0; r < runs; r++) {
+        xfer x = {.c = c, .scheme = scheme, .addr = addr, .streams = streams, .dst = dst};
+        x.rounds = enc->xbzrle ? 2 : 1;
+        x.xbzrle = enc->xbzrle;
+        vmt_batch_opts_init(&x.bopts);
+        x.bopts.page_codec = enc->codec;
+        pthread_mutex_init(&x.lock, NULL);
+        pthread_cond_init(&x.cond, NULL);
+        memset(dst, 0, c->npages * PAGE);
+        int rc = listen_on(&x);
+        if (rc == 0)
+            rc = run_xfer(&x, &v[r]);
+        vmt_session_close(x.src);
+        vmt_session_close(x.dstn);
+        vmt_listener_close(x.l);
+        pthread_mutex_destroy(&x.lock);
+        pthread_cond_destroy(&x.cond);
+        if (rc)
+            return -1;
+        wire = (double)x.wire / ((double)c->npages * PAGE);
+    }
+    char extra[200];
+    snprintf(extra, sizeof(extra),
+             "\"transport\":\"%s\",\"streams\":%u,\"encoding\":\"%s\",\"mib\":%zu,"
+             "\"wire_ratio\":%.4f",
+             vmt_net_scheme_name(scheme), streams, enc->name, c->npages * PAGE >> 20, wire);
+    vmt_bench_emit("net", "page_throughput", vmt_bench_median(v, runs), "MB/s", extra);
+    return 0;
+}
+
+static int bench_throughput(const vmt_bench_opts *o, const corpus *c, uint8_t *dst,
+                            const char *rdma_addr)
 {
     static const unsigned stream_counts[] = {1, 2, 4};
+    bool rdma = vmt_rdma_probe() == 0;
+    if (!rdma)
+        vmt_bench_skip("net", "page_throughput", "rdma", vmt_error_last());
     for (size_t e = 0; e < VMT_ARRAY_SIZE(encodings); e++)
         for (size_t s = 0; s < VMT_ARRAY_SIZE(stream_counts); s++) {
-            double v[64], wire = 0;
-            unsigned runs = VMT_MIN(o->runs, 64u);
-            for (unsigned r = 0; r < runs; r++) {
-                xfer x = {.c = c, .streams = stream_counts[s], .dst = dst};
-                x.rounds = encodings[e].xbzrle ? 2 : 1;
-                x.xbzrle = encodings[e].xbzrle;
-                vmt_batch_opts_init(&x.bopts);
-                x.bopts.page_codec = encodings[e].codec;
-                pthread_mutex_init(&x.lock, NULL);
-                pthread_cond_init(&x.cond, NULL);
-                memset(dst, 0, c->npages * PAGE);
-                int rc = vmt_tcp_listen(&x.l, "127.0.0.1", 0);
-                if (rc == 0)
-                    rc = run_xfer(&x, &v[r]);
-                vmt_session_close(x.src);
-                vmt_session_close(x.dstn);
-                vmt_listener_close(x.l);
-                pthread_mutex_destroy(&x.lock);
-                pthread_cond_destroy(&x.cond);
-                if (rc)
-                    return -1;
-                wire = (double)x.wire / ((double)c->npages * PAGE);
-            }
-            char extra[160];
-            snprintf(extra, sizeof(extra),
-                     "\"streams\":%u,\"encoding\":\"%s\",\"mib\":%zu,\"wire_ratio\":%.4f",
-                     stream_counts[s], encodings[e].name, c->npages * PAGE >> 20, wire);
-            vmt_bench_emit("net", "page_throughput", vmt_bench_median(v, runs), "MB/s", extra);
+            if (throughput_of(o, c, dst, VMT_NET_SCHEME_TCP, "127.0.0.1", &encodings[e],
+                              stream_counts[s]) != 0)
+                return -1;
+            if (rdma && throughput_of(o, c, dst, VMT_NET_SCHEME_RDMA, rdma_addr, &encodings[e],
+                                      stream_counts[s]) != 0)
+                return -1;
         }
     return 0;
 }
@@ -447,18 +492,26 @@ int vmt_bench_net(const vmt_bench_opts *o)
 {
     corpus c = {0};
     uint64_t mib = o->quick ? 16 : 64;
-    for (int i = 0; i + 1 < o->argc; i++)
+    const char *rdma_addr = getenv("VMTREE_RDMA_ADDR");
+    if (!rdma_addr || !*rdma_addr)
+        rdma_addr = "127.0.0.1";
+    for (int i = 0; i + 1 < o->argc; i++) {
         if (strcmp(o->argv[i], "--mib") == 0 && vmt_parse_u64(o->argv[i + 1], 1, 4096, &mib) != 0) {
             fprintf(stderr, "vmtree-bench net: --mib: %s\n", vmt_error_last());
             return -1;
         }
+        if (strcmp(o->argv[i], "--rdma-addr") == 0)
+            rdma_addr = o->argv[i + 1];
+    }
     size_t npages = (size_t)(mib << 20) / PAGE;
     uint8_t *dst = malloc(npages * PAGE);
     int rc = dst && corpus_load(&c, npages) == 0 ? 0 : -1;
     if (rc == 0)
         rc = bench_handshakes(o);
     if (rc == 0)
-        rc = bench_throughput(o, &c, dst);
+        rc = vmt_bench_net_transports(o, rdma_addr);
+    if (rc == 0)
+        rc = bench_throughput(o, &c, dst, rdma_addr);
     free(dst);
     free(c.ram[0]);
     free(c.ram[1]);

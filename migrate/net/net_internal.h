@@ -127,6 +127,20 @@ bool vmt_transport_failed_by_peer(const vmt_transport *t);
 const vmt_transport_ops *vmt_transport_get_ops(const vmt_transport *t);
 void *vmt_transport_get_impl(const vmt_transport *t);
 
+/* ---- listeners (TCP, RDMA) ------------------------------------------------ */
+
+/* A listener implementation.  accept waits until deadline (absolute
+ * vmt_now_ns; UINT64_MAX none) for one connection: VMT_ETIMEDOUT then. */
+typedef struct vmt_listener_ops {
+    vmt_net_scheme scheme;
+    int (*accept)(void *impl, vmt_transport **out, uint64_t deadline);
+    void (*close)(void *impl);
+} vmt_listener_ops;
+
+/* Wraps an implementation (ownership of impl taken, closed also on
+ * failure).  Errors: VMT_ENOMEM. */
+int vmt_listener_new(vmt_listener **out, const vmt_listener_ops *ops, void *impl, uint16_t port);
+
 /* ---- authentication --------------------------------------------------------- */
 
 /* What both sides' MACs cover (docs/wire-protocol.md "Authentication"). */

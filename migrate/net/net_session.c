@@ -478,3 +478,97 @@ int vmt_session_accept(vmt_session **out, vmt_listener *l, const vmt_session_con
         return vmt_error_set(VMT_EINVAL, "session: no config");
     return vmt_session_server(out, c, tcp_accept_fn, &a);
 }
+
+/* ---- over a URL ----------------------------------------------------------- */
+
+typedef struct url_dial {
+    vmt_net_addr a;
+    const vmt_session_config *c;
+} url_dial;
+
+static int rdma_dial_fn(void *ctx, unsigned index, vmt_transport **out)
+{
+    url_dial *d = ctx;
+    (void)index;
+    int rc = vmt_rdma_connect(out, d->a.host, d->a.port, d->c->timeout_ms);
+    if (rc == 0)
+        rc = wrap_stream(out, d->c, NULL); /* the rate limit; TLS was refused before */
+    return rc;
+}
+
+int vmt_session_connect_url(vmt_session **out, const char *url, const vmt_session_config *c)
+{
+    url_dial d = {.c = c};
+
+    *out = NULL;
+    if (!c)
+        return vmt_error_set(VMT_EINVAL, "session: no config");
+    int rc = vmt_net_addr_parse(url, &d.a);
+    if (rc)
+        return rc;
+    if (d.a.port == 0)
+        return vmt_error_set(VMT_EINVAL, "address \"%s\": cannot connect to port 0", url);
+    if (d.a.scheme == VMT_NET_SCHEME_TCP)
+        return vmt_session_connect(out, d.a.host, d.a.port, c);
+    if (c->tls)
+        return vmt_error_set(VMT_EINVAL, "%s: TLS over rdma:// is not supported", url);
+    /* Checked here too so that the refusal names the URL, before any stream. */
+    if ((rc = vmt_rdma_probe()) != 0)
+        return vmt_error_wrap(rc, "%s", url);
+    return vmt_session_client(out, c, rdma_dial_fn, &d);
+}
+
+/* ---- bulk placement ------------------------------------------------------- */
+
+int vmt_session_bulk_expose(vmt_session *s, void *ram, size_t len, const vmt_bulk_config *c)
+{
+    int rc = session_check(s, 0);
+    if (rc)
+        return rc;
+    for (unsigned i = 0; i < s->n; i++)
+        if (!vmt_transport_get_ops(s->tp[i])->bulk_expose)
+            return vmt_error_set(VMT_EUNSUPPORTED, "stream %u (%s) has no bulk placement", i,
+                                 vmt_transport_peer(s->tp[i]));
+    for (unsigned i = 0; i < s->n; i++) {
+        rc = vmt_transport_bulk_expose(s->tp[i], ram, len, c);
+        if ((rc == VMT_EINVAL || rc == VMT_EEXIST) && i == 0)
+            return rc; /* refused before anything was exposed (same answer on every stream) */
+        if (rc)
+            return session_fail(s, rc);
+    }
+    return 0;
+}
+
+bool vmt_session_bulk_can_place(vmt_session *s, unsigned stream)
+{
+    return session_check(s, stream) == 0 && vmt_transport_bulk_can_place(s->tp[stream]);
+}
+
+int vmt_session_bulk_place(vmt_session *s, unsigned stream, uint64_t pfn, const void *pages,
+                           size_t npages)
+{
+    int rc = session_check(s, stream);
+    if (rc)
+        return rc;
+    if (pfn > UINT64_MAX / VMT_NET_PAGE_SIZE || npages > SIZE_MAX / VMT_NET_PAGE_SIZE)
+        return vmt_error_set(VMT_EINVAL, "bulk place: page %llu + %zu out of range",
+                             (unsigned long long)pfn, npages);
+    rc = vmt_transport_bulk_place(s->tp[stream], pfn * VMT_NET_PAGE_SIZE, pages,
+                                  npages * VMT_NET_PAGE_SIZE);
+    if ((rc == VMT_EINVAL || rc == VMT_EUNSUPPORTED) && !vmt_transport_error(s->tp[stream]))
+        return rc; /* refused: nothing was written */
+    return rc ? session_fail(s, rc) : 0;
+}
+
+int vmt_session_bulk_landed(vmt_session *s, unsigned stream, vmt_page_run *runs, size_t cap,
+                            size_t *n)
+{
+    *n = 0;
+    int rc = session_check(s, stream);
+    if (rc)
+        return rc;
+    rc = vmt_transport_bulk_landed(s->tp[stream], runs, cap, n);
+    if (rc == VMT_EUNSUPPORTED && !vmt_transport_error(s->tp[stream]))
+        return rc;
+    return rc ? session_fail(s, rc) : 0;
+}

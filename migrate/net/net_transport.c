@@ -340,3 +340,65 @@ int vmt_transport_recv(vmt_transport *t, void *buf, size_t len)
 {
     return vmt_transport_recv_timeout(t, buf, len, t->timeout_ms);
 }
+
+/* ---- bulk placement ------------------------------------------------------ */
+
+static int no_bulk(vmt_transport *t)
+{
+    return vmt_error_set(VMT_EUNSUPPORTED, "%s: the %s transport has no bulk placement", t->peer,
+                         t->ops->name);
+}
+
+int vmt_transport_bulk_expose(vmt_transport *t, void *base, size_t len, const vmt_bulk_config *c)
+{
+    int rc = sticky(t);
+    if (rc)
+        return rc;
+    if (!t->ops->bulk_expose)
+        return no_bulk(t);
+    vmt_bulk_config def = {0, 0};
+    rc = t->ops->bulk_expose(t->impl, base, len, c ? c : &def);
+    /* A refused argument leaves the stream as it was; anything else broke it. */
+    if (rc == VMT_EINVAL || rc == VMT_EEXIST || rc == VMT_EUNSUPPORTED)
+        return rc;
+    return rc ? fail_here(t, rc) : 0;
+}
+
+bool vmt_transport_bulk_can_place(vmt_transport *t)
+{
+    return !atomic_load(&t->err) && t->ops->bulk_can_place && t->ops->bulk_can_place(t->impl);
+}
+
+int vmt_transport_bulk_place(vmt_transport *t, uint64_t offset, const void *src, size_t len)
+{
+    int rc = sticky(t);
+    if (rc)
+        return rc;
+    if (!t->ops->bulk_place)
+        return no_bulk(t);
+    if (len == 0)
+        return 0;
+    rc = t->ops->bulk_place(t->impl, offset, src, len, vmt_net_deadline(t->timeout_ms));
+    if (rc == VMT_EINVAL || rc == VMT_EUNSUPPORTED)
+        return rc; /* refused before anything was written */
+    if (rc)
+        return fail_here(t, rc);
+    atomic_fetch_add(&t->sent, len);
+    return 0;
+}
+
+int vmt_transport_bulk_landed(vmt_transport *t, vmt_page_run *runs, size_t cap, size_t *n)
+{
+    *n = 0;
+    int rc = sticky(t);
+    if (rc)
+        return rc;
+    if (!t->ops->bulk_landed)
+        return no_bulk(t);
+    rc = t->ops->bulk_landed(t->impl, runs, cap, n);
+    if (rc)
+        return fail_here(t, rc);
+    for (size_t i = 0; i < *n; i++)
+        atomic_fetch_add(&t->received, runs[i].npages * VMT_NET_PAGE_SIZE);
+    return 0;
+}

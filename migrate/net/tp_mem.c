@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "net_internal.h"
+#include "rdma_logic.h"
 
 #define MEM_DEFAULT_CAP (256u << 10)
 
@@ -26,10 +27,20 @@ typedef struct mem_ring {
     bool writer_gone, reader_gone;
 } mem_ring;
 
+/* Memory exposed by one end for bulk placement. */
+typedef struct mem_bulk {
+    uint8_t *base;
+    size_t len;
+    vmt_rdma_landed landed;
+} mem_bulk;
+
+#define MEM_LANDED_MAX (1u << 16)
+
 typedef struct mem_shared {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* any change to either ring */
     mem_ring ring[2];
+    mem_bulk ex[2]; /* by the end that exposed it (receives into it) */
     int refs;
 } mem_shared;
 
@@ -133,6 +144,8 @@ static void shared_free(mem_shared *sh)
 {
     free(sh->ring[0].buf);
     free(sh->ring[1].buf);
+    vmt_rdma_landed_free(&sh->ex[0].landed);
+    vmt_rdma_landed_free(&sh->ex[1].landed);
     pthread_cond_destroy(&sh->cond);
     pthread_mutex_destroy(&sh->lock);
     free(sh);
@@ -158,6 +171,76 @@ static void mem_describe(void *impl, char *buf, size_t cap)
     snprintf(buf, cap, "mem end %d", e->side);
 }
 
+/* ---- bulk placement ------------------------------------------------------ */
+
+static int mem_bulk_expose(void *impl, void *base, size_t len, const vmt_bulk_config *c)
+{
+    mem_end *e = impl;
+    (void)c; /* nothing to register: no chunks, no bound */
+    if (!base || (uintptr_t)base % VMT_NET_PAGE_SIZE || len == 0 || len % VMT_NET_PAGE_SIZE ||
+        len > VMT_RDMA_MAX_EXPOSE)
+        return vmt_error_set(VMT_EINVAL, "bulk expose: bad range (%zu bytes)", len);
+    pthread_mutex_lock(&e->sh->lock);
+    mem_bulk *b = &e->sh->ex[e->side];
+    int rc = b->base ? vmt_error_set(VMT_EEXIST, "bulk expose: memory is exposed already") : 0;
+    if (rc == 0) {
+        b->base = base;
+        b->len = len;
+        vmt_rdma_landed_init(&b->landed, MEM_LANDED_MAX);
+    }
+    pthread_mutex_unlock(&e->sh->lock);
+    return rc;
+}
+
+static bool mem_bulk_can_place(void *impl)
+{
+    mem_end *e = impl;
+    pthread_mutex_lock(&e->sh->lock);
+    bool ok = e->sh->ex[1 - e->side].base != NULL;
+    pthread_mutex_unlock(&e->sh->lock);
+    return ok;
+}
+
+static int mem_bulk_place(void *impl, uint64_t offset, const void *src, size_t len,
+                          uint64_t deadline)
+{
+    mem_end *e = impl;
+    mem_ring *r = &e->sh->ring[e->side];
+    (void)deadline; /* a copy never waits */
+    pthread_mutex_lock(&e->sh->lock);
+    mem_bulk *b = &e->sh->ex[1 - e->side];
+    int rc = 0;
+    if (!b->base)
+        rc = vmt_error_set(VMT_EUNSUPPORTED, "in-memory pipe: the peer has not exposed memory");
+    else if (offset % VMT_NET_PAGE_SIZE || len % VMT_NET_PAGE_SIZE || offset > b->len ||
+             len > b->len - offset)
+        rc = vmt_error_set(VMT_EINVAL, "bulk place: %zu bytes at %llu are not page-aligned or "
+                                       "not inside the %zu exposed bytes",
+                           len, (unsigned long long)offset, b->len);
+    else if (r->writer_gone || r->reader_gone)
+        rc = vmt_error_set(VMT_EIO, "in-memory pipe: %s", r->writer_gone ? "shut down"
+                                                                          : "peer closed");
+    if (rc == 0) {
+        memcpy(b->base + offset, src, len);
+        rc = vmt_rdma_landed_push(&b->landed, offset / VMT_NET_PAGE_SIZE,
+                                  len / VMT_NET_PAGE_SIZE);
+        pthread_cond_broadcast(&e->sh->cond);
+    }
+    pthread_mutex_unlock(&e->sh->lock);
+    return rc;
+}
+
+static int mem_bulk_landed(void *impl, vmt_page_run *runs, size_t cap, size_t *n)
+{
+    mem_end *e = impl;
+    pthread_mutex_lock(&e->sh->lock);
+    mem_bulk *b = &e->sh->ex[e->side];
+    int rc = b->base ? 0 : vmt_error_set(VMT_EUNSUPPORTED, "bulk landed: no memory was exposed");
+    *n = rc ? 0 : vmt_rdma_landed_pop(&b->landed, runs, cap);
+    pthread_mutex_unlock(&e->sh->lock);
+    return rc;
+}
+
 static const vmt_transport_ops mem_ops = {
     .name = "mem",
     .send = mem_send,
@@ -165,6 +248,10 @@ static const vmt_transport_ops mem_ops = {
     .shutdown = mem_shutdown,
     .close = mem_close,
     .describe = mem_describe,
+    .bulk_expose = mem_bulk_expose,
+    .bulk_can_place = mem_bulk_can_place,
+    .bulk_place = mem_bulk_place,
+    .bulk_landed = mem_bulk_landed,
 };
 
 static mem_shared *shared_new(size_t cap)

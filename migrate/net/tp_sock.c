@@ -31,10 +31,10 @@ typedef struct sock_impl {
     char desc[96];
 } sock_impl;
 
-struct vmt_listener {
+typedef struct tcp_listener {
     int fd;
     uint16_t port;
-};
+} tcp_listener;
 
 static int sock_send(void *impl, const void *buf, size_t len, uint64_t deadline)
 {
@@ -313,6 +313,15 @@ static int listen_one(const struct addrinfo *ai, int *fd_out)
     return 0;
 }
 
+static int tcp_accept(void *impl, vmt_transport **out, uint64_t deadline);
+static void tcp_listener_close(void *impl);
+
+static const vmt_listener_ops tcp_listener_ops = {
+    .scheme = VMT_NET_SCHEME_TCP,
+    .accept = tcp_accept,
+    .close = tcp_listener_close,
+};
+
 int vmt_tcp_listen(vmt_listener **out, const char *host, uint16_t port)
 {
     struct addrinfo *res = NULL;
@@ -326,7 +335,7 @@ int vmt_tcp_listen(vmt_listener **out, const char *host, uint16_t port)
     freeaddrinfo(res);
     if (fd < 0)
         return rc;
-    vmt_listener *l = calloc(1, sizeof(*l));
+    tcp_listener *l = calloc(1, sizeof(*l));
     if (!l) {
         close(fd);
         return vmt_error_set(VMT_ENOMEM, "listener: out of memory");
@@ -337,21 +346,14 @@ int vmt_tcp_listen(vmt_listener **out, const char *host, uint16_t port)
         l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
     l->fd = fd;
-    *out = l;
-    return 0;
+    return vmt_listener_new(out, &tcp_listener_ops, l, l->port);
 }
 
-uint16_t vmt_listener_port(const vmt_listener *l)
+static int tcp_accept(void *impl, vmt_transport **out, uint64_t deadline)
 {
-    return l->port;
-}
-
-int vmt_listener_accept(vmt_listener *l, vmt_transport **out, uint32_t timeout_ms)
-{
-    uint64_t deadline = vmt_net_deadline(timeout_ms);
+    tcp_listener *l = impl;
     struct sockaddr_storage ss;
 
-    *out = NULL;
     for (;;) {
         socklen_t sl = sizeof(ss);
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -370,13 +372,13 @@ int vmt_listener_accept(vmt_listener *l, vmt_transport **out, uint32_t timeout_m
         if (pr < 0 && errno != EINTR)
             return vmt_error_errno(VMT_EIO, errno, "poll");
         if (pr == 0)
-            return vmt_error_set(VMT_ETIMEDOUT, "no connection on port %u within %u ms",
-                                 l->port, timeout_ms);
+            return vmt_error_set(VMT_ETIMEDOUT, "no connection on port %u in time", l->port);
     }
 }
 
-void vmt_listener_close(vmt_listener *l)
+static void tcp_listener_close(void *impl)
 {
+    tcp_listener *l = impl;
     if (!l)
         return;
     close(l->fd);

@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,9 +155,26 @@ static int call_ssl(tls_impl *ti, ssl_call_fn fn, void *buf, int len, int *err)
     return r;
 }
 
+/* OpenSSL writes to the socket with write(2), which raises SIGPIPE once the
+ * stream is shut down or reset (the socket transport uses MSG_NOSIGNAL
+ * instead).  The signal is blocked on this thread around the write and a
+ * SIGPIPE it raised is consumed, so a library never kills its process. */
 static int ssl_write_fn(SSL *ssl, void *buf, int len)
 {
-    return SSL_write(ssl, buf, len);
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    int r = SSL_write(ssl, buf, len);
+    if (!sigismember(&old, SIGPIPE)) {
+        int saved = errno;
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        errno = saved;
+    }
+    return r;
 }
 
 static int ssl_read_fn(SSL *ssl, void *buf, int len)

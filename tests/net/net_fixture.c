@@ -275,6 +275,71 @@ int net_pair_rate(vmt_transport **a, vmt_transport **b)
     return rc;
 }
 
+int net_pair_fault(vmt_transport **a, vmt_transport **b)
+{
+    vmt_transport *ra = NULL, *rb = NULL;
+    vmt_fault_opts o;
+    vmt_fault_opts_init(&o);
+    int rc = net_pair_tcp(&ra, &rb);
+    if (rc)
+        return rc;
+    rc = vmt_transport_fault(a, ra, &o);
+    if (rc) {
+        vmt_transport_close(rb);
+        return rc;
+    }
+    rc = vmt_transport_fault(b, rb, &o);
+    if (rc) {
+        vmt_transport_close(*a);
+        *a = NULL;
+    }
+    return rc;
+}
+
+const char *net_rdma_addr(void)
+{
+    const char *a = getenv("VMTREE_RDMA_ADDR");
+    return a && *a ? a : "127.0.0.1";
+}
+
+typedef struct rdma_accept_job {
+    vmt_listener *l;
+    vmt_transport *t;
+} rdma_accept_job;
+
+static int rdma_accept_fn(void *arg)
+{
+    rdma_accept_job *j = arg;
+    return vmt_listener_accept(j->l, &j->t, NET_TIMEOUT_MS);
+}
+
+int net_pair_rdma(vmt_transport **a, vmt_transport **b)
+{
+    vmt_listener *l = NULL;
+    rdma_accept_job job = {0};
+    net_thread th;
+
+    *a = *b = NULL;
+    int rc = vmt_rdma_listen(&l, net_rdma_addr(), 0);
+    if (rc)
+        return rc;
+    job.l = l;
+    net_spawn(&th, rdma_accept_fn, &job);
+    rc = vmt_rdma_connect(a, net_rdma_addr(), vmt_listener_port(l), NET_TIMEOUT_MS);
+    int arc = net_join(&th);
+    vmt_listener_close(l);
+    if (rc || arc) {
+        vmt_transport_close(*a);
+        vmt_transport_close(job.t);
+        *a = NULL;
+        if (!rc)
+            vmt_error_set(arc, "accept side: %s", th.msg);
+        return rc ? rc : arc;
+    }
+    *b = job.t;
+    return 0;
+}
+
 /* ---- session pairs ------------------------------------------------------- */
 
 typedef struct server_job {

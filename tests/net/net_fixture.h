@@ -42,6 +42,13 @@ int net_pair_tls(vmt_transport **a, vmt_transport **b);
 /* TCP with both ends' sends limited to NET_RATE_BPS (one bucket per end). */
 int net_pair_rate(vmt_transport **a, vmt_transport **b);
 #define NET_RATE_BPS (400ull << 20)
+/* TCP with both ends wrapped in a transparent fault wrapper (no cut). */
+int net_pair_fault(vmt_transport **a, vmt_transport **b);
+/* RDMA over rdma_cm on $VMTREE_RDMA_ADDR (default 127.0.0.1; it must be an
+ * address of an RDMA-capable interface).  VMT_EUNSUPPORTED without a device. */
+int net_pair_rdma(vmt_transport **a, vmt_transport **b);
+/* The address net_pair_rdma listens on. */
+const char *net_rdma_addr(void);
 
 /* The test PKI (made once per process in a temporary directory, removed at
  * exit) and TLS contexts over it. */

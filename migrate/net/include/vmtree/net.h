@@ -7,8 +7,9 @@
  *
  * Layers, bottom up:
  *   transport  a byte stream behind an ops table (TCP, socketpair, in-memory,
- *              TLS over TCP, and wrappers: fault injection, rate limit); sticky
- *              errors; timeouts.
+ *              TLS over TCP, RDMA, and wrappers: fault injection, rate limit);
+ *              sticky errors; timeouts; optional bulk placement of pages
+ *              (RDMA WRITE; docs/rdma.md).  Addresses as URLs (tcp://, rdma://).
  *   frame      {magic, version, type, flags, length, checksum} + payload;
  *              every header checked before its payload is read.
  *   session    N streams set up by one handshake: Hello/HelloAck (version
@@ -61,6 +62,9 @@ extern "C" {
  * vmt_transport_error may be called from any thread at any time. */
 typedef struct vmt_transport vmt_transport;
 
+struct vmt_bulk_config;
+struct vmt_page_run;
+
 /*
  * A transport implementation.  `impl` is the implementation's state.
  * Deadlines are absolute vmt_now_ns() values; UINT64_MAX means none.
@@ -74,6 +78,10 @@ typedef struct vmt_transport vmt_transport;
  *             send or recv (which then fail); idempotent; thread-safe.
  *   close     releases `impl` (and an inner transport it owns); never fails.
  *   describe  writes a short peer description ("tcp 127.0.0.1:4000").
+ *   bulk_*    optional (NULL: none), see "bulk placement" below; place
+ *             returns VMT_EINVAL / VMT_EUNSUPPORTED only when it wrote
+ *             nothing, expose VMT_EINVAL / VMT_EEXIST only when it changed
+ *             nothing (the generic layer keeps those from being sticky).
  * Each sets the thread's error message on failure.  The generic layer adds
  * exact reads, timeouts, sticky errors and byte counts on top.
  */
@@ -88,6 +96,14 @@ typedef struct vmt_transport_ops {
      * data unread, or data sent to a closed socket).  Wrappers forward it;
      * a cut of this side's own making is not the peer's. */
     bool (*peer_gone)(void *impl);
+    /* Optional bulk placement (NULL where a transport has none; see
+     * "bulk placement" below): expose is the receiver's, place and
+     * can_place the sender's, landed the receiver's. */
+    int (*bulk_expose)(void *impl, void *base, size_t len, const struct vmt_bulk_config *c);
+    bool (*bulk_can_place)(void *impl);
+    int (*bulk_place)(void *impl, uint64_t offset, const void *src, size_t len,
+                      uint64_t deadline_ns);
+    int (*bulk_landed)(void *impl, struct vmt_page_run *runs, size_t cap, size_t *n);
 } vmt_transport_ops;
 
 /* Wraps an implementation.  Takes ownership of `impl` (closed through
@@ -147,7 +163,8 @@ uint64_t vmt_transport_bytes_received(const vmt_transport *t);
 
 /* ---- TCP ------------------------------------------------------------------ */
 
-/* A listening TCP socket (opaque).  accept from one thread at a time. */
+/* A listener (opaque): TCP (vmt_tcp_listen) or RDMA (vmt_rdma_listen,
+ * vmt_listen_url).  accept from one thread at a time. */
 typedef struct vmt_listener vmt_listener;
 
 /*
@@ -167,6 +184,148 @@ void vmt_listener_close(vmt_listener *l);
  * within timeout_ms.  Errors: VMT_EINVAL (no such host), VMT_ETIMEDOUT,
  * VMT_EIO (refused, unreachable). */
 int vmt_tcp_connect(vmt_transport **out, const char *host, uint16_t port, uint32_t timeout_ms);
+
+/* ---- addresses and URLs --------------------------------------------------- */
+
+typedef enum vmt_net_scheme {
+    VMT_NET_SCHEME_TCP = 0,  /* "tcp://" or no scheme */
+    VMT_NET_SCHEME_RDMA = 1, /* "rdma://": librdmacm, reliable-connected QP */
+} vmt_net_scheme;
+
+#define VMT_NET_HOST_MAX 256u
+
+/* A parsed migration address. */
+typedef struct vmt_net_addr {
+    vmt_net_scheme scheme;
+    char host[VMT_NET_HOST_MAX]; /* name or literal, IPv6 without brackets */
+    uint16_t port;               /* 0 only where the text said 0 (listen: any) */
+} vmt_net_addr;
+
+/*
+ * Parses "rdma://10.0.0.1:4000", "tcp://host:4000", "host:4000",
+ * "[::1]:4000" or "rdma://[fe80::1%eth0]:4000".  The scheme is "tcp" or
+ * "rdma" (lower case; none means tcp); the host is a name
+ * ([A-Za-z0-9._-]), an IPv4 literal, or an IPv6 literal in brackets; the
+ * port is decimal 0..65535 and required.  Nothing may follow the port.
+ * Errors: VMT_EINVAL with a message naming the bad part ("unknown scheme
+ * \"udp\"", "no port", "port 70000 is out of range", "IPv6 address
+ * without brackets"); *out is zeroed then.  Pure; thread-safe.
+ */
+int vmt_net_addr_parse(const char *text, vmt_net_addr *out);
+
+/* Writes "rdma://[::1]:4000" (brackets around IPv6) into buf; truncates. */
+void vmt_net_addr_format(const vmt_net_addr *a, char *buf, size_t cap);
+
+/* "tcp", "rdma"; "?" otherwise. */
+const char *vmt_net_scheme_name(vmt_net_scheme s);
+
+/*
+ * Connects a transport to a URL (as vmt_net_addr_parse reads it) within
+ * timeout_ms: TCP as vmt_tcp_connect, RDMA as vmt_rdma_connect.  Port 0 is
+ * refused.  Errors: VMT_EINVAL (bad URL), VMT_EUNSUPPORTED (rdma:// without
+ * an RDMA device: nothing was sent), and the transport's connect errors.
+ */
+int vmt_transport_connect_url(vmt_transport **out, const char *url, uint32_t timeout_ms);
+
+/*
+ * Listens on a URL: "tcp://127.0.0.1:0", "rdma://10.0.0.2:4000".  Port 0
+ * picks an ephemeral port (vmt_listener_port).  vmt_listener_accept and
+ * vmt_session_accept work on either kind.  Errors: VMT_EINVAL (bad URL),
+ * VMT_EUNSUPPORTED (rdma:// without an RDMA device), VMT_EIO.
+ */
+int vmt_listen_url(vmt_listener **out, const char *url);
+
+/* The listener's scheme (VMT_NET_SCHEME_TCP for vmt_tcp_listen's). */
+vmt_net_scheme vmt_listener_scheme(const vmt_listener *l);
+
+/* ---- RDMA (librdmacm / ibverbs) -------------------------------------------- */
+
+/*
+ * The RDMA transport (docs/rdma.md): one reliable-connected queue pair per
+ * transport, set up through rdma_cm; the byte stream travels in SEND/RECV
+ * messages through pools of registered buffers with credit-based flow
+ * control; bulk placement (below) writes pages straight into the
+ * receiver's registered memory with RDMA WRITE with immediate.  It keeps
+ * the transport contract: ordered bytes, deadlines, sticky errors, clean
+ * EOF after the peer's data, shutdown waking blocked calls.
+ */
+
+/* 0 when this host has at least one RDMA device; otherwise
+ * VMT_EUNSUPPORTED with a message naming what is missing ("no RDMA device:
+ * ibv_get_device_list found none (...)").  Opens nothing that stays open;
+ * thread-safe. */
+int vmt_rdma_probe(void);
+
+/* Connects to an RDMA listener at host:port (resolved by rdma_cm, i.e. an
+ * IP address on an RDMA-capable interface) within timeout_ms.  The device
+ * check comes first: without a device this fails with VMT_EUNSUPPORTED
+ * before any packet is sent.  Errors: VMT_EUNSUPPORTED, VMT_EINVAL (host
+ * does not resolve), VMT_ETIMEDOUT, VMT_EIO (rejected, unreachable, the
+ * peer is not a vmtree RDMA listener), VMT_EPROTO (bad connection data),
+ * VMT_ENOMEM (registration failed: the message says which limit). */
+int vmt_rdma_connect(vmt_transport **out, const char *host, uint16_t port, uint32_t timeout_ms);
+
+/* Listens for RDMA connections on host:port (NULL host: any address).
+ * Errors: VMT_EUNSUPPORTED (no device; checked first), VMT_EINVAL,
+ * VMT_EIO (bind/listen failed). */
+int vmt_rdma_listen(vmt_listener **out, const char *host, uint16_t port);
+
+/* ---- bulk placement ------------------------------------------------------ */
+
+/*
+ * An optional path for page data beside the byte stream.  The receiver
+ * exposes a memory range (guest RAM); the sender places page-aligned bytes
+ * at offsets of it; the receiver learns which pages landed.  Placement is
+ * ordered with the stream: bytes sent after a place call reach the
+ * receiver only after the placed pages have landed and are listed by
+ * landed().  A transport without it (TCP, TLS, the wrappers) answers
+ * VMT_EUNSUPPORTED and callers send pages in frames instead.
+ *
+ * RDMA: the range is registered in chunks on demand (the sender asks for a
+ * chunk before its first write into it), with at most max_pinned bytes
+ * registered at once; when full, the least recently used chunk without
+ * writes in flight is unregistered first.  Pages travel by RDMA WRITE with
+ * immediate (the page index), which tells the receiver what landed.
+ */
+typedef struct vmt_bulk_config {
+    size_t chunk_bytes; /* registration unit (page multiple; 0: 64 MiB) */
+    size_t max_pinned;  /* most bytes registered at once (>= one chunk;
+                           0: 1 GiB) */
+} vmt_bulk_config;
+
+/* A run of pages that landed: page indexes [pfn, pfn + npages). */
+typedef struct vmt_page_run {
+    uint64_t pfn;
+    uint64_t npages;
+} vmt_page_run;
+
+/*
+ * Receiver: exposes base[0..len) (page-aligned, len a page multiple and at
+ * most 2^32 pages; borrowed until the transport is closed) and tells the
+ * peer.  Once per transport.  Progress (registering chunks the sender asks
+ * for) happens inside this side's receive calls, so the receiver keeps a
+ * receive pending while the sender places.  Errors: VMT_EUNSUPPORTED (no
+ * bulk path), VMT_EINVAL, VMT_EEXIST (exposed before), the stream's.
+ */
+int vmt_transport_bulk_expose(vmt_transport *t, void *base, size_t len,
+                              const vmt_bulk_config *c);
+
+/* Sender: true once the peer's exposed range is known (it arrives in
+ * stream order, so after the first bytes the receiver sent after exposing). */
+bool vmt_transport_bulk_can_place(vmt_transport *t);
+
+/*
+ * Sender: places src[0..len) at `offset` of the peer's range (both page
+ * multiples, inside it) within the transport's timeout.  Returns when the
+ * bytes are on their way (src may be reused).  Errors: VMT_EUNSUPPORTED
+ * (no bulk path or nothing exposed), VMT_EINVAL, VMT_ETIMEDOUT, VMT_EIO;
+ * failures are sticky.
+ */
+int vmt_transport_bulk_place(vmt_transport *t, uint64_t offset, const void *src, size_t len);
+
+/* Receiver: moves up to cap runs that landed (in order) into runs; *n = 0
+ * when none.  Errors: VMT_EUNSUPPORTED, the sticky error. */
+int vmt_transport_bulk_landed(vmt_transport *t, vmt_page_run *runs, size_t cap, size_t *n);
 
 /* ---- local pairs (tests) ------------------------------------------------- */
 
@@ -411,6 +570,38 @@ int vmt_session_server(vmt_session **out, const vmt_session_config *c, vmt_accep
 int vmt_session_connect(vmt_session **out, const char *host, uint16_t port,
                         const vmt_session_config *c);
 int vmt_session_accept(vmt_session **out, vmt_listener *l, const vmt_session_config *c);
+
+/*
+ * Client side over a URL (vmt_net_addr_parse): "tcp://h:p" or "h:p" as
+ * vmt_session_connect; "rdma://h:p" dials every stream over RDMA (rate
+ * limit as configured; TLS is refused: VMT_EINVAL "TLS over rdma:// is not
+ * supported").  Without an RDMA device an rdma:// URL fails with
+ * VMT_EUNSUPPORTED naming the missing device before any byte is sent.
+ * vmt_session_accept serves either kind of listener.  Errors: those of
+ * vmt_session_connect, VMT_EINVAL (bad URL), VMT_EUNSUPPORTED.
+ */
+int vmt_session_connect_url(vmt_session **out, const char *url, const vmt_session_config *c);
+
+/*
+ * Bulk placement through a session (see "bulk placement"): the session
+ * layer uses it for a stream whose transport offers it and falls back to
+ * page batches in frames otherwise.
+ *   expose   destination: exposes `ram` on every stream; VMT_EUNSUPPORTED
+ *            (and nothing exposed) when a stream has no bulk path.
+ *   can_place  source: the stream's peer exposed memory.
+ *   place    source: writes `npages` pages at page index pfn on `stream`;
+ *            placed pages reach the destination before the stream's next
+ *            frame (send the frame that refers to them afterwards).
+ *   landed   destination: runs that landed on `stream` so far.
+ * Errors: VMT_EUNSUPPORTED, VMT_EINVAL, the session's sticky error; a
+ * failed place or landed fails the session.
+ */
+int vmt_session_bulk_expose(vmt_session *s, void *ram, size_t len, const vmt_bulk_config *c);
+bool vmt_session_bulk_can_place(vmt_session *s, unsigned stream);
+int vmt_session_bulk_place(vmt_session *s, unsigned stream, uint64_t pfn, const void *pages,
+                           size_t npages);
+int vmt_session_bulk_landed(vmt_session *s, unsigned stream, vmt_page_run *runs, size_t cap,
+                            size_t *n);
 
 /* Closes every stream and frees.  NULL is fine. */
 void vmt_session_close(vmt_session *s);
