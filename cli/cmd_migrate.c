@@ -33,7 +33,8 @@ enum {
 static void migrate_usage(FILE *f)
 {
     fprintf(f,
-            "usage: vmtree migrate NAME HOST:PORT [--max-downtime MS] [--bandwidth RATE]\n"
+            "usage: vmtree migrate NAME [tcp://|rdma://]HOST:PORT [--max-downtime MS]\n"
+            "         [--bandwidth RATE]\n"
             "         [--streams N] [--compress none|lz4|zstd[:LEVEL]] [--no-dedup]\n"
             "         [--no-xbzrle] [--auto-converge] [--max-rounds N] [--timeout SEC]\n"
             "         [--psk FILE | --tls CERT,KEY,CA] [--store DIR] [--json] [--progress]\n\n"
@@ -42,7 +43,9 @@ static void migrate_usage(FILE *f)
             "it dirtied, until the rest fits the downtime limit; then it pauses, the last\n"
             "pages and its state are sent, and it resumes on the destination.  Only when\n"
             "the destination says it runs the VM does this VM process end.  Any failure\n"
-            "before that leaves the VM running here as before.\n\n"
+            "before that leaves the VM running here as before.  rdma://HOST:PORT moves it\n"
+            "over RDMA (librdmacm); where no RDMA device exists it is refused before\n"
+            "anything is sent.\n\n"
             "  --max-downtime MS  the pause to aim at (default 300)\n"
             "  --bandwidth RATE   cap on the wire in bytes/s (K, M, G suffixes; or with\n"
             "                     \"bit\": 1Gbit = 1 Gibit/s); default unlimited\n"

@@ -45,14 +45,13 @@ typedef struct recv_state {
     vmt_tls *tls;
     uint8_t key[VMT_NET_PSK_MAX];
     size_t key_len;
-    char host[256];
-    uint16_t port;
+    vmt_net_addr addr;
 } recv_state;
 
 static void receive_usage(FILE *f)
 {
     fprintf(f,
-            "usage: vmtree receive --listen ADDR:PORT [--persistent] [--name NAME]\n"
+            "usage: vmtree receive --listen [tcp://|rdma://]ADDR:PORT [--persistent] [--name NAME]\n"
             "         [--psk FILE | --tls CERT,KEY,CA] [--timeout SEC] [--store DIR]\n"
             "         [--init] [--json]\n\n"
             "Waits for a live migration (`vmtree migrate NAME HOST:PORT` on the source)\n"
@@ -63,7 +62,8 @@ static void receive_usage(FILE *f)
             "the snapshot the VM runs from, the pages of that snapshot are not sent\n"
             "again.  Without --persistent it exits after the first migration (0 when\n"
             "the VM arrived); the VM runs on.\n\n"
-            "  --listen ADDR:PORT  where to listen (IPv4, [IPv6] or a name)\n"
+            "  --listen ADDR:PORT  where to listen (IPv4, [IPv6] or a name); rdma://ADDR:PORT\n"
+            "                    listens on an RDMA device (refused where none exists)\n"
             "  --persistent      keep receiving migrations until SIGINT/SIGTERM\n"
             "  --name NAME       run the VM under this name instead of the source's\n"
             "  --psk FILE        require this pre-shared key (16..1024 bytes, mode 0600)\n"
@@ -95,26 +95,6 @@ static int receive_opt(void *ctx, int code, const char *arg)
         return vmt_cli_fail("receive", "--timeout: '%s' is not 1..3600 seconds", arg);
     default: return 1;
     }
-}
-
-static int split_addr(const char *hp, char *host, size_t cap, uint16_t *port)
-{
-    const char *colon = strrchr(hp, ':');
-    uint64_t p;
-    if (!colon || colon == hp || vmt_parse_u64(colon + 1, 0, 65535, &p) != 0)
-        return vmt_error_set(VMT_EINVAL, "--listen: '%s' is not ADDR:PORT", hp);
-    const char *h = hp;
-    size_t hl = (size_t)(colon - hp);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    if (hl >= cap)
-        return vmt_error_set(VMT_EINVAL, "--listen: the address is too long");
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    *port = (uint16_t)p;
-    return 0;
 }
 
 /* ---- the worker -------------------------------------------------------------- */
@@ -398,7 +378,9 @@ static int receive_setup(recv_state *st)
         return vmt_error_set(VMT_EINVAL, "--listen ADDR:PORT is required");
     if (o->psk_file && o->tls_spec)
         return vmt_error_set(VMT_EINVAL, "--psk and --tls: choose one");
-    int rc = split_addr(o->listen, st->host, sizeof(st->host), &st->port);
+    int rc = vmt_net_addr_parse(o->listen, &st->addr);
+    if (!rc && o->tls_spec && st->addr.scheme == VMT_NET_SCHEME_RDMA)
+        rc = vmt_error_set(VMT_EINVAL, "--tls over rdma:// is not supported");
     if (!rc)
         rc = vmt_cli_resolve_store(&o->common);
     if (!rc) {
@@ -412,7 +394,7 @@ static int receive_setup(recv_state *st)
     if (!rc)
         rc = vmt_cli_make_run_dir(o->common.store);
     if (!rc)
-        rc = vmt_tcp_listen(&st->l, st->host, st->port);
+        rc = vmt_listen_url(&st->l, o->listen);
     return rc;
 }
 
@@ -440,8 +422,10 @@ int vmt_cli_receive(int argc, char **argv)
         return vmt_cli_fail("receive", "%s", vmt_error_last());
     }
     char addr[300];
-    snprintf(addr, sizeof(addr), "%s%s%s:%u", strchr(st.host, ':') ? "[" : "", st.host,
-             strchr(st.host, ':') ? "]" : "", vmt_listener_port(st.l));
+    st.addr.port = vmt_listener_port(st.l);
+    vmt_net_addr_format(&st.addr, addr, sizeof(addr));
+    if (!strncmp(addr, "tcp://", 6)) /* HOST:PORT, as `vmtree migrate` takes it */
+        memmove(addr, addr + 6, strlen(addr + 6) + 1);
     char text[400];
     snprintf(text, sizeof(text), "listening on %s", addr);
     if (o.common.json)

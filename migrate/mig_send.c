@@ -115,27 +115,6 @@ void vmt_migrate_opts_init(vmt_migrate_opts *o)
     o->timeout_ms = 10000;
 }
 
-static int parse_host_port(const char *hp, char *host, size_t cap, uint16_t *port)
-{
-    const char *colon = hp ? strrchr(hp, ':') : NULL;
-    if (!colon || colon == hp || (size_t)(colon - hp) >= cap)
-        return vmt_error_set(VMT_EINVAL, "bad address \"%s\" (HOST:PORT)", hp ? hp : "");
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || p == 0 || p > 65535)
-        return vmt_error_set(VMT_EINVAL, "bad port in \"%s\"", hp);
-    const char *h = hp;
-    size_t hl = (size_t)(colon - hp);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { /* [v6]:port */
-        h++;
-        hl -= 2;
-    }
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    *port = (uint16_t)p;
-    return 0;
-}
-
 /* ---- the dirty log of a VM with a HEAD ------------------------------------- */
 
 typedef struct dirty_keep {
@@ -184,9 +163,10 @@ static void dirty_keep_end(dirty_keep *k, vmt_vm *vm)
 static int connect_session(net_sink *c, const vmt_migrate_opts *o, const char *host_port,
                            vmt_ratelimit **rate)
 {
-    char host[256];
-    uint16_t port = 0;
-    int rc = parse_host_port(host_port, host, sizeof(host), &port);
+    vmt_net_addr addr;
+    int rc = vmt_net_addr_parse(host_port, &addr);
+    if (rc == 0 && addr.port == 0)
+        rc = vmt_error_set(VMT_EINVAL, "%s: port 0 is not a destination", host_port);
     if (rc)
         return rc;
     if (o->streams < 1 || o->streams > VMT_NET_MAX_STREAMS)
@@ -207,7 +187,9 @@ static int connect_session(net_sink *c, const vmt_migrate_opts *o, const char *h
     if (o->bandwidth && (rc = vmt_ratelimit_new(rate, o->bandwidth, o->bandwidth / 10 + 65536)))
         return rc;
     sc.rate = *rate;
-    rc = vmt_session_connect(&c->s, host, port, &sc);
+    /* tcp:// or HOST:PORT, or rdma:// (refused before anything is sent
+     * where no RDMA device exists: the VM runs on). */
+    rc = vmt_session_connect_url(&c->s, host_port, &sc);
     return rc ? vmt_error_wrap(rc, "connecting to %s", host_port) : 0;
 }
 

@@ -345,6 +345,42 @@ static void killed_destination_or_source_leaves_one_vm(void)
     free(o);
 }
 
+/* ---- rdma:// where no device exists -------------------------------------------------- */
+
+static bool rdma_device_present(void)
+{
+    DIR *d = opendir("/sys/class/infiniband");
+    bool any = false;
+    for (struct dirent *de; d && (de = readdir(d));)
+        any |= de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return any;
+}
+
+static void rdma_without_a_device_is_refused_and_the_vm_runs_on(void)
+{
+    if (rdma_device_present()) {
+        printf("\n  skipped: this host has an RDMA device (the refusal path does not apply)\n");
+        return;
+    }
+    new_stores("rdma");
+    CU_ASSERT_FATAL(start(counter, "r", "every=1") > 0);
+    char *out = NULL, *err = NULL;
+    CU_ASSERT_EQUAL(cli_run(&out, &err, "migrate", "r", "rdma://127.0.0.1:7999", "--store",
+                            storeA, NULL), 1);
+    CU_ASSERT(err && strstr(err, "no RDMA device") != NULL);
+    printf("\n  %s", err);
+    free(out);
+    free(err);
+    CU_ASSERT(vm_state(storeA, "r", "running"));
+    CU_ASSERT_EQUAL(cli_run(&out, &err, "receive", "--listen", "rdma://127.0.0.1:7999",
+                            "--store", storeB, "--init", NULL), 1);
+    CU_ASSERT(err && strstr(err, "no RDMA device") != NULL);
+    free(out);
+    free(err);
+}
+
 static int setup(void)
 {
     cli = vmt_test_cli_path();
@@ -384,6 +420,8 @@ int main(void)
         {"a persistent receiver refuses garbage and a wrong key, then takes the VM",
          persistent_receiver_refuses_garbage_and_a_wrong_key},
         {"a killed destination or source leaves one VM", killed_destination_or_source_leaves_one_vm},
+        {"rdma:// without a device is refused and the VM runs on",
+         rdma_without_a_device_is_refused_and_the_vm_runs_on},
         {NULL, NULL},
     };
     return vmt_test_run("cli/migrate", cases, setup, teardown);

@@ -369,7 +369,8 @@ typedef struct vmt_migrate_report {
 
 /*
  * Migrates the running (or paused) `vm` to a vmt_migrate_receive at
- * host_port ("HOST:PORT") with the pre-copy engine: rounds while the VM
+ * host_port ("HOST:PORT", "tcp://HOST:PORT" or "rdma://HOST:PORT"; see
+ * vmt_net_addr_parse) with the pre-copy engine: rounds while the VM
  * runs until the dirty set fits max_downtime at the measured bandwidth
  * (stop-and-copy), or VMT_ECANCELED after max_rounds.  Starts dirty
  * logging if it is off (and stops it again); if it was on (a VM whose
