@@ -9,7 +9,10 @@
  * snapshot taken just before (dedup).  --full runs the whole cross product.
  * The migrated VM becomes the next run's source (a 512 MiB fill costs ~7 s
  * of first touches here), so a workload is booted once.  Every figure is a
- * median of --runs migrations.
+ * median of --runs migrations.  Where an RDMA device exists the baseline
+ * runs once more over rdma:// ($VMTREE_RDMA_ADDR, default 127.0.0.1: an
+ * address on the RDMA interface), printed next to TCP's ("config":"rdma");
+ * elsewhere one line says why it was skipped.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -169,6 +172,7 @@ typedef struct bcfg {
     vmt_migrate_compress compress;
     uint64_t bandwidth;       /* bytes/s, 0 unlimited */
     bool dedup;               /* a snapshot at the destination */
+    const char *rdma_host;    /* non-NULL: over rdma:// at this address */
 } bcfg;
 
 typedef struct bres {
@@ -196,12 +200,15 @@ static int migrate_once(bmig *b, const bcfg *c, bool auto_converge, bres *r)
     bdest d = {.b = b, .store = c->dedup ? b->store : NULL};
     vmt_id base;
     int rc = c->dedup ? snapshot_now(b, &base) : 0;
+    char url[300], addr[300];
+    snprintf(url, sizeof(url), "%s://%s:0", c->rdma_host ? "rdma" : "tcp",
+             c->rdma_host ? c->rdma_host : "127.0.0.1");
     if (rc == 0)
-        rc = vmt_tcp_listen(&d.l, "127.0.0.1", 0);
+        rc = vmt_listen_url(&d.l, url);
     if (rc)
         return rc;
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", vmt_listener_port(d.l));
+    snprintf(addr, sizeof(addr), "%s://%s:%u", c->rdma_host ? "rdma" : "tcp",
+             c->rdma_host ? c->rdma_host : "127.0.0.1", vmt_listener_port(d.l));
     pthread_create(&d.th, NULL, dest_main, &d);
     vmt_migrate_opts o;
     vmt_migrate_opts_init(&o);
@@ -287,13 +294,24 @@ static void emit_config(const char *load, const bcfg *c, const bres *rs, unsigne
 }
 
 static const bcfg base_cfgs[] = {
-    {"baseline", 1, VMT_MIGRATE_COMPRESS_NONE, 0, false},
-    {"streams2", 2, VMT_MIGRATE_COMPRESS_NONE, 0, false},
-    {"lz4", 1, VMT_MIGRATE_COMPRESS_LZ4, 0, false},
-    {"zstd", 1, VMT_MIGRATE_COMPRESS_ZSTD, 0, false},
-    {"1gbit", 1, VMT_MIGRATE_COMPRESS_NONE, 125000000ull, false},
-    {"dedup", 1, VMT_MIGRATE_COMPRESS_NONE, 0, true},
+    {"baseline", 1, VMT_MIGRATE_COMPRESS_NONE, 0, false, NULL},
+    {"streams2", 2, VMT_MIGRATE_COMPRESS_NONE, 0, false, NULL},
+    {"lz4", 1, VMT_MIGRATE_COMPRESS_LZ4, 0, false, NULL},
+    {"zstd", 1, VMT_MIGRATE_COMPRESS_ZSTD, 0, false, NULL},
+    {"1gbit", 1, VMT_MIGRATE_COMPRESS_NONE, 125000000ull, false, NULL},
+    {"dedup", 1, VMT_MIGRATE_COMPRESS_NONE, 0, true, NULL},
 };
+
+/* The baseline over RDMA when a device exists; NULL (and a skip line,
+ * once) otherwise. */
+static const char *rdma_host(void)
+{
+    static const char *const dflt = "127.0.0.1";
+    if (vmt_rdma_probe() != 0)
+        return NULL;
+    const char *a = getenv("VMTREE_RDMA_ADDR");
+    return a && *a ? a : dflt;
+}
 
 static int run_load(bmig *b, const char *load, const char *args, bool idle, bool full)
 {
@@ -305,7 +323,7 @@ static int run_load(bmig *b, const char *load, const char *args, bool idle, bool
     double rate = measure_rate(b->vm, 500) * 4096 / 1e6;
     uint64_t nonzero = nonzero_pages(b->vm);
     unsigned runs = b->o->runs ? b->o->runs : 3;
-    bcfg all[2 * 2 * 3 * 2];
+    bcfg all[2 * 2 * 3 * 2 + 1];
     size_t n = 0;
     if (full) {
         for (int bw = 0; bw < 2; bw++)
@@ -313,11 +331,14 @@ static int run_load(bmig *b, const char *load, const char *args, bool idle, bool
                 for (int cz = 0; cz < 3; cz++)
                     for (int dd = 0; dd < 2; dd++)
                         all[n++] = (bcfg){"full", s, (vmt_migrate_compress)cz,
-                                          bw ? 125000000ull : 0, dd != 0};
+                                          bw ? 125000000ull : 0, dd != 0, NULL};
     } else {
         memcpy(all, base_cfgs, sizeof(base_cfgs));
         n = VMT_ARRAY_SIZE(base_cfgs);
     }
+    const char *rh = rdma_host();
+    if (rh)
+        all[n++] = (bcfg){"rdma", 1, VMT_MIGRATE_COMPRESS_NONE, 0, false, rh};
     for (size_t i = 0; i < n && rc == 0; i++) {
         bres rs[16];
         for (unsigned r = 0; r < runs && r < 16 && rc == 0; r++)
@@ -346,6 +367,9 @@ int vmt_bench_migrate(const vmt_bench_opts *o)
         rc = vmt_catalog_open(&b.cat, b.dir);
     /* idle: 64 MiB touched, then nothing; moderate: ~50 MB/s over 512 MiB;
      * heavy: as fast as it goes (auto-converge on). */
+    if (rc == 0 && vmt_rdma_probe() != 0)
+        vmt_bench_skip("migrate", "total_ms", "rdma", vmt_error_last());
+    vmt_error_clear();
     if (rc == 0)
         rc = run_load(&b, "idle", "pages=16384 passes=1 end=event", true, full);
     if (rc == 0 && !o->quick)
