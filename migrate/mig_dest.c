@@ -34,6 +34,8 @@ typedef struct dst_stream {
     uint64_t *wants;          /* references the store lacks, this round */
     size_t nwants, wants_cap;
     uint64_t pages, refs, wanted; /* totals */
+    bool bulk;                /* RAM exposed: pages may land by RDMA WRITE */
+    uint64_t landed;          /* pages that landed so far this round */
     int rc;
     char msg[256];
 } dst_stream;
@@ -91,12 +93,31 @@ static int dst_batch(dst_stream *d, uint64_t *pages)
     return rc;
 }
 
+/* Counts the pages that landed by bulk placement (they are in RAM already;
+ * draining also keeps the transport's bounded queue of runs short). */
+static int dst_drain(dst_stream *d)
+{
+    vmt_page_run runs[64];
+    size_t n;
+    do {
+        int rc = vmt_session_bulk_landed(d->s, d->k, runs, 64, &n);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < n; i++)
+            d->landed += runs[i].npages;
+    } while (n == 64);
+    return 0;
+}
+
 /* Reads stream k until its ROUND_END of the current round. */
 static int dst_read_round(dst_stream *d)
 {
     uint64_t pages = 0;
+    d->landed = 0;
     for (;;) {
         int rc = vmt_session_recv(d->s, d->k, &d->f, d->timeout_ms);
+        if (rc == 0 && d->bulk)
+            rc = dst_drain(d); /* what landed before this frame */
         if (rc)
             return rc;
         if (d->f.type == VMT_WIRE_PAGE_BATCH) {
@@ -109,6 +130,8 @@ static int dst_read_round(dst_stream *d)
                  ? vmt_wire_decode(d->f.type, d->f.payload, d->f.len, &msg)
                  : vmt_error_set(VMT_EPROTO, "unexpected %s in a round",
                                  vmt_wire_type_name(d->f.type));
+        pages += d->landed;
+        d->pages += d->landed;
         if (rc == 0 && (msg.u.round_end.round != d->round || msg.u.round_end.pages != pages))
             rc = vmt_error_set(VMT_EPROTO, "ROUND_END of round %u with %llu pages; got %llu",
                                msg.u.round_end.round, (unsigned long long)msg.u.round_end.pages,
@@ -403,11 +426,21 @@ int vmt_migrate_receive_session(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_
     int rc = dst_config(kvm, s, o, timeout_ms, &rep->in, &vm);
     uint64_t size = 0;
     uint8_t *ram = vm ? vmt_vm_ram(vm, &size) : NULL;
+    /* Pages may land by RDMA WRITE where the transport offers it (not TCP). */
+    bool bulk = false;
+    if (rc == 0) {
+        int e = vmt_session_bulk_expose(s, ram, size, NULL);
+        bulk = e == 0;
+        if (e == VMT_EUNSUPPORTED)
+            vmt_error_clear();
+        else if (e)
+            rc = vmt_session_abort(s, e, vmt_error_last());
+    }
     if (rc == 0)
         rc = dst_haveset(s, o->store, &rep->in, size / PAGE, &rep->have_ids);
     for (unsigned k = 0; k < n; k++) {
         ds[k] = (dst_stream){.s = s, .ram = ram, .npages = size / PAGE, .timeout_ms = timeout_ms,
-                             .k = k, .store = rep->have_ids ? o->store : NULL};
+                             .k = k, .store = rep->have_ids ? o->store : NULL, .bulk = bulk};
         vmt_frame_init(&ds[k].f);
         if (rc == 0)
             rc = vmt_batch_reader_new(&ds[k].rd, size / PAGE);

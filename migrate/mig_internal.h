@@ -31,11 +31,35 @@ typedef struct net_sink {
     char image[1024];
     mig_ram_holes holes;      /* round 0: holes of RAM are not even read */
     uint64_t zero_skipped;    /* round 0: zero pages not sent (the peer's RAM is new) */
+    /* Bulk placement (RDMA WRITE; mig_bulk.c): streams whose peer exposed
+     * RAM, the run being gathered, runs placed since a stream's last frame. */
+    bool bulk[VMT_NET_MAX_STREAMS];
+    bool bulk_any;
+    uint64_t run_pfn;
+    const uint8_t *run_data;
+    size_t run_n;
+    unsigned run_stream, bulk_next;
+    uint64_t runs_since_frame[VMT_NET_MAX_STREAMS];
+    uint64_t placed;          /* pages placed, all rounds */
     uint64_t prepared_ns;     /* when PREPARED arrived */
     bool go_sent, in_doubt, aborted;
 } net_sink;
 
 extern const vmt_sink_ops mig_net_sink_ops;
+
+/* Sends the sink's current batch of `w` on `stream` (UINT32_MAX: the next
+ * stream round robin) (mig_source.c). */
+int mig_ns_flush(net_sink *c, vmt_batch_writer *w, unsigned stream);
+
+/* ---- bulk placement (mig_bulk.c) ------------------------------------------- */
+
+/* At a round's start: which streams may place (their peer exposed RAM). */
+void mig_bulk_round(net_sink *c);
+/* Takes page pfn for placement when a stream may place it and no cheaper
+ * encoding applies (zero, a reference); *taken says so. */
+int mig_bulk_take(net_sink *c, uint64_t pfn, const uint8_t *data, bool *taken);
+/* Places the gathered run: before any frame that must follow it. */
+int mig_bulk_flush(net_sink *c);
 
 /* Auto-converge: a thread pausing the VM for pct % of every period. */
 typedef struct mig_throttle {

@@ -201,6 +201,7 @@ static void fill_report(vmt_migrate_report *rep, const net_sink *c, const vmt_pr
     rep->in_doubt = c->in_doubt;
     rep->have_ids = c->have ? vmt_haveset_count(c->have) : 0;
     rep->pages_by_enc[VMT_PAGE_ZERO] += c->zero_skipped;
+    rep->pages_placed = c->placed;
     const vmt_batch_writer *ws[2] = {c->w, c->full};
     for (int i = 0; i < 2; i++) {
         if (!ws[i])
@@ -270,7 +271,11 @@ static int migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opt
     if (o->compress_level > 0)
         c.bopts.level = o->compress_level;
     vmt_ratelimit *rate = NULL;
-    int rc = connect_session(&c, o, host_port, &rate);
+    int rc = 0;
+    if (o->session)
+        c.s = o->session;
+    else
+        rc = connect_session(&c, o, host_port, &rate);
     rep->setup_ns = vmt_now_ns() - t0;
     c.n = c.s ? vmt_session_nstreams(c.s) : 0;
     if (rc == 0 && o->xbzrle)
@@ -284,7 +289,8 @@ static int migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opt
     vmt_batch_writer_free(c.full);
     vmt_xbzrle_cache_free(c.cache);
     vmt_haveset_free(c.have);
-    vmt_session_close(c.s);
+    if (!o->session)
+        vmt_session_close(c.s);
     vmt_ratelimit_free(rate);
     return rc;
 }

@@ -32,7 +32,7 @@
 #define PAGE VMT_NET_PAGE_SIZE
 #define BATCH_PAGES 256u
 
-static int ns_flush(net_sink *c, vmt_batch_writer *w, unsigned stream)
+int mig_ns_flush(net_sink *c, vmt_batch_writer *w, unsigned stream)
 {
     size_t count = vmt_batch_writer_count(w);
     if (count == 0)
@@ -47,6 +47,7 @@ static int ns_flush(net_sink *c, vmt_batch_writer *w, unsigned stream)
     c->pages[stream] += count;
     c->bytes[stream] += len;
     c->batches[stream]++;
+    c->runs_since_frame[stream] = 0;
     c->total_pages += count;
     vmt_batch_writer_begin(w, c->round);
     return rc;
@@ -57,7 +58,7 @@ static int ns_add(net_sink *c, vmt_batch_writer *w, uint64_t pfn, const uint8_t 
 {
     int rc = vmt_batch_writer_add(w, pfn, page);
     if (rc == 0 && vmt_batch_writer_count(w) >= BATCH_PAGES)
-        rc = ns_flush(c, w, stream);
+        rc = mig_ns_flush(c, w, stream);
     return rc;
 }
 
@@ -102,7 +103,7 @@ static int ns_wants(net_sink *c)
         vmt_wire_msg_clear(&msg);
         if (n == 0 || rc)
             return rc;
-        if ((rc = ns_flush(c, c->full, 0)) != 0 || (rc = ns_round_end(c, 0, 1)) != 0)
+        if ((rc = mig_ns_flush(c, c->full, 0)) != 0 || (rc = ns_round_end(c, 0, 1)) != 0)
             return rc;
     }
 }
@@ -112,7 +113,9 @@ static int ns_close_round(net_sink *c)
     if (!c->open)
         return 0;
     c->open = false;
-    int rc = ns_flush(c, c->w, UINT32_MAX);
+    int rc = mig_bulk_flush(c); /* placed pages land before ROUND_END */
+    if (rc == 0)
+        rc = mig_ns_flush(c, c->w, UINT32_MAX);
     if (rc == 0)
         rc = ns_round_end(c, 0, c->n);
     return rc ? rc : ns_wants(c);
@@ -183,6 +186,7 @@ static int ns_pages(void *sink, unsigned round, const uint64_t *pfns, const uint
         if ((rc = vmt_session_send(c->s, 0, &msg)) != 0)
             return rc;
         vmt_batch_writer_begin(c->w, round);
+        mig_bulk_round(c);
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (pfns[i] >= c->npages)
@@ -193,7 +197,11 @@ static int ns_pages(void *sink, unsigned round, const uint64_t *pfns, const uint
             c->zero_skipped++;
             continue;
         }
-        rc = ns_add(c, c->w, pfns[i], data[i], UINT32_MAX);
+        bool taken = false;
+        if (c->bulk_any && (rc = mig_bulk_take(c, pfns[i], data[i], &taken)) != 0)
+            return rc;
+        if (!taken)
+            rc = ns_add(c, c->w, pfns[i], data[i], UINT32_MAX);
     }
     return rc;
 }

@@ -341,6 +341,9 @@ typedef struct vmt_migrate_opts {
     void *progress_ctx;
     vmt_migrate_wrap_fn wrap; /* tests: fault injection on the source's streams */
     void *wrap_ctx;
+    vmt_session *session;     /* tests: an established session to use instead of
+                                 connecting (borrowed, not closed; e.g. over in-memory
+                                 streams, whose bulk placement stands in for RDMA's) */
 } vmt_migrate_opts;
 
 void vmt_migrate_opts_init(vmt_migrate_opts *o);
@@ -365,6 +368,7 @@ typedef struct vmt_migrate_report {
     double bandwidth[VMT_MIGRATE_MAX_ROUND_STATS];    /* bytes/s sent per round */
     unsigned throttle_pct;    /* auto-converge: the highest throttle applied */
     uint64_t have_ids;        /* ids in the destination's have-set */
+    uint64_t pages_placed;    /* pages written by bulk placement (RDMA WRITE), not in batches */
 } vmt_migrate_report;
 
 /*
