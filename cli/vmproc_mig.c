@@ -138,6 +138,7 @@ int vmp_req_migrate(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg 
         return rc;
     }
     o.base = p->has_head ? &p->head : NULL;
+    o.lazy_ram = p->restore != NULL; /* pages of a lazy restore still arriving */
     o.vm_name = p->o->name;
     o.image = p->image;
     o.progress = mig_progress;

@@ -30,6 +30,7 @@ typedef struct net_sink {
     char vm_name[64];
     char image[1024];
     mig_ram_holes holes;      /* round 0: holes of RAM are not even read */
+    bool lazy_ram;            /* ... unless they are pages still to arrive */
     uint64_t zero_skipped;    /* round 0: zero pages not sent (the peer's RAM is new) */
     /* Bulk placement (RDMA WRITE; mig_bulk.c): streams whose peer exposed
      * RAM, the run being gathered, runs placed since a stream's last frame. */

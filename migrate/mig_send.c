@@ -258,7 +258,8 @@ static int run_copy(net_sink *c, vmt_vm *vm, const vmt_migrate_opts *o, vmt_migr
 static int migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opts *o,
                         vmt_migrate_report *rep, uint64_t t0)
 {
-    net_sink c = {.vm = vm, .timeout_ms = o->timeout_ms, .base = o->dedup ? o->base : NULL};
+    net_sink c = {.vm = vm, .timeout_ms = o->timeout_ms, .base = o->dedup ? o->base : NULL,
+                  .lazy_ram = o->lazy_ram};
     uint64_t size = 0;
     c.ram = vmt_vm_ram(vm, &size);
     snprintf(c.vm_name, sizeof(c.vm_name), "%s", o->vm_name ? o->vm_name : "vm");

@@ -341,6 +341,9 @@ typedef struct vmt_migrate_opts {
     void *progress_ctx;
     vmt_migrate_wrap_fn wrap; /* tests: fault injection on the source's streams */
     void *wrap_ctx;
+    bool lazy_ram;            /* RAM still being filled by a lazy restore: holes of its
+                                 memfd are pages yet to arrive, not zero, so every page
+                                 is read (through the restore's fault handling) */
     vmt_session *session;     /* tests: an established session to use instead of
                                  connecting (borrowed, not closed; e.g. over in-memory
                                  streams, whose bulk placement stands in for RDMA's) */
