@@ -241,6 +241,13 @@ static int worker_line(const recv_opts *o, worker *w, char *line)
     }
     char text[1400];
     w->done = true;
+    if (!strncmp(line, "query ", 6)) { /* not a migration: keep waiting for one */
+        snprintf(text, sizeof(text), "answered a source's query: the migration it could not "
+                                     "see the end of %s here",
+                 !strcmp(line + 6, "running") ? "runs" : "was discarded");
+        emit(o, "query", "outcome", line + 6, text);
+        return 0;
+    }
     if (!strncmp(line, "ok ", 3)) {
         long pid = 0;
         char name[64] = "?";
@@ -317,12 +324,15 @@ static int receive_loop(recv_state *st)
     if (sfd < 0)
         return vmt_cli_fail("receive", "%s", vmt_error_last());
     while (status < 0) {
-        bool accepting = false, open = false;
+        bool accepting = false, open = false, busy = false;
         for (size_t i = 0; i < nw; i++) {
             accepting |= ws[i].fd >= 0 && !ws[i].accepted;
+            busy |= ws[i].fd >= 0 && ws[i].accepted && !ws[i].done;
             open |= ws[i].fd >= 0;
         }
-        if (!accepting && (st->o->persistent || nw == 0)) {
+        /* Persistent: always one worker waiting.  Otherwise one at a time
+         * until a migration ended (a query answered is not one). */
+        if (!accepting && (st->o->persistent || !busy)) {
             if (nw == MAX_WORKERS) { /* forget finished workers */
                 size_t k = 0;
                 for (size_t i = 0; i < nw; i++)

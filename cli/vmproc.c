@@ -584,7 +584,9 @@ static int incoming_config(void *ctx, const vmt_migrate_incoming *in)
 static void report_incoming(vmproc *p, int rc, const vmt_migrate_recv_report *rep)
 {
     char buf[1200];
-    int n = rc ? snprintf(buf, sizeof(buf), "error %s\n", vmt_error_last())
+    int n = rc        ? snprintf(buf, sizeof(buf), "error %s\n", vmt_error_last())
+            : rep->query ? snprintf(buf, sizeof(buf), "query %s\n",
+                                    rep->query_running ? "running" : "discarded")
                : snprintf(buf, sizeof(buf), "ok %ld %s %llu %llu %llu %.3f\n", (long)getpid(),
                           p->o->name, (unsigned long long)rep->pages,
                           (unsigned long long)rep->refs, (unsigned long long)rep->have_ids,
@@ -606,14 +608,24 @@ int vmt_vmproc_incoming(vmproc_opts *o, vmt_session *s, vmt_store *store, int re
     p.con.fd = -1;
     int rc = setup_vmm(&p);
     if (rc == 0) {
+        char outcomes[PATH_MAX];
+        int pl = snprintf(outcomes, sizeof(outcomes), "%s/run/migrations", o->store);
+        bool have_dir = pl > 0 && (size_t)pl < sizeof(outcomes) &&
+                        (mkdir(outcomes, 0700) == 0 || errno == EEXIST);
         vmt_migrate_recv_opts ro = {.timeout_ms = o->timeout_ms, .base = &p.base,
                                     .store = store, .on_config = incoming_config,
-                                    .config_ctx = &ic};
+                                    .config_ctx = &ic,
+                                    .outcome_dir = have_dir ? outcomes : NULL};
         rc = vmt_migrate_receive_session(p.kvm, s, &ro, &p.vm, &rep);
-        p.running = rc == 0;
+        p.running = rc == 0 && p.vm;
     }
     vmt_session_close(s);
     vmt_store_close(store);
+    if (rc == 0 && rep.query) { /* a source asked about an earlier migration */
+        report_incoming(&p, 0, &rep);
+        teardown(&p);
+        return 0;
+    }
     if (rc == 0)
         rc = setup_serve(&p);
     report_incoming(&p, rc, &rep);

@@ -15,8 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "migrate_internal.h"
-#include "vmtree/net.h"
+#include "mig_internal.h"
 #include "vmtree/proto.h"
 
 #define PAGE VMT_NET_PAGE_SIZE
@@ -247,7 +246,8 @@ static void dst_wait_close(vmt_session *s, uint32_t timeout_ms)
 
 /* COMMIT arrived: PREPARED, then GO starts the VM.  *running tells whether
  * it was started (then it must never be destroyed for a failure here). */
-static int dst_complete(vmt_session *s, vmt_vm *vm, uint32_t timeout_ms, bool *running)
+static int dst_complete(vmt_session *s, vmt_vm *vm, const char *outcome_dir,
+                        uint32_t timeout_ms, bool *running)
 {
     vmt_wire_msg msg = {.type = VMT_WIRE_PREPARED};
     msg.u.ack.resumed = false;
@@ -257,6 +257,17 @@ static int dst_complete(vmt_session *s, vmt_vm *vm, uint32_t timeout_ms, bool *r
         rc = vmt_session_recv_msg(s, 0, VMT_WIRE_GO, &msg, timeout_ms);
     if (rc)
         return vmt_error_wrap(rc, "waiting for GO");
+    if (outcome_dir) { /* recorded before the VM starts: a query can tell */
+        uint8_t sid[16];
+        mig_outcome got = MIG_OUTCOME_NONE;
+        vmt_session_id(s, sid);
+        rc = mig_outcome_claim(outcome_dir, sid, MIG_OUTCOME_RUNNING, &got);
+        if (rc == 0 && got != MIG_OUTCOME_RUNNING)
+            rc = vmt_error_set(VMT_ECANCELED, "GO came after the source's query discarded "
+                                              "this migration");
+        if (rc)
+            return vmt_session_abort(s, rc, vmt_error_last());
+    }
     if ((rc = vmt_vm_start(vm)) != 0) {
         char why[256];
         snprintf(why, sizeof(why), "starting the VM: %s", vmt_error_last());
@@ -273,7 +284,7 @@ static int dst_complete(vmt_session *s, vmt_vm *vm, uint32_t timeout_ms, bool *r
 }
 
 static int dst_loop(vmt_session *s, vmt_vm *vm, unsigned vcpus, dst_stream *ds, unsigned n,
-                    uint32_t timeout_ms, bool *running)
+                    const vmt_migrate_recv_opts *o, uint32_t timeout_ms, bool *running)
 {
     bool have_state = false;
     for (;;) {
@@ -295,7 +306,7 @@ static int dst_loop(vmt_session *s, vmt_vm *vm, unsigned vcpus, dst_stream *ds, 
             vmt_wire_msg_clear(&msg);
             if (!have_state)
                 return vmt_session_abort(s, VMT_EPROTO, "COMMIT before STATE_BLOB");
-            return dst_complete(s, vm, timeout_ms, running);
+            return dst_complete(s, vm, o->outcome_dir, timeout_ms, running);
         default:
             vmt_error_set(VMT_EPROTO, "unexpected %s", vmt_wire_type_name(msg.type));
             rc = vmt_session_abort(s, VMT_EPROTO, vmt_error_last());
@@ -377,22 +388,46 @@ void vmt_migrate_recv_session_config(const vmt_migrate_recv_opts *o, vmt_session
     sc->tls = o->tls;
 }
 
-/* VM_CONFIG: asks on_config, then creates the VM. */
-static int dst_config(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_recv_opts *o,
-                      uint32_t timeout_ms, vmt_migrate_incoming *in, vmt_vm **vm)
+/* A QUERY: what became of session q (recorded as discarded when unknown,
+ * so that a late GO cannot start it). */
+static int dst_query(vmt_session *s, const vmt_migrate_recv_opts *o, const uint8_t *q,
+                     vmt_migrate_recv_report *rep)
 {
-    vmt_wire_msg msg;
-    int rc = vmt_session_recv_msg(s, 0, VMT_WIRE_VM_CONFIG, &msg, timeout_ms);
+    if (!o->outcome_dir)
+        return vmt_session_abort(s, VMT_EUNSUPPORTED, "this destination keeps no outcomes");
+    mig_outcome got = MIG_OUTCOME_NONE;
+    int rc = mig_outcome_claim(o->outcome_dir, q, MIG_OUTCOME_DISCARDED, &got);
     if (rc)
-        return rc;
-    const vmt_wire_vm_config *c = &msg.u.vm_config;
+        return vmt_session_abort(s, rc, vmt_error_last());
+    vmt_wire_msg msg = {.type = VMT_WIRE_ACK};
+    msg.u.ack.resumed = got == MIG_OUTCOME_RUNNING;
+    snprintf(msg.u.ack.message, sizeof(msg.u.ack.message), "%s", mig_outcome_name(got));
+    rep->query = true;
+    rep->query_running = msg.u.ack.resumed;
+    rc = vmt_session_send(s, 0, &msg);
+    if (rc == 0)
+        dst_wait_close(s, 2000);
+    return rc;
+}
+
+/* VM_CONFIG (msg, the session's first message): asks on_config, then
+ * creates the VM. */
+static int dst_config(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_recv_opts *o,
+                      vmt_wire_msg *msg, vmt_migrate_incoming *in, vmt_vm **vm)
+{
+    int rc;
+    if (msg->type != VMT_WIRE_VM_CONFIG) {
+        vmt_wire_msg_clear(msg);
+        return vmt_session_abort(s, VMT_EPROTO, "expected VM_CONFIG or QUERY");
+    }
+    const vmt_wire_vm_config *c = &msg->u.vm_config;
     *in = (vmt_migrate_incoming){.mem_size = c->mem_size, .vcpus = c->vcpus,
                                  .irqchip = c->irqchip, .has_base = c->has_base};
     snprintf(in->vm_name, sizeof(in->vm_name), "%s", c->vm_name);
     snprintf(in->image, sizeof(in->image), "%s", c->image);
     if (c->has_base)
         memcpy(in->base.b, c->base, sizeof(in->base.b));
-    vmt_wire_msg_clear(&msg);
+    vmt_wire_msg_clear(msg);
     if (o->on_config && (rc = o->on_config(o->config_ctx, in)) != 0)
         return vmt_session_abort(s, rc, vmt_error_last());
     vmt_vm_config cfg;
@@ -423,7 +458,15 @@ int vmt_migrate_receive_session(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_
     unsigned n = vmt_session_nstreams(s);
     bool running = false;
     memset(ds, 0, sizeof(ds));
-    int rc = dst_config(kvm, s, o, timeout_ms, &rep->in, &vm);
+    vmt_wire_msg first;
+    int rc = vmt_session_recv_msg(s, 0, 0, &first, timeout_ms);
+    if (rc == 0 && first.type == VMT_WIRE_QUERY) {
+        rc = dst_query(s, o, first.u.query.session_id, rep);
+        vmt_wire_msg_clear(&first);
+        return rc;
+    }
+    if (rc == 0)
+        rc = dst_config(kvm, s, o, &first, &rep->in, &vm);
     uint64_t size = 0;
     uint8_t *ram = vm ? vmt_vm_ram(vm, &size) : NULL;
     /* Pages may land by RDMA WRITE where the transport offers it (not TCP). */
@@ -446,7 +489,7 @@ int vmt_migrate_receive_session(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_
             rc = vmt_batch_reader_new(&ds[k].rd, size / PAGE);
     }
     if (rc == 0)
-        rc = dst_loop(s, vm, rep->in.vcpus, ds, n, timeout_ms, &running);
+        rc = dst_loop(s, vm, rep->in.vcpus, ds, n, o, timeout_ms, &running);
     for (unsigned k = 0; k < n; k++) {
         rep->pages += ds[k].pages;
         rep->refs += ds[k].refs;

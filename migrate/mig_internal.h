@@ -52,6 +52,20 @@ extern const vmt_sink_ops mig_net_sink_ops;
  * stream round robin) (mig_source.c). */
 int mig_ns_flush(net_sink *c, vmt_batch_writer *w, unsigned stream);
 
+/* ---- outcome records (mig_outcome.c) ------------------------------------------ */
+
+typedef enum mig_outcome {
+    MIG_OUTCOME_NONE = 0,
+    MIG_OUTCOME_RUNNING,
+    MIG_OUTCOME_DISCARDED,
+} mig_outcome;
+
+/* Claims `want` for session sid in dir; *got is the record that holds
+ * afterwards (want when this call created it).  Errors: VMT_EIO. */
+int mig_outcome_claim(const char *dir, const uint8_t sid[16], mig_outcome want,
+                      mig_outcome *got);
+const char *mig_outcome_name(mig_outcome o);
+
 /* ---- bulk placement (mig_bulk.c) ------------------------------------------- */
 
 /* At a round's start: which streams may place (their peer exposed RAM). */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mig_internal.h"
 
@@ -113,6 +114,7 @@ void vmt_migrate_opts_init(vmt_migrate_opts *o)
     o->max_downtime_ms = 300;
     o->max_rounds = 30;
     o->timeout_ms = 10000;
+    o->query_attempts = 3;
 }
 
 /* ---- the dirty log of a VM with a HEAD ------------------------------------- */
@@ -156,6 +158,64 @@ static void dirty_keep_end(dirty_keep *k, vmt_vm *vm)
     if (k->started_log)
         vmt_dirty_stop(vm);
     free(k->before);
+}
+
+/* ---- settling a completion the source could not see ------------------------------ */
+
+/* One QUERY on a new session: does the VM of session sid run there? */
+static int query_once(const vmt_migrate_opts *o, const char *host_port, const uint8_t *sid,
+                      bool *running)
+{
+    vmt_session_config sc;
+    vmt_session_config_init(&sc);
+    sc.psk = o->psk;
+    sc.psk_len = o->psk ? o->psk_len : 0;
+    sc.allow_unauthenticated = !o->psk;
+    sc.timeout_ms = o->timeout_ms;
+    sc.tls = o->tls;
+    sc.tls_peer_name = o->tls_peer_name;
+    vmt_session *s = NULL;
+    int rc = vmt_session_connect_url(&s, host_port, &sc);
+    vmt_wire_msg msg = {.type = VMT_WIRE_QUERY};
+    memcpy(msg.u.query.session_id, sid, sizeof(msg.u.query.session_id));
+    if (rc == 0)
+        rc = vmt_session_send(s, 0, &msg);
+    if (rc == 0)
+        rc = vmt_session_recv_msg(s, 0, VMT_WIRE_ACK, &msg, o->timeout_ms);
+    if (rc == 0)
+        *running = msg.u.ack.resumed;
+    vmt_session_close(s);
+    return rc;
+}
+
+/* After VMT_EINDOUBT: asks the destination; returns 0 (the VM runs
+ * there), an error with the VM resumed here (it was recorded discarded),
+ * or VMT_EINDOUBT still. */
+static int settle(vmt_vm *vm, const net_sink *c, const vmt_migrate_opts *o,
+                  const char *host_port, bool was_paused)
+{
+    uint8_t sid[16];
+    char doubt[256];
+    snprintf(doubt, sizeof(doubt), "%s", vmt_error_last());
+    vmt_session_id(c->s, sid);
+    for (unsigned i = 0; i < o->query_attempts; i++) {
+        bool running = false;
+        if (i) {
+            struct timespec ts = {0, 500000000};
+            nanosleep(&ts, NULL);
+        }
+        if (query_once(o, host_port, sid, &running) != 0)
+            continue;
+        vmt_info("migrate: the destination says the VM %s", running ? "runs there" : "was "
+                                                                       "discarded");
+        if (running)
+            return 0;
+        if (!was_paused) /* as it was found */
+            vmt_vm_resume(vm);
+        return vmt_error_set(VMT_EIO, "the completion was lost and the destination discarded "
+                                      "the VM (settled by a query): it runs on here");
+    }
+    return vmt_error_set(VMT_EINDOUBT, "%s", doubt);
 }
 
 /* ---- vmt_migrate_send --------------------------------------------------------- */
@@ -218,11 +278,12 @@ static void fill_report(vmt_migrate_report *rep, const net_sink *c, const vmt_pr
 }
 
 /* The copy itself, once connected. */
-static int run_copy(net_sink *c, vmt_vm *vm, const vmt_migrate_opts *o, vmt_migrate_report *rep,
-                    vmt_precopy_stats *st)
+static int run_copy(net_sink *c, vmt_vm *vm, const vmt_migrate_opts *o, const char *host_port,
+                    vmt_migrate_report *rep, vmt_precopy_stats *st)
 {
     uint64_t npages = vmt_vm_ram_pages(vm);
     size_t nwords = (size_t)(npages + 63) / 64;
+    bool was_paused = vmt_vm_is_paused(vm);
     dirty_keep keep = {0};
     mig_throttle thr = {0};
     uint64_t *pending = vmt_callocn(nwords, sizeof(uint64_t));
@@ -246,6 +307,10 @@ static int run_copy(net_sink *c, vmt_vm *vm, const vmt_migrate_opts *o, vmt_migr
         }
         rc = vmt_precopy_run(vm, pending, &mig_net_sink_ops, c, &po, st);
         mig_throttle_stop(&thr); /* before the VM is touched again */
+        if (rc == VMT_EINDOUBT && o->query_attempts) {
+            rc = settle(vm, c, o, host_port, was_paused);
+            c->in_doubt = rc == VMT_EINDOUBT;
+        }
         if (rc && rc != VMT_EINDOUBT)
             dirty_keep_fail(&keep, vm, dirtied);
     }
@@ -283,7 +348,7 @@ static int migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opt
         rc = vmt_xbzrle_cache_new(&c.cache, VMT_MIN((size_t)size / 4, (size_t)64 << 20) + PAGE);
     vmt_precopy_stats st = {0};
     if (rc == 0)
-        rc = run_copy(&c, vm, o, rep, &st);
+        rc = run_copy(&c, vm, o, host_port, rep, &st);
     rep->acked = rc == 0;
     fill_report(rep, &c, &st);
     vmt_batch_writer_free(c.w);

@@ -228,6 +228,9 @@ static int dec_msg(const ProtobufCMessage *pm, vmt_wire_msg *m)
         return dec_have_set((const void *)pm, &m->u.have_set);
     case VMT_WIRE_WANT:
         return dec_want((const void *)pm, &m->u.want);
+    case VMT_WIRE_QUERY:
+        return dec_fixed(&((const Vmtree__Wire__Query *)(const void *)pm)->session_id,
+                         m->u.query.session_id, VMT_WIRE_SESSION_ID_LEN, "QUERY", "session_id");
     case VMT_WIRE_ERROR:
         return dec_error((const void *)pm, m);
     case VMT_WIRE_STATE_BLOB:

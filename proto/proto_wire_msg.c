@@ -31,6 +31,7 @@ static const vmt_wire_kind kinds[] = {
          VMT_WIRE_WANT_MAX * 8u + (64u << 10)),
     KIND(VMT_WIRE_PREPARED, "PREPARED", ack, 1024, 64u << 10),
     KIND(VMT_WIRE_GO, "GO", commit, 128, 64u << 10),
+    KIND(VMT_WIRE_QUERY, "QUERY", query, 128, 64u << 10),
 };
 
 static const char *const feature_names[] = {"xbzrle", "lz4", "zstd", "haveset", "want"};
@@ -227,6 +228,7 @@ static int enc_small(const vmt_wire_msg *w, const vmt_wire_kind *k, uint8_t **ou
         Vmtree__Wire__AuthResponse re;
         Vmtree__Wire__RoundStart rs;
         Vmtree__Wire__Commit co;
+        Vmtree__Wire__Query q;
     } m;
 
     switch (w->type) {
@@ -243,6 +245,10 @@ static int enc_small(const vmt_wire_msg *w, const vmt_wire_kind *k, uint8_t **ou
         m.rs.round = w->u.round_start.round;
         m.rs.pages = w->u.round_start.pages;
         return pack(&m.rs.base, k, out, out_len);
+    case VMT_WIRE_QUERY:
+        vmtree__wire__query__init(&m.q);
+        m.q.session_id = bin(w->u.query.session_id, VMT_WIRE_SESSION_ID_LEN);
+        return pack(&m.q.base, k, out, out_len);
     default: /* VMT_WIRE_COMMIT, VMT_WIRE_GO */
         vmtree__wire__commit__init(&m.co);
         m.co.pages = w->u.commit.pages;

@@ -317,6 +317,11 @@ int vmt_session_error(const vmt_session *s)
     return atomic_load(&s->err);
 }
 
+void vmt_session_id(const vmt_session *s, uint8_t out[16])
+{
+    memcpy(out, s->hs.session_id, VMT_WIRE_SESSION_ID_LEN);
+}
+
 bool vmt_session_peer_ended(vmt_session *s, unsigned stream)
 {
     pthread_mutex_lock(&s->lock);

@@ -140,6 +140,8 @@ typedef struct dest {
     fx_guest g;
     vmt_fault_opts fault;     /* the destination's own stream 0 (cut_after_sent) */
     bool faulty;
+    const char *outcome_dir;  /* records, and a second session: the source's QUERY */
+    bool query_running, queried;
     int rc;
     char why[300];
     pthread_t th;
@@ -167,7 +169,8 @@ static void *dest_main(void *arg)
     vmt_vm_config_init(&base);
     base.console = vmt_console_buf_sink;
     base.console_ctx = d->g.con;
-    vmt_migrate_recv_opts o = {.base = &base, .timeout_ms = 5000};
+    vmt_migrate_recv_opts o = {.base = &base, .timeout_ms = 5000,
+                               .outcome_dir = d->outcome_dir};
     vmt_session_config sc;
     vmt_migrate_recv_session_config(&o, &sc);
     vmt_session *s = NULL;
@@ -177,12 +180,25 @@ static void *dest_main(void *arg)
     if (d->rc)
         snprintf(d->why, sizeof(d->why), "%s", vmt_error_last());
     vmt_session_close(s);
+    if (d->outcome_dir) { /* the source's QUERY, whatever the migration did */
+        vmt_migrate_recv_report rep;
+        vmt_vm *none = NULL;
+        s = NULL;
+        if (vmt_session_server(&s, &sc, dest_accept, d) == 0 &&
+            vmt_migrate_receive_session(fx_kvm, s, &o, &none, &rep) == 0 && rep.query) {
+            d->queried = true;
+            d->query_running = rep.query_running;
+        }
+        vmt_vm_destroy(none);
+        vmt_session_close(s);
+    }
     return NULL;
 }
 
-static void dest_start(dest *d, const vmt_fault_opts *fault)
+static void dest_start(dest *d, const vmt_fault_opts *fault, const char *outcome_dir)
 {
     memset(d, 0, sizeof(*d));
+    d->outcome_dir = outcome_dir;
     pthread_mutex_init(&d->g.lock, NULL);
     pthread_cond_init(&d->g.cond, NULL);
     CU_ASSERT_FATAL(vmt_console_buf_new(&d->g.con) == 0);
@@ -212,6 +228,7 @@ static int send_with(fx_guest *src, dest *d, cut *c, vmt_migrate_report *rep)
     o.max_downtime_ms = 50;
     o.wrap = c ? wrap_fn : NULL;
     o.wrap_ctx = c;
+    o.query_attempts = 0; /* these cases check the fence; (d) checks the query */
     return vmt_migrate_send(src->vm, d->addr, &o, rep);
 }
 
@@ -228,7 +245,7 @@ static void random_cuts_leave_the_source_running(void)
     counted cnt = {0};
     cut c = {.count = true, .counted = &cnt};
     dest d;
-    dest_start(&d, NULL);
+    dest_start(&d, NULL, NULL);
     vmt_migrate_report rep;
     int rc = send_with(&src, &d, &c, &rep);
     bool ran = dest_join(&d);
@@ -249,7 +266,7 @@ static void random_cuts_leave_the_source_running(void)
         cut k = {.count = false};
         vmt_fault_opts_init(&k.fault);
         k.fault.cut_after_sent = off;
-        dest_start(&d, NULL);
+        dest_start(&d, NULL, NULL);
         rc = send_with(&src, &d, &k, &rep);
         ran = dest_join(&d);
         CU_ASSERT(rc != VMT_EINDOUBT);
@@ -278,7 +295,7 @@ static void random_cuts_leave_the_source_running(void)
            resumed, completed);
     CU_ASSERT_EQUAL(resumed + completed, 24);
 
-    dest_start(&d, NULL);
+    dest_start(&d, NULL, NULL);
     rc = send_with(&src, &d, NULL, &rep);
     ran = dest_join(&d);
     CU_ASSERT_EQUAL(rc, 0);
@@ -309,7 +326,7 @@ static void completion_cuts_settle_who_runs(void)
     counted cnt = {0};
     cut c = {.count = true, .counted = &cnt};
     dest d;
-    dest_start(&d, NULL);
+    dest_start(&d, NULL, NULL);
     vmt_migrate_report rep;
     int rc = send_with(&src, &d, &c, &rep);
     bool ran = dest_join(&d);
@@ -330,7 +347,7 @@ static void completion_cuts_settle_who_runs(void)
         cut k = {.count = false};
         vmt_fault_opts_init(&k.fault);
         k.fault.cut_after_sent = (uint64_t)((int64_t)go + cases[i].from_go);
-        dest_start(&d, NULL);
+        dest_start(&d, NULL, NULL);
         rc = send_with(&src, &d, &k, &rep);
         ran = dest_join(&d);
         printf("  cut %s: rc %d (%s), destination %s\n", cases[i].what, rc, rep.why,
@@ -348,7 +365,7 @@ static void completion_cuts_settle_who_runs(void)
     vmt_fault_opts df;
     vmt_fault_opts_init(&df);
     df.cut_after_recv = go;
-    dest_start(&d, &df);
+    dest_start(&d, &df, NULL);
     rc = send_with(&src, &d, NULL, &rep);
     ran = dest_join(&d);
     printf("  destination gone after PREPARED: rc %d (%s)\n", rc, rep.why);
@@ -357,6 +374,57 @@ static void completion_cuts_settle_who_runs(void)
     CU_ASSERT(!ran);
     CU_ASSERT(vmt_vm_is_paused(src.vm)); /* as it was found */
     fx_free(&d.g);
+    fx_free(&src);
+}
+
+/* ---- (d) a completion in doubt settled by a query --------------------------------- */
+
+static void a_query_settles_a_completion_in_doubt(void)
+{
+    fx_guest src;
+    CU_ASSERT_FATAL(migfx_boot(&src, "counter", COUNTER, MEM) == 0);
+    CU_ASSERT_FATAL(vmt_vm_start(src.vm) == 0);
+    CU_ASSERT_FATAL(migfx_wait_step(&src, 3, T30));
+    CU_ASSERT_FATAL(vmt_vm_pause(src.vm) == 0); /* the same bytes every time */
+    char *dir = vmt_test_tmpdir("mig-outcomes");
+    CU_ASSERT_FATAL(dir != NULL);
+
+    counted cnt = {0};
+    cut c = {.count = true, .counted = &cnt};
+    dest d;
+    vmt_migrate_report rep;
+    dest_start(&d, NULL, NULL);
+    CU_ASSERT_EQUAL_FATAL(send_with(&src, &d, &c, &rep), 0);
+    CU_ASSERT_FATAL(dest_join(&d));
+    fx_free(&d.g);
+    uint64_t go = cnt.starts[cnt.nstarts - 1], end = cnt.sent;
+
+    for (int k = 0; k < 2; k++) { /* inside GO: discarded; after GO: it runs there */
+        cut q = {.count = false};
+        vmt_fault_opts_init(&q.fault);
+        q.fault.cut_after_sent = k == 0 ? go + 5 : end;
+        dest_start(&d, NULL, dir);
+        vmt_migrate_opts o;
+        vmt_migrate_opts_init(&o);
+        o.timeout_ms = 3000;
+        o.wrap = wrap_fn;
+        o.wrap_ctx = &q;
+        int rc = vmt_migrate_send(src.vm, d.addr, &o, &rep);
+        bool ran = dest_join(&d);
+        printf("\n  cut %s GO, then a query: rc %d (%s), destination %s, query said %s",
+               k == 0 ? "inside" : "right after", rc, rc ? rep.why : "ok",
+               ran ? "runs the VM" : "discarded it",
+               !d.queried ? "nothing" : d.query_running ? "running" : "discarded");
+        CU_ASSERT(d.queried);
+        CU_ASSERT(!rep.in_doubt);
+        CU_ASSERT_EQUAL(ran, k == 1);
+        CU_ASSERT_EQUAL(rc == 0, k == 1); /* settled: success exactly when it runs there */
+        CU_ASSERT(vmt_vm_is_paused(src.vm)); /* as found (paused), or migrated */
+        fx_free(&d.g);
+    }
+    printf("\n");
+    vmt_test_rmtree(dir);
+    free(dir);
     fx_free(&src);
 }
 
@@ -378,7 +446,7 @@ static void fast_dirtier_fails_cleanly_then_converges_throttled(void)
     o.max_rounds = 4;
     o.xbzrle = false;
     dest d;
-    dest_start(&d, NULL);
+    dest_start(&d, NULL, NULL);
     vmt_migrate_report rep;
     int rc = vmt_migrate_send(src.vm, d.addr, &o, &rep);
     bool ran = dest_join(&d);
@@ -393,7 +461,7 @@ static void fast_dirtier_fails_cleanly_then_converges_throttled(void)
 
     o.auto_converge = true;
     o.max_rounds = 12;
-    dest_start(&d, NULL);
+    dest_start(&d, NULL, NULL);
     rc = vmt_migrate_send(src.vm, d.addr, &o, &rep);
     ran = dest_join(&d);
     printf("  with auto-converge: rc %d, %u rounds, throttled up to %u%%, downtime %.1f ms%s%s\n",
@@ -420,6 +488,7 @@ int main(void)
     static const vmt_test_case cases[] = {
         {"random_cuts_leave_the_source_running", random_cuts_leave_the_source_running},
         {"completion_cuts_settle_who_runs", completion_cuts_settle_who_runs},
+        {"a_query_settles_a_completion_in_doubt", a_query_settles_a_completion_in_doubt},
         {"fast_dirtier_fails_cleanly_then_converges_throttled",
          fast_dirtier_fails_cleanly_then_converges_throttled},
         {NULL, NULL},

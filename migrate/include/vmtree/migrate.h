@@ -341,6 +341,9 @@ typedef struct vmt_migrate_opts {
     void *progress_ctx;
     vmt_migrate_wrap_fn wrap; /* tests: fault injection on the source's streams */
     void *wrap_ctx;
+    unsigned query_attempts;  /* after VMT_EINDOUBT: ask the destination (a new session,
+                                 QUERY) this many times, 0.5 s apart, what became of the
+                                 VM (default 3; 0: never) */
     bool lazy_ram;            /* RAM still being filled by a lazy restore: holes of its
                                  memfd are pages yet to arrive, not zero, so every page
                                  is read (through the restore's fault handling) */
@@ -390,9 +393,12 @@ typedef struct vmt_migrate_report {
  * the destination itself announced (ERROR, its end closed or reset), the
  * VM runs on as it was found and rep->why says why.  VMT_EINDOUBT (with
  * rep->in_doubt): GO left but no answer came (a timeout, a local failure),
- * so the destination may run the VM: it stays PAUSED here and only an
- * operator who checked the destination may resume it.  `o` and `rep` may
- * be NULL.
+ * and a QUERY to the destination (o->query_attempts) could not settle it
+ * either, so the destination may run the VM: it stays PAUSED here and only
+ * an operator who checked the destination may resume it.  A query that
+ * settles it makes the call succeed (the VM runs there) or fail with the
+ * VM resumed here (the destination recorded it as discarded, so it can no
+ * longer start it).  `o` and `rep` may be NULL.
  */
 int vmt_migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opts *o,
                      vmt_migrate_report *rep);
@@ -425,6 +431,10 @@ typedef struct vmt_migrate_recv_opts {
                                  go to the source and pages arrive as references to them */
     vmt_migrate_config_fn on_config;
     void *config_ctx;
+    const char *outcome_dir;  /* a directory for the outcome records that settle a
+                                 completion the source could not see, and that answer
+                                 its QUERY (docs/migration.md); NULL: no records, a
+                                 QUERY is refused */
 } vmt_migrate_recv_opts;
 
 /* What a receive did (all fields set also on failure, as far as it got). */
@@ -435,6 +445,8 @@ typedef struct vmt_migrate_recv_report {
     uint64_t wants;           /* references the store could not resolve (resent) */
     uint64_t have_ids;        /* ids announced in the have-set */
     uint64_t total_ns;        /* the session's first message to the VM running */
+    bool query;               /* the session was a QUERY, answered; no VM (*out NULL) */
+    bool query_running;       /* ... answered "the VM runs here" */
 } vmt_migrate_recv_report;
 
 /* The session configuration vmt_migrate_receive_session expects (key, TLS,
@@ -451,7 +463,10 @@ void vmt_migrate_recv_session_config(const vmt_migrate_recv_opts *o, vmt_session
  * close, so that its close never overtakes the ACK.  *out is then the
  * running VM (the caller's).  On any failure before GO arrived the VM is
  * destroyed (nothing runs) and the error returned; after GO the VM runs
- * whatever happens to the ACK.  `rep` may be NULL.
+ * whatever happens to the ACK.  With o->outcome_dir, GO first records the
+ * session as running (and a session a QUERY recorded as discarded is not
+ * started), and a session that opens with QUERY is answered from the
+ * records: 0 with *out NULL and rep->query set.  `rep` may be NULL.
  */
 int vmt_migrate_receive_session(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_recv_opts *o,
                                 vmt_vm **out, vmt_migrate_recv_report *rep);

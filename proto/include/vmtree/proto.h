@@ -195,6 +195,7 @@ typedef enum vmt_wire_type {
     VMT_WIRE_WANT = 13,
     VMT_WIRE_PREPARED = 14, /* u.ack (resumed false): complete, not running */
     VMT_WIRE_GO = 15,       /* u.commit: resume it (two-phase completion) */
+    VMT_WIRE_QUERY = 16,    /* u.query: the outcome of an earlier session (answer: ACK) */
     VMT_WIRE_PAGE_BATCH = 32,
 } vmt_wire_type;
 
@@ -294,6 +295,9 @@ typedef struct vmt_wire_msg {
             char message[VMT_WIRE_TEXT_MAX];
         } error;
         vmt_wire_want want;
+        struct {
+            uint8_t session_id[VMT_WIRE_SESSION_ID_LEN];
+        } query;
     } u;
 } vmt_wire_msg;
 
@@ -306,7 +310,7 @@ const char *vmt_wire_type_name(unsigned type);
 size_t vmt_wire_max_len(unsigned type);
 
 /*
- * Serializes the control message `m` (m->type in 1..15).  Pointers inside
+ * Serializes the control message `m` (m->type in 1..16).  Pointers inside
  * *m are borrowed.  On success *out is a new malloc'd buffer owned by the
  * caller and *out_len its size (<= vmt_wire_max_len(m->type)).  Errors:
  * VMT_EINVAL (unknown type, a count, length or text beyond its cap, a text

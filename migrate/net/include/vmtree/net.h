@@ -607,6 +607,8 @@ int vmt_session_bulk_landed(vmt_session *s, unsigned stream, vmt_page_run *runs,
 void vmt_session_close(vmt_session *s);
 
 unsigned vmt_session_nstreams(const vmt_session *s);
+/* The session's 16-byte id (chosen by the client, VMT_WIRE_SESSION_ID_LEN). */
+void vmt_session_id(const vmt_session *s, uint8_t out[16]);
 /* The negotiated protocol version and features. */
 unsigned vmt_session_version(const vmt_session *s);
 uint32_t vmt_session_features(const vmt_session *s);
