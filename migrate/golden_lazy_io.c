@@ -10,8 +10,8 @@
  * reads the Objects messages, checks each page against the id its Want
  * asked for at that position, copies it into the caller's buffer, stores
  * it, and wakes the caller once its Want is answered.  A fault may wait
- * behind the prefetch Wants already sent (at most one per prefetcher:
- * RESTORE_BATCH pages each).  The first failure fails every Want in flight
+ * behind the prefetch Wants already sent: at most one per prefetcher, of
+ * LAZY_WANT_PAGES pages (a prefetcher sends its next one after the answer).  The first failure fails every Want in flight
  * and every later one, which stops the restore.
  */
 #include <stdio.h>
@@ -19,6 +19,9 @@
 #include <string.h>
 
 #include "golden_lazy.h"
+
+/* Pages per Want: 128 KiB, which a fault may have to wait behind. */
+#define LAZY_WANT_PAGES 32u
 
 /* ---- failure -------------------------------------------------------------- */
 
@@ -240,8 +243,10 @@ static int src_pages(void *ctx, const vmt_id *ids, size_t n, void *const *dst)
     }
     if (rc == 0 && nl)
         rc = vmt_store_get_pages(g->r.st, lid, nl, ld);
-    if (rc == 0 && nr)
-        rc = fetch_remote(g, rid, nr, rd);
+    /* Small Wants, one at a time: a fault's Want waits behind at most one
+     * of each prefetcher's (the provider answers in order). */
+    for (size_t off = 0; rc == 0 && off < nr; off += LAZY_WANT_PAGES)
+        rc = fetch_remote(g, rid + off, VMT_MIN(nr - off, (size_t)LAZY_WANT_PAGES), rd + off);
     free(have);
     free(lid);
     free(rid);
