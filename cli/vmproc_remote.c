@@ -80,8 +80,8 @@ int vmp_create_from_remote(vmproc *p)
     int rc = r && rec ? remote_connect(p->o, r) : vmt_error_set(VMT_ENOMEM, "out of memory");
     /* One prefetcher: the other core is the guest's. */
     if (rc == 0)
-        rc = vmt_golden_lazy_open(&r->gl, r->s, r->st, p->kvm, &p->base, p->o->snap_name, &go,
-                                  1, &p->vm, &r->snap, rec);
+        rc = vmt_golden_lazy_open(&r->gl, r->s, r->st, p->kvm, &p->base, p->o->snap_name, &go, 1,
+                                  &p->vm, &r->snap, rec);
     if (rc == 0) {
         snprintf(p->image, sizeof(p->image), "%s", rec->image);
         snprintf(p->cmdline, sizeof(p->cmdline), "%s", rec->cmdline);

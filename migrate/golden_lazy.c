@@ -47,8 +47,7 @@ static int set_state(vmt_vm *vm, vmt_store *s, const vmt_snap_record *r)
     else if ((rc = vmt_state_decode(blob, len, vst, cpus, r->vcpus, &n)) != 0)
         rc = vmt_error_wrap(rc == VMT_ERANGE ? VMT_ECORRUPT : rc, "decoding the state blob");
     else if (n != r->vcpus)
-        rc = vmt_error_set(VMT_ECORRUPT, "the state blob has %u vCPUs, the record %u", n,
-                           r->vcpus);
+        rc = vmt_error_set(VMT_ECORRUPT, "the state blob has %u vCPUs, the record %u", n, r->vcpus);
     if (rc == 0)
         rc = vmt_vm_set_state(vm, vst);
     for (unsigned i = 0; rc == 0 && i < n; i++)
@@ -77,8 +76,7 @@ static int make_vm(vmt_golden_lazy *g, vmt_kvm *kvm, const vmt_vm_config *base,
     uint64_t size;
     uint8_t *ram = vmt_vm_ram(v, &size);
     vmt_restore_opts ro = {.mode = VMT_RESTORE_LAZY, .threads = prefetchers, .source = &g->src};
-    rc = vmt_restore_open(&g->restore, g->r.st, &g->rec.map_root, ram, vmt_vm_ram_fd(v), size,
-                          &ro);
+    rc = vmt_restore_open(&g->restore, g->r.st, &g->rec.map_root, ram, vmt_vm_ram_fd(v), size, &ro);
     if (rc)
         vmt_error_wrap(rc, "restoring guest RAM");
     if (rc == 0)
@@ -121,8 +119,7 @@ static int fetch_meta(vmt_golden_lazy *g, const char *name)
     return rc;
 }
 
-static int lazy_new(vmt_golden_lazy **out, vmt_session *s, vmt_store *st,
-                    const vmt_golden_opts *o)
+static int lazy_new(vmt_golden_lazy **out, vmt_session *s, vmt_store *st, const vmt_golden_opts *o)
 {
     vmt_golden_lazy *g = calloc(1, sizeof(*g));
     if (!g)

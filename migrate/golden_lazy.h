@@ -24,10 +24,10 @@ typedef struct lazy_req {
 } lazy_req;
 
 struct vmt_golden_lazy {
-    rx r;                  /* session, store, options, the walk's nodes (in memory) */
-    rx_recs rs;            /* the snapshot's record when the store lacked it */
+    rx r;       /* session, store, options, the walk's nodes (in memory) */
+    rx_recs rs; /* the snapshot's record when the store lacked it */
     vmt_golden_opts o;
-    vmt_golden_stats st;   /* guarded by mu once the receiver runs */
+    vmt_golden_stats st; /* guarded by mu once the receiver runs */
     vmt_id snap;
     vmt_snap_record rec;
     golden_idmap node_idx; /* fetched node id -> index into r.nodes */
@@ -39,16 +39,16 @@ struct vmt_golden_lazy {
     pthread_mutex_t send_mu; /* one Want on the wire at a time, in seq order */
     pthread_mutex_t mu;      /* the queue, err, stopping, st; with cv */
     pthread_cond_t cv;
-    lazy_req *head, *tail;   /* Wants sent and not yet answered, by seq */
-    lazy_req *cur;           /* the one the receiver is filling */
-    uint64_t seq;            /* the last Want's seq */
-    int err;                 /* sticky: the transfer failed */
+    lazy_req *head, *tail; /* Wants sent and not yet answered, by seq */
+    lazy_req *cur;         /* the one the receiver is filling */
+    uint64_t seq;          /* the last Want's seq */
+    int err;               /* sticky: the transfer failed */
     char errmsg[512];
     bool stopping, rx_started, locks;
     pthread_t rx_thr;
-    uint64_t since_commit;   /* receiver thread only */
+    uint64_t since_commit; /* receiver thread only */
     _Atomic uint64_t fetches;
-    int state;               /* 0 loading, 1 finished, <0 failed (poll's) */
+    int state; /* 0 loading, 1 finished, <0 failed (poll's) */
 };
 
 /* Starts the receiver thread and fills g->src.  VMT_ERR. */

@@ -11,8 +11,8 @@
  * asked for at that position, copies it into the caller's buffer, stores
  * it, and wakes the caller once its Want is answered.  A fault may wait
  * behind the prefetch Wants already sent: at most one per prefetcher, of
- * LAZY_WANT_PAGES pages (a prefetcher sends its next one after the answer).  The first failure fails every Want in flight
- * and every later one, which stops the restore.
+ * LAZY_WANT_PAGES pages (a prefetcher sends its next one after the answer).  The first failure
+ * fails every Want in flight and every later one, which stops the restore.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,10 +64,11 @@ static int take_pages(vmt_golden_lazy *g, lazy_req *q, const vmt_golden_msg *m)
     size_t nobj = m->u.objects.n;
     if (m->u.objects.seq != q->seq || nobj > q->n - q->got ||
         (m->u.objects.last && q->got + nobj != q->n) || (!m->u.objects.last && nobj == 0))
-        return vmt_error_set(VMT_EPROTO, "the answer to Want %llu does not match it (seq %llu, "
-                                         "%zu objects after %zu of %zu)",
-                             (unsigned long long)q->seq, (unsigned long long)m->u.objects.seq,
-                             nobj, q->got, q->n);
+        return vmt_error_set(VMT_EPROTO,
+                             "the answer to Want %llu does not match it (seq %llu, "
+                             "%zu objects after %zu of %zu)",
+                             (unsigned long long)q->seq, (unsigned long long)m->u.objects.seq, nobj,
+                             q->got, q->n);
     for (size_t i = 0; i < nobj;) {
         size_t k = 0;
         for (; k < 64 && i < nobj; k++, i++) {

@@ -23,16 +23,16 @@
 
 #define MEM (64ull << 20)
 #define COUNTER "buf=256 steps=0 every=1 work=20000"
-#define BALLAST_PAGE 4096u /* 16 MiB */
+#define BALLAST_PAGE 4096u  /* 16 MiB */
 #define BALLAST_PAGES 6144u /* 24 MiB: to 40 MiB */
-#define RATE (4u << 20)    /* bytes a second from the server */
+#define RATE (4u << 20)     /* bytes a second from the server */
 #define T30 (30 * FX_SEC)
 
-static migfx_store src;        /* the server's store */
-static vmt_id g_snap;          /* the counter snapshot in it */
-static uint64_t g_at;          /* the counter's step at the snapshot */
-static char *g_orig;           /* the original run's console */
-static uint8_t *g_ballast;     /* what the ballast holds */
+static migfx_store src;    /* the server's store */
+static vmt_id g_snap;      /* the counter snapshot in it */
+static uint64_t g_at;      /* the counter's step at the snapshot */
+static char *g_orig;       /* the original run's console */
+static uint8_t *g_ballast; /* what the ballast holds */
 
 /* ---- the server -------------------------------------------------------------- */
 
@@ -185,8 +185,8 @@ static int branch_open(branch *b, srv *v, const vmt_id *want)
     base.console_ctx = b->g.con;
     char hex[VMT_ID_HEX_LEN + 1];
     vmt_id_to_hex(want, hex);
-    int rc = vmt_golden_lazy_open(&b->gl, b->s, b->dst.s, fx_kvm, &base, hex, &o, 1,
-                                  &b->g.vm, &id, &rec);
+    int rc = vmt_golden_lazy_open(&b->gl, b->s, b->dst.s, fx_kvm, &base, hex, &o, 1, &b->g.vm, &id,
+                                  &rec);
     if (rc) {
         fprintf(stderr, "\n  vmt_golden_lazy_open: %s\n", vmt_error_last());
         return rc;
@@ -278,8 +278,8 @@ static void runs_before_the_pull_completes(void)
     CU_ASSERT(first > 5 && first <= g_at + 1); /* the snapshot was taken by step g_at */
     free(after);
     uint8_t *ram = vmt_vm_ram(b.g.vm, NULL);
-    CU_ASSERT(memcmp(ram + (size_t)BALLAST_PAGE * 4096, g_ballast,
-                     (size_t)BALLAST_PAGES * 4096) == 0);
+    CU_ASSERT(memcmp(ram + (size_t)BALLAST_PAGE * 4096, g_ballast, (size_t)BALLAST_PAGES * 4096) ==
+              0);
     /* Complete in the store: the record, tagged, and every page. */
     vmt_id tagged;
     CU_ASSERT_EQUAL(vmt_catalog_get_ref(b.dst.c, "tag/got", &tagged), 0);
@@ -395,8 +395,7 @@ static void dirtier_invariant_through_faults(void)
     CU_ASSERT_EQUAL_FATAL(pthread_create(&v.th, NULL, srv_main, &v), 0);
     CU_ASSERT_FATAL(branch_open(&b, &v, &id) == 0);
     char why[256] = "";
-    bool ok = migfx_dirtier_invariant(vmt_vm_ram(b.g.vm, NULL), DBASE, DPAGES, 1, why,
-                                      sizeof(why));
+    bool ok = migfx_dirtier_invariant(vmt_vm_ram(b.g.vm, NULL), DBASE, DPAGES, 1, why, sizeof(why));
     if (!ok)
         fprintf(stderr, "\n  %s\n", why);
     CU_ASSERT(ok);
