@@ -12,6 +12,13 @@
  *                  non-zero image bytes, bytes on the wire
  *   pull_sibling   the golden image into a store holding the sibling: s,
  *                  bytes on the wire, and their ratio to the differing bytes
+ *   branch_from    a VM from a remote snapshot still arriving (vmt_golden_lazy,
+ *                  what `vmtree branch --from` runs): a counter guest whose RAM
+ *                  above 16 MiB holds the image, snapshotted while it runs;
+ *                  into an empty store, the times from connecting to the VM
+ *                  started (_running_s), to its first console line
+ *                  (_first_output_s), and to the snapshot complete in the
+ *                  store (_complete_s); the load average rides along
  *
  * Medians of --runs runs (default 3), each into a fresh store.
  * Options: --mem MiB, --dir DIR (stores; default $TMPDIR or /var/tmp).
@@ -23,9 +30,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "bench.h"
 #include "vmtree/golden.h"
+#include "vmtree/migrate.h"
 
 #define PAGE 4096u
 #define CORPUS_DIR "/usr/lib/x86_64-linux-gnu"
@@ -332,6 +341,141 @@ static int make_source(const gcfg *g, const char *src, uint64_t *nonzero, uint64
     return rc;
 }
 
+/* ---- branch --from ------------------------------------------------------------- */
+
+#define BR_BASE_PAGE 4096u /* the image from 16 MiB up */
+
+/* The source store at src: a counter VM whose RAM above 16 MiB holds the
+ * image, snapshotted while it prints; tagged "vm". */
+static int make_vm_source(const vmt_bench_opts *o, const gcfg *g, const char *src, vmt_kvm *kvm)
+{
+    vmt_store *s = NULL;
+    vmt_catalog *c = NULL;
+    vmt_vm *vm = NULL;
+    vmt_vmsnap *vs = NULL;
+    vmt_console_buf *con = NULL;
+    vmt_vm_config cfg;
+    vmt_id id;
+    const char *cmd = "buf=64 work=20000 every=1";
+    char *path = vmt_bench_guest(o, "counter");
+    vmt_vmsnap_info info = {.vm_name = "vm", .image = path, .cmdline = cmd};
+    vmt_vm_config_init(&cfg);
+    cfg.mem_size = g->npages * PAGE;
+    cfg.console = vmt_console_buf_sink;
+    int rc = vmt_console_buf_new(&con);
+    cfg.console_ctx = con;
+    rc = rc ? rc : vmt_store_init(src, NULL);
+    rc = rc ? rc : vmt_store_open(&s, src, NULL);
+    rc = rc ? rc : vmt_catalog_open(&c, src);
+    rc = rc ? rc : vmt_vm_create(&vm, kvm, &cfg);
+    rc = rc ? rc : vmt_vm_load_elf(vm, path, cmd);
+    if (rc == 0 && fill_image(vmt_vm_ram(vm, NULL) + (size_t)BR_BASE_PAGE * PAGE,
+                              g->npages - BR_BASE_PAGE) != 0)
+        rc = vmt_error_set(VMT_ERR, "cannot build the image from %s", CORPUS_DIR);
+    rc = rc ? rc : vmt_vmsnap_attach(&vs, s, c, vm, NULL, &info);
+    if (rc == 0)
+        vmt_vm_mark_dirty(vm, BR_BASE_PAGE, g->npages - BR_BASE_PAGE);
+    rc = rc ? rc : vmt_vm_start(vm);
+    if (rc == 0 && vmt_console_buf_wait(con, "counter: step 3 ", 0, 60ull * 1000000000ull) < 0)
+        rc = vmt_error_set(VMT_ETIMEDOUT, "the counter did not start");
+    rc = rc ? rc : vmt_vmsnap_take(vs, NULL, &id, NULL);
+    rc = rc ? rc : vmt_catalog_set_ref(c, "tag/vm", &id, NULL);
+    vmt_vmsnap_detach(vs);
+    vmt_vm_destroy(vm);
+    vmt_console_buf_free(con);
+    vmt_catalog_close(c);
+    vmt_store_close(s);
+    free(path);
+    return rc;
+}
+
+typedef struct br_times {
+    double running, output, complete;
+} br_times;
+
+/* One branch from the server on src into a fresh store. */
+static int branch_once(const gcfg *g, const char *src, vmt_kvm *kvm, br_times *t)
+{
+    char dir[4096];
+    server sv = {.dir = src};
+    vmt_store *s = NULL;
+    vmt_session *ss = NULL;
+    vmt_golden_lazy *gl = NULL;
+    vmt_console_buf *con = NULL;
+    vmt_vm *vm = NULL;
+    vmt_vm_config base;
+    vmt_session_config cfg;
+    snprintf(dir, sizeof(dir), "%s/bdst", g->dir);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    int rc = vmt_store_init(dir, NULL);
+    rc = rc ? rc : vmt_store_open(&s, dir, NULL);
+    rc = rc ? rc : vmt_console_buf_new(&con);
+    rc = rc ? rc : vmt_tcp_listen(&sv.l, "127.0.0.1", 0);
+    bool started = rc == 0 && pthread_create(&sv.th, NULL, serve_main, &sv) == 0;
+    rc = rc ? rc : started ? 0 : VMT_ERR;
+    vmt_vm_config_init(&base);
+    base.console = vmt_console_buf_sink;
+    base.console_ctx = con;
+    vmt_session_config_init(&cfg);
+    cfg.allow_unauthenticated = true;
+    uint64_t t0 = vmt_now_ns();
+    rc = rc ? rc : vmt_session_connect(&ss, "127.0.0.1", vmt_listener_port(sv.l), &cfg);
+    rc = rc ? rc : vmt_golden_lazy_open(&gl, ss, s, kvm, &base, "vm", NULL, 1, &vm, NULL, NULL);
+    rc = rc ? rc : vmt_vm_start(vm);
+    t->running = (double)(vmt_now_ns() - t0) / 1e9;
+    if (rc == 0 && vmt_console_buf_wait(con, "counter: step", 0, 60ull * 1000000000ull) < 0)
+        rc = vmt_error_set(VMT_ETIMEDOUT, "the branched VM printed nothing");
+    t->output = (double)(vmt_now_ns() - t0) / 1e9;
+    int p = 0;
+    while (rc == 0 && (p = vmt_golden_lazy_poll(gl, NULL, NULL)) == 0)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    rc = rc ? rc : p < 0 ? p : 0;
+    t->complete = (double)(vmt_now_ns() - t0) / 1e9;
+    vmt_vm_destroy(vm);
+    vmt_golden_lazy_close(gl);
+    vmt_session_close(ss);
+    if (started)
+        pthread_join(sv.th, NULL);
+    vmt_listener_close(sv.l);
+    vmt_console_buf_free(con);
+    vmt_store_close(s);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    return rc;
+}
+
+static int measure_branch(const vmt_bench_opts *o, const gcfg *g)
+{
+    char src[4200];
+    double run[16], out[16], comp[16], load[3] = {0, 0, 0};
+    unsigned runs = VMT_MIN(g->runs, 16u);
+    vmt_kvm *kvm = NULL;
+    snprintf(src, sizeof(src), "%s/bsrc", g->dir);
+    int rc = vmt_kvm_open(&kvm);
+    rc = rc ? rc : make_vm_source(o, g, src, kvm);
+    for (unsigned i = 0; rc == 0 && i < runs; i++) {
+        br_times t;
+        rc = branch_once(g, src, kvm, &t);
+        run[i] = t.running;
+        out[i] = t.output;
+        comp[i] = t.complete;
+    }
+    vmt_kvm_close(kvm);
+    if (rc) {
+        fprintf(stderr, "vmtree-bench golden: branch_from: %s\n", vmt_error_last());
+        return -1;
+    }
+    if (getloadavg(load, 3) < 0)
+        load[0] = -1;
+    char extra[160];
+    snprintf(extra, sizeof(extra), "\"mem_mib\":%llu,\"runs\":%u,\"load1\":%.2f",
+             (unsigned long long)(g->npages * PAGE >> 20), runs, load[0]);
+    vmt_bench_emit("golden", "branch_from_running_s", vmt_bench_median(run, runs), "s", extra);
+    vmt_bench_emit("golden", "branch_from_first_output_s", vmt_bench_median(out, runs), "s",
+                   extra);
+    vmt_bench_emit("golden", "branch_from_complete_s", vmt_bench_median(comp, runs), "s", extra);
+    return 0;
+}
+
 int vmt_bench_golden(const vmt_bench_opts *o)
 {
     gcfg g = {0};
@@ -349,6 +493,8 @@ int vmt_bench_golden(const vmt_bench_opts *o)
         rc = measure(&g, src, NULL, "pull_empty", nonzero);
     if (rc == 0)
         rc = measure(&g, src, "sibling", "pull_sibling", differing);
+    if (rc == 0)
+        rc = measure_branch(o, &g);
     if (tmp)
         nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     free(tmp);

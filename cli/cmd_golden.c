@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "json.h"
+#include "netopts.h"
 #include "progress.h"
 #include "vmtree/golden.h"
 
@@ -21,6 +22,8 @@ typedef struct net_opts {
     size_t psk_len;
     char tls_files[3][1024];
     vmt_tls *tls_ctx;
+    const char *rate;           /* serve: --rate BYTES a second */
+    vmt_ratelimit *rate_ctx;
 } net_opts;
 
 #define OPT_PSK 0x2001
@@ -30,6 +33,7 @@ typedef struct net_opts {
 #define OPT_RO 0x2005
 #define OPT_ONCE 0x2006
 #define OPT_NOANC 0x2007
+#define OPT_RATE 0x2008
 
 static const char net_help[] =
     "  --psk FILE    authenticate with the pre-shared key in FILE (16..1024 bytes;\n"
@@ -53,29 +57,9 @@ static int net_opt(void *ctx, int code, const char *arg)
     case OPT_RO: n->read_only = true; return 0;
     case OPT_ONCE: n->once = true; return 0;
     case OPT_NOANC: n->no_ancestors = true; return 0;
+    case OPT_RATE: n->rate = arg; return 0;
     default: return 1;
     }
-}
-
-/* "HOST:PORT", "[V6]:PORT" -> host (in buf) and port (0 only for a
- * listener: any port). */
-static int parse_hostport(const char *s, char *host, size_t cap, uint16_t *port, bool listen)
-{
-    const char *colon = strrchr(s, ':');
-    uint64_t p;
-    if (!colon || colon == s || vmt_parse_u64(colon + 1, listen ? 0 : 1, 65535, &p) != 0)
-        return vmt_error_set(VMT_EINVAL, "\"%s\" is not HOST:PORT", s);
-    size_t n = (size_t)(colon - s);
-    if (s[0] == '[' && n >= 2 && s[n - 1] == ']') {
-        s++;
-        n -= 2;
-    }
-    if (n == 0 || n >= cap)
-        return vmt_error_set(VMT_EINVAL, "\"%s\": bad host", s);
-    memcpy(host, s, n);
-    host[n] = '\0';
-    *port = (uint16_t)p;
-    return 0;
 }
 
 static int read_psk(net_opts *n)
@@ -211,7 +195,7 @@ static int client_open(vmt_cli_common *c, net_opts *n, const char *addr, bool pu
     vmt_session_config cfg;
     char host[256];
     uint16_t port;
-    int rc = parse_hostport(addr, host, sizeof(host), &port, false);
+    int rc = vmt_cli_parse_hostport(addr, host, sizeof(host), &port, false);
     rc = rc ? rc : vmt_cli_resolve_store(c);
     rc = rc ? rc : vmt_cli_store_open(c->store, pull, st);
     if (rc == VMT_ENOENT && pull && (rc = vmt_store_init(c->store, NULL)) == 0)
@@ -288,6 +272,8 @@ static void serve_usage(FILE *f)
             "  --listen ADDR:PORT  where to listen (port 0: any; the port is printed)\n"
             "  --read-only   refuse pushes\n"
             "  --once        serve one connection, then exit with its status\n"
+            "  --rate BYTES  send at most BYTES a second (K, M, G suffixes): to share a\n"
+            "                link, or to watch `branch --from` run before its pages\n"
             "%s"
             "  --json        one JSON line per request served\n",
             net_help);
@@ -320,6 +306,7 @@ typedef struct pre_accept {
     vmt_listener *l;
     vmt_transport *first;
     vmt_tls *tls;
+    vmt_ratelimit *rate;
 } pre_accept;
 
 static int pre_accept_fn(void *ctx, uint64_t deadline_ns, vmt_transport **out)
@@ -334,6 +321,11 @@ static int pre_accept_fn(void *ctx, uint64_t deadline_ns, vmt_transport **out)
                                                               (uint64_t)UINT32_MAX - 1)
                                           : 0;
         int rc = vmt_listener_accept(a->l, &t, ms);
+        if (rc)
+            return rc;
+    }
+    if (a->rate) {
+        int rc = vmt_transport_rate(&t, t, a->rate);
         if (rc)
             return rc;
     }
@@ -358,7 +350,7 @@ static int serve_loop(const vmt_cli_common *c, const net_opts *n, const vmt_sess
         unsigned op = 0;
         memset(&id, 0, sizeof(id));
         memset(&st, 0, sizeof(st));
-        pre_accept pa = {.l = l, .tls = n->tls_ctx};
+        pre_accept pa = {.l = l, .tls = n->tls_ctx, .rate = n->rate_ctx};
         /* Waits for a client without limit; the handshake then has its timeout. */
         last = vmt_listener_accept(l, &pa.first, VMT_NET_FOREVER);
         if (last == 0)
@@ -384,6 +376,7 @@ int vmt_cli_serve(int argc, char **argv)
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"read-only", no_argument, NULL, OPT_RO},
         {"once", no_argument, NULL, OPT_ONCE},
+        {"rate", required_argument, NULL, OPT_RATE},
         {NULL, 0, NULL, 0}};
     vmt_cli_common c = {.cmd = "serve"};
     net_opts n = {.cmd = "serve"};
@@ -404,9 +397,14 @@ int vmt_cli_serve(int argc, char **argv)
     rc = rc ? rc : vmt_store_open(&probe, c.store, &oo); /* the store must exist */
     vmt_store_close(probe);
     rc = rc ? rc : net_config(&n, true, &cfg);
-    rc = rc ? rc : parse_hostport(n.listen, host, sizeof(host), &port, true);
+    rc = rc ? rc : vmt_cli_parse_hostport(n.listen, host, sizeof(host), &port, true);
+    uint64_t rate = 0;
+    if (rc == 0 && n.rate && (vmt_parse_size(n.rate, &rate) != 0 || rate == 0))
+        rc = vmt_error_set(VMT_EINVAL, "--rate %s: not a number of bytes", n.rate);
+    rc = rc ? rc : (rate ? vmt_ratelimit_new(&n.rate_ctx, rate, 0) : 0);
     rc = rc ? rc : vmt_tcp_listen(&l, host, port);
     if (rc) {
+        vmt_ratelimit_free(n.rate_ctx);
         vmt_tls_free(n.tls_ctx);
         return vmt_cli_fail("serve", "%s", vmt_error_last());
     }
@@ -416,6 +414,7 @@ int vmt_cli_serve(int argc, char **argv)
     fflush(stdout);
     int last = serve_loop(&c, &n, &cfg, l);
     vmt_listener_close(l);
+    vmt_ratelimit_free(n.rate_ctx);
     vmt_tls_free(n.tls_ctx);
     return last ? 1 : 0;
 }

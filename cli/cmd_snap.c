@@ -181,12 +181,24 @@ static void branch_usage(FILE *f)
 {
     fprintf(f,
             "usage: vmtree branch SNAP --name NEW [--detach] [--lazy] [--dirty-mode M]\n"
-            "                     [--store DIR] [--json] [--progress]\n\n"
+            "                     [--store DIR] [--json] [--progress]\n"
+            "       vmtree branch --from HOST:PORT SNAP --name NEW [--detach]\n"
+            "                     [--psk FILE | --tls CA] [--store DIR] [--json]\n\n"
             "Starts a new VM process NEW restored from snapshot SNAP, with HEAD = SNAP:\n"
             "it continues exactly where SNAP was taken, and its snapshots are SNAP's\n"
             "children.  Like `vmtree run --name`, in the foreground with the console on\n"
             "stdout, or with --detach in the background.\n\n"
+            "With --from, SNAP (as that server names it) comes from the store served at\n"
+            "HOST:PORT (`vmtree serve`) and the VM runs before it has arrived: its map\n"
+            "and state come first, pages the local store lacks are fetched when the\n"
+            "guest touches them and prefetched in map order, each checked and stored.\n"
+            "Once every page is in, the snapshot is complete in the local store (as\n"
+            "after `vmtree pull --no-ancestors`) and becomes HEAD.  If the server goes\n"
+            "away before, the VM stops with the reason; the pages that arrived stay.\n\n"
             "  --name NEW       the new VM's name ([A-Za-z0-9._-], 1..63)\n"
+            "  --from HOST:PORT branch from a snapshot on that server\n"
+            "  --psk FILE       with --from: the server's pre-shared key\n"
+            "  --tls CA|CERT,KEY,CA  with --from: TLS 1.3 (the server's CA)\n"
             "  --detach         run in the background (console: vmtree console NEW)\n"
             "  --lazy           restore on demand (userfaultfd): the VM runs at once\n"
             "  --dirty-mode M   bitmap (default) or ring\n"
@@ -207,6 +219,9 @@ static int branch_opt(void *ctx, int code, const char *arg)
         return 0;
     case 'D': o->detach = true; return 0;
     case 'L': o->lazy = true; return 0;
+    case 'F': o->from_addr = arg; return 0;
+    case 'P': o->psk_file = arg; return 0;
+    case 'T': o->tls = arg; return 0;
     case 'M':
         if (vmt_cli_parse_dirty_mode(arg, &o->dirty_mode) != 0)
             return vmt_cli_fail("branch", "%s", vmt_error_last());
@@ -223,6 +238,9 @@ int vmt_cli_branch(int argc, char **argv)
         {"detach", no_argument, NULL, 'D'},
         {"lazy", no_argument, NULL, 'L'},
         {"dirty-mode", required_argument, NULL, 'M'},
+        {"from", required_argument, NULL, 'F'},
+        {"psk", required_argument, NULL, 'P'},
+        {"tls", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0}};
     vmt_cli_common c = {.cmd = "branch"};
     vmproc_opts o = {.cmd = "branch", .from_snapshot = true};
@@ -233,8 +251,14 @@ int vmt_cli_branch(int argc, char **argv)
         return prc < 0 ? (branch_usage(stdout), 0) : 125;
     if (npos != 1 || !o.name)
         return vmt_cli_fail("branch", "usage: vmtree branch SNAP --name NEW"), 125;
-    if (vmt_cli_resolve_store(&c) || resolve_name(c.store, pos[0], &o.snap))
+    if ((o.psk_file || o.tls) && !o.from_addr)
+        return vmt_cli_fail("branch", "--psk and --tls go with --from HOST:PORT"), 125;
+    if (vmt_cli_resolve_store(&c) ||
+        (!o.from_addr && resolve_name(c.store, pos[0], &o.snap)))
         return vmt_cli_fail("branch", "%s", vmt_error_last()), 125;
+    /* --from: the server resolves the name; a pull creates the store. */
+    o.snap_name = pos[0];
+    o.init_store = o.from_addr != NULL;
     o.store = c.store;
     o.json = c.json;
     o.progress = c.progress;

@@ -62,3 +62,24 @@ int vmt_cli_tls_new(const char *spec, bool server, vmt_tls **out)
                         .ca_file = parts[2]};
     return vmt_tls_new(out, &c);
 }
+
+/* "HOST:PORT", "[V6]:PORT" -> host (in buf) and port (0 only for a
+ * listener: any port). */
+int vmt_cli_parse_hostport(const char *s, char *host, size_t cap, uint16_t *port, bool listen)
+{
+    const char *colon = strrchr(s, ':');
+    uint64_t p;
+    if (!colon || colon == s || vmt_parse_u64(colon + 1, listen ? 0 : 1, 65535, &p) != 0)
+        return vmt_error_set(VMT_EINVAL, "\"%s\" is not HOST:PORT", s);
+    size_t n = (size_t)(colon - s);
+    if (s[0] == '[' && n >= 2 && s[n - 1] == ']') {
+        s++;
+        n -= 2;
+    }
+    if (n == 0 || n >= cap)
+        return vmt_error_set(VMT_EINVAL, "\"%s\": bad host", s);
+    memcpy(host, s, n);
+    host[n] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}

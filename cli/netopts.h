@@ -3,6 +3,7 @@
 #ifndef VMTREE_CLI_NETOPTS_H
 #define VMTREE_CLI_NETOPTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,5 +24,9 @@ int vmt_cli_read_psk(const char *path, uint8_t *key, size_t cap, size_t *len);
  * Errors: VMT_EINVAL naming the missing part or file.
  */
 int vmt_cli_tls_new(const char *spec, bool server, vmt_tls **out);
+
+/* "HOST:PORT" or "[V6]:PORT" -> host (into host[cap]) and port (0 only
+ * for a listener: any port).  VMT_EINVAL naming the string. */
+int vmt_cli_parse_hostport(const char *s, char *host, size_t cap, uint16_t *port, bool listen);
 
 #endif

@@ -178,7 +178,9 @@ static int setup(vmproc *p)
         rc = setup_vmm(p);
     if (rc)
         return rc;
-    rc = p->o->from_snapshot ? vmp_create_from_snapshot(p) : boot_vm(p);
+    rc = p->o->from_addr       ? vmp_create_from_remote(p)
+         : p->o->from_snapshot ? vmp_create_from_snapshot(p)
+                               : boot_vm(p);
     return rc ? rc : setup_serve(p);
 }
 
@@ -189,6 +191,7 @@ static void teardown(vmproc *p)
     vmt_vm_destroy(p->vm);
     p->vm = NULL;
     vmp_restore_poll(p, true); /* the VM is gone: nothing reads its RAM */
+    vmp_remote_close(p);
     vmt_kvm_close(p->kvm);
     p->kvm = NULL;
     if (p->listen_fd >= 0) {
@@ -275,7 +278,7 @@ static int req_status(vmproc *p, vmt_ctl_msg *r)
     rc = rc ? rc : vmt_ctl_addf(r, "uptime_ms", "%llu",
                                 (unsigned long long)((vmt_now_ns() - p->started_ns) / 1000000));
     rc = rc ? rc : vmt_ctl_adds(r, "console", p->o->detach ? p->console_path : "stdout");
-    rc = rc ? rc : vmt_ctl_adds(r, "restore", p->restore ? "loading" : "done");
+    rc = rc ? rc : vmt_ctl_adds(r, "restore", p->restore || p->remote ? "loading" : "done");
     if (!rc && p->has_head) {
         vmt_id_to_hex(&p->head, hex);
         rc = vmt_ctl_adds(r, "head", hex);
@@ -313,6 +316,9 @@ static int dispatch(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg 
         p->status = 0;
         return 0;
     }
+    if (p->remote && (!strcmp(op, "snapshot") || !strcmp(op, "rollback") ||
+                      !strcmp(op, "migrate")))
+        return vmp_remote_busy(p, op);
     if (!strcmp(op, "snapshot"))
         return vmp_req_snapshot(p, c, req, reply);
     if (!strcmp(op, "rollback"))
@@ -407,6 +413,7 @@ static void main_loop(vmproc *p)
         if (n > 0 && (fds[0].revents & POLLIN))
             accept_all(p);
         vmp_restore_poll(p, false);
+        vmp_remote_poll(p);
         vmt_vm_exit ex;
         if (p->vm && vmt_vm_wait(p->vm, 1, &ex) == 0) {
             p->status = exit_status(p, &ex);

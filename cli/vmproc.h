@@ -39,6 +39,10 @@ typedef struct vmproc_opts {
     vmt_id snap;
     bool lazy;                /* lazy restore for branch and rollback */
     bool init_store;          /* create the store when missing */
+    const char *from_addr;    /* branch --from HOST:PORT: snap_name arrives from there */
+    const char *snap_name;    /* the snapshot as that server names it */
+    const char *psk_file;     /* --psk FILE, --tls CERT,KEY,CA or CA (may be NULL) */
+    const char *tls;
     uint32_t timeout_ms;      /* incoming: every network step */
 } vmproc_opts;
 
@@ -69,6 +73,7 @@ typedef struct vmproc {
     bool registered;          /* in the catalog */
     void *restore;            /* vmt_restore* of a lazy restore still loading */
     void *restore_store;      /* vmt_store* it reads */
+    void *remote;             /* branch --from: the snapshot still arriving (vmproc_remote.c) */
     vmt_progress prog;        /* foreground: progress of the first restore */
     uint64_t ready_progress_ns; /* detached: last progress line to the parent */
     bool running;             /* the VM was started */
@@ -126,6 +131,19 @@ void vmp_restore_poll(vmproc *p, bool now);
 /* Requests: fill `reply`; return 0 or an error (with its message). */
 int vmp_req_snapshot(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg *reply);
 int vmp_req_rollback(vmproc *p, vmp_conn *c, const vmt_ctl_msg *req, vmt_ctl_msg *reply);
+
+/* ---- vmproc_remote.c: branch --from ------------------------------------------ */
+
+/* Creates p->vm (not started) from o->snap_name at o->from_addr, its RAM
+ * arriving while it runs; HEAD is set once the snapshot is complete. */
+int vmp_create_from_remote(vmproc *p);
+/* Advances the transfer: on completion sets HEAD; on failure stops the VM
+ * process with the reason (a VM must not run on without its pages). */
+void vmp_remote_poll(vmproc *p);
+/* Ends a transfer still running (after the VM is destroyed). */
+void vmp_remote_close(vmproc *p);
+/* The refusal of `op` while the snapshot is still arriving. */
+int vmp_remote_busy(vmproc *p, const char *op);
 
 /* ---- vmproc_mig.c ------------------------------------------------------------- */
 

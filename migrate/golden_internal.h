@@ -57,6 +57,17 @@ int golden_idmap_put(golden_idmap *m, const vmt_id *id, uint64_t val, bool *adde
 /* The value of id, or false when absent. */
 bool golden_idmap_get(const golden_idmap *m, const vmt_id *id, uint64_t *val);
 
+/* ---- client steps (golden_serve.c) ----------------------------------------- */
+
+/* Sends a Request {op, name, max_ancestors}; VMT_EINVAL for a long name. */
+int golden_send_request(vmt_session *s, unsigned op, const char *name, uint32_t max_anc);
+/* Receives Snaps: the chain, newest first (*ids: caller frees). */
+int golden_recv_snaps(vmt_session *s, uint32_t timeout_ms, vmt_id **ids, size_t *n);
+/* Sends the receiver's Done {0, snap, counts}. */
+int golden_send_done(vmt_session *s, const vmt_id *snap, const vmt_golden_stats *st);
+/* Fills the session's byte counts and the duration since t0 into *st. */
+void golden_finish_stats(vmt_session *s, vmt_golden_stats *st, uint64_t t0);
+
 /* ---- the two roles -------------------------------------------------------- */
 
 /* Provider: answers Wants from `st` until the receiver's Done, whose code is

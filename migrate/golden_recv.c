@@ -140,7 +140,7 @@ static int flush_pages(rx *r)
     return 0;
 }
 
-static int commit(rx *r)
+int rx_commit(rx *r)
 {
     int rc = vmt_store_commit(r->st);
     if (rc)
@@ -156,7 +156,7 @@ static int on_page_batch(rx *r, uint64_t seq)
     if (rc == 0)
         rc = rx_store_ready(r, seq);
     if (rc == 0 && r->since_commit >= r->o->commit_bytes)
-        rc = commit(r);
+        rc = rx_commit(r);
     rx_progress(r, "objects", r->pages_done, r->npages);
     return rc;
 }
@@ -192,14 +192,6 @@ static int fetch_pages(rx *r)
 
 /* ---- blobs and records ------------------------------------------------------ */
 
-typedef struct rx_recs {
-    vmt_id *ids;        /* the new snapshots, newest first */
-    size_t n;
-    uint8_t **bytes;    /* their record objects */
-    uint32_t *len;
-    vmt_snap_record *recs;
-} rx_recs;
-
 static int on_record(rx *r, size_t k, const vmt_golden_object *o)
 {
     rx_recs *rs = r->walk;
@@ -231,7 +223,7 @@ static int on_blob(rx *r, size_t k, const vmt_golden_object *o)
 }
 
 /* Fetches the state blobs of the new snapshots that the store lacks. */
-static int fetch_blobs(rx *r, const rx_recs *rs)
+int rx_fetch_blobs(rx *r, const rx_recs *rs)
 {
     vmt_id *want = vmt_mallocn(rs->n ? rs->n : 1, sizeof(vmt_id));
     size_t n = 0;
@@ -282,7 +274,7 @@ static int check_complete(rx *r, const vmt_id *id, const vmt_snap_record *rec)
 }
 
 /* Stores the new records, oldest first, after checking each snapshot. */
-static int store_records(rx *r, const rx_recs *rs)
+int rx_store_records(rx *r, const rx_recs *rs)
 {
     for (size_t i = rs->n; i-- > 0;) {
         int rc = check_complete(r, &rs->ids[i], &rs->recs[i]);
@@ -294,11 +286,11 @@ static int store_records(rx *r, const rx_recs *rs)
         if (rc)
             return rc;
     }
-    return commit(r);
+    return rx_commit(r);
 }
 
 /* Which of the chain the store lacks, and their records from the provider. */
-static int fetch_records(rx *r, const vmt_id *ids, size_t n, rx_recs *rs)
+int rx_fetch_records(rx *r, const vmt_id *ids, size_t n, rx_recs *rs)
 {
     bool *have = calloc(n, sizeof(bool));
     rs->ids = vmt_mallocn(n, sizeof(vmt_id));
@@ -321,7 +313,7 @@ static int fetch_records(rx *r, const vmt_id *ids, size_t n, rx_recs *rs)
     return rc;
 }
 
-static void free_recs(rx_recs *rs)
+void rx_free_recs(rx_recs *rs)
 {
     for (size_t i = 0; rs->bytes && i < rs->n; i++)
         free(rs->bytes[i]);
@@ -332,7 +324,7 @@ static void free_recs(rx_recs *rs)
 }
 
 /* Adds the chain to the catalog, oldest first, and sets the tag. */
-static int catalog_chain(rx *r, vmt_catalog *c, const vmt_id *ids, size_t n, const char *as_tag)
+int rx_catalog_chain(rx *r, vmt_catalog *c, const vmt_id *ids, size_t n, const char *as_tag)
 {
     vmt_snap_record *rec = malloc(sizeof(*rec));
     int rc = rec ? 0 : vmt_error_set(VMT_ENOMEM, "golden: out of memory");
@@ -368,7 +360,7 @@ static int receive_objects(rx *r, const rx_recs *rs)
     if (rc == 0)
         rc = fetch_pages(r);
     if (rc == 0)
-        rc = fetch_blobs(r, rs);
+        rc = rx_fetch_blobs(r, rs);
     return rc;
 }
 
@@ -381,24 +373,24 @@ int golden_receive(vmt_session *s, vmt_store *st, vmt_catalog *c, const vmt_id *
 
     vmt_frame_init(&r.f);
     golden_idmap_init(&r.seen);
-    int rc = fetch_records(&r, ids, n, &rs);
+    int rc = rx_fetch_records(&r, ids, n, &rs);
     if (rc == 0)
         rc = receive_objects(&r, &rs);
     if (rc == 0) {
         rx_progress(&r, "check", 0, rs.n);
-        rc = store_records(&r, &rs);
+        rc = rx_store_records(&r, &rs);
     }
     if (rc)
         rc = salvage(&r, rc);
     if (rc == 0)
-        rc = catalog_chain(&r, c, ids, n, as_tag);
+        rc = rx_catalog_chain(&r, c, ids, n, as_tag);
     for (size_t i = 0; i < r.nnodes; i++)
         free(r.nodes[i].data);
     free(r.nodes);
     free(r.order);
     free(r.pages);
     free(r.slab);
-    free_recs(&rs);
+    rx_free_recs(&rs);
     golden_idmap_free(&r.seen);
     vmt_frame_free(&r.f);
     stats->ns = vmt_now_ns() - t0;

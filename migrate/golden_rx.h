@@ -74,6 +74,29 @@ int rx_plan(rx *r);
  * answer to Want `seq` is in (0: those complete already). */
 int rx_store_ready(rx *r, uint64_t seq);
 
+/* The records of the chain's snapshots the store lacks (golden_recv.c). */
+typedef struct rx_recs {
+    vmt_id *ids;        /* the new snapshots, newest first */
+    size_t n;
+    uint8_t **bytes;    /* their record objects */
+    uint32_t *len;
+    vmt_snap_record *recs;
+} rx_recs;
+
+/* Which of the chain ids[0..n) the store lacks, and their records from the
+ * provider, into *rs (rx_free_recs). */
+int rx_fetch_records(rx *r, const vmt_id *ids, size_t n, rx_recs *rs);
+void rx_free_recs(rx_recs *rs);
+/* Fetches and stores the state blobs of rs the store lacks. */
+int rx_fetch_blobs(rx *r, const rx_recs *rs);
+/* Checks each new snapshot complete in the store, stores its record
+ * (oldest first) and commits. */
+int rx_store_records(rx *r, const rx_recs *rs);
+/* Adds the chain to catalog c (may be NULL), oldest first; sets tag/AS_TAG. */
+int rx_catalog_chain(rx *r, vmt_catalog *c, const vmt_id *ids, size_t n, const char *as_tag);
+/* Commits the store (counted in stats). */
+int rx_commit(rx *r);
+
 /* Reports progress (when the caller asked for it). */
 void rx_progress(rx *r, const char *phase, uint64_t done, uint64_t total);
 

@@ -16,7 +16,7 @@
 
 #include "golden_internal.h"
 
-static void finish_stats(vmt_session *s, vmt_golden_stats *st, uint64_t t0)
+void golden_finish_stats(vmt_session *s, vmt_golden_stats *st, uint64_t t0)
 {
     vmt_session_stats ss;
     vmt_session_get_stats(s, &ss);
@@ -34,7 +34,7 @@ static int send_snaps(vmt_session *s, const vmt_id *ids, size_t n)
 }
 
 /* Receives the Snaps message: the chain, newest first (*ids the caller's). */
-static int recv_snaps(vmt_session *s, uint32_t timeout_ms, vmt_id **ids, size_t *n)
+int golden_recv_snaps(vmt_session *s, uint32_t timeout_ms, vmt_id **ids, size_t *n)
 {
     vmt_frame f;
     vmt_golden_msg m;
@@ -54,7 +54,7 @@ static int recv_snaps(vmt_session *s, uint32_t timeout_ms, vmt_id **ids, size_t 
     return rc;
 }
 
-static int send_done(vmt_session *s, const vmt_id *snap, const vmt_golden_stats *st)
+int golden_send_done(vmt_session *s, const vmt_id *snap, const vmt_golden_stats *st)
 {
     vmt_golden_msg m = {.type = VMT_GOLDEN_DONE};
     m.u.done.has_snapshot = true;
@@ -64,7 +64,7 @@ static int send_done(vmt_session *s, const vmt_id *snap, const vmt_golden_stats 
     return golden_send(s, &m);
 }
 
-static int send_request(vmt_session *s, unsigned op, const char *name, uint32_t max_anc)
+int golden_send_request(vmt_session *s, unsigned op, const char *name, uint32_t max_anc)
 {
     vmt_golden_msg m = {.type = VMT_GOLDEN_REQUEST};
     if (strlen(name) >= sizeof(m.u.request.name))
@@ -91,17 +91,17 @@ int vmt_golden_pull(vmt_session *s, vmt_store *st, vmt_catalog *c, const char *n
     }
     stats = stats ? stats : &local;
     memset(stats, 0, sizeof(*stats));
-    int rc = send_request(s, VMT_GOLDEN_OP_PULL, name, o->max_ancestors);
+    int rc = golden_send_request(s, VMT_GOLDEN_OP_PULL, name, o->max_ancestors);
     if (rc == 0)
-        rc = recv_snaps(s, o->timeout_ms, &ids, &n);
+        rc = golden_recv_snaps(s, o->timeout_ms, &ids, &n);
     if (rc == 0) {
         rc = golden_receive(s, st, c, ids, n, as_tag, o, stats);
-        rc = rc ? golden_fail(s, rc) : send_done(s, &ids[0], stats);
+        rc = rc ? golden_fail(s, rc) : golden_send_done(s, &ids[0], stats);
     }
     if (rc == 0 && out)
         *out = ids[0];
     free(ids);
-    finish_stats(s, stats, t0);
+    golden_finish_stats(s, stats, t0);
     return rc;
 }
 
@@ -122,7 +122,7 @@ int vmt_golden_push(vmt_session *s, vmt_store *st, const vmt_id *id, const char 
     memset(stats, 0, sizeof(*stats));
     int rc = golden_chain(st, id, o->max_ancestors, &ids, &n);
     if (rc == 0)
-        rc = send_request(s, VMT_GOLDEN_OP_PUSH, as_tag ? as_tag : "", o->max_ancestors);
+        rc = golden_send_request(s, VMT_GOLDEN_OP_PUSH, as_tag ? as_tag : "", o->max_ancestors);
     if (rc == 0)
         rc = send_snaps(s, ids, n);
     if (rc == 0) {
@@ -130,7 +130,7 @@ int vmt_golden_push(vmt_session *s, vmt_store *st, const vmt_id *id, const char 
         rc = golden_provide(s, st, o, stats);
     }
     free(ids);
-    finish_stats(s, stats, t0);
+    golden_finish_stats(s, stats, t0);
     return rc;
 }
 
@@ -199,10 +199,10 @@ static int serve_push(vmt_session *s, const vmt_golden_server_opts *so, const ch
     if (rc)
         rc = golden_fail(s, rc);
     if (rc == 0)
-        rc = recv_snaps(s, so->xfer.timeout_ms, &ids, &n);
+        rc = golden_recv_snaps(s, so->xfer.timeout_ms, &ids, &n);
     if (rc == 0) {
         rc = golden_receive(s, st, c, ids, n, tag, &so->xfer, stats);
-        rc = rc ? golden_fail(s, rc) : send_done(s, &ids[0], stats);
+        rc = rc ? golden_fail(s, rc) : golden_send_done(s, &ids[0], stats);
     }
     if (rc == 0)
         *snap = ids[0];
@@ -238,6 +238,6 @@ int vmt_golden_serve(vmt_session *s, const vmt_golden_server_opts *so, unsigned 
     vmt_golden_msg_clear(&m);
     if (snap)
         *snap = id;
-    finish_stats(s, stats, t0);
+    golden_finish_stats(s, stats, t0);
     return rc;
 }

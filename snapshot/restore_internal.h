@@ -66,6 +66,16 @@ void restore_fail(vmt_restore *r, int rc);
 /* Marks the restore complete and wakes waiters. */
 void restore_complete(vmt_restore *r);
 
+/* Reads pages for the lazy restore: from its source when it has one, else
+ * from its store (as vmt_store_get_pages). */
+static inline int restore_get_pages(vmt_restore *r, const vmt_id *ids, size_t n,
+                                    void *const *dst)
+{
+    if (r->o.source)
+        return r->o.source->get_pages(r->o.source->ctx, ids, n, dst);
+    return vmt_store_get_pages(r->s, ids, n, dst);
+}
+
 /* Reads the inner map and starts the lazy machinery (uffd, threads). */
 int restore_lazy_start(vmt_restore *r, const vmt_id *root);
 /* Stops the lazy threads, unregisters the range, frees the lazy state;

@@ -61,6 +61,14 @@ int map_read_inner(vmt_store *s, const map_geom *g, const vmt_id *root,
 int map_read_leaves(vmt_store *s, const map_geom *g, const vmt_id *leaf_ids, const uint64_t *idx,
                     size_t n, vmt_id *pages, uint64_t *nonzero);
 
+/* The same, reading the nodes through `src` (a lazy restore's source;
+ * NULL: the store `s`). */
+int map_read_inner_from(vmt_store *s, const vmt_restore_source *src, const map_geom *g,
+                        const vmt_id *root, vmt_id *const ids[MAP_MAX_DEPTH]);
+int map_read_leaves_from(vmt_store *s, const vmt_restore_source *src, const map_geom *g,
+                         const vmt_id *leaf_ids, const uint64_t *idx, size_t n, vmt_id *pages,
+                         uint64_t *nonzero);
+
 /* Maps a failed get of map node `id` to VMT_ENOENT / VMT_ECORRUPT with a message. */
 int map_node_get_error(const vmt_store_get_item *it);
 

@@ -11,14 +11,18 @@
 #include "snap_internal.h"
 
 /* Reads the nodes idx[0..n) of level l (ids in ids[l]) into slab; checks them. */
-static int read_nodes(vmt_store *s, const map_geom *g, unsigned l, const vmt_id *ids,
+static int read_nodes(vmt_store *s, const vmt_restore_source *src, const map_geom *g, unsigned l, const vmt_id *ids,
                       const uint64_t *idx, size_t n, uint8_t *slab, vmt_store_get_item *items,
                       size_t *counts)
 {
     for (size_t i = 0; i < n; i++)
         items[i] = (vmt_store_get_item){
             .id = ids[idx[i]], .buf = slab + i * MAP_NODE_MAX, .cap = MAP_NODE_MAX};
-    (void)vmt_store_get_many(s, items, n); /* each item's rc is checked */
+    /* each item's rc is checked */
+    if (src)
+        (void)src->get_nodes(src->ctx, items, n);
+    else
+        (void)vmt_store_get_many(s, items, n);
     for (size_t i = 0; i < n; i++) {
         if (items[i].rc)
             return map_node_get_error(&items[i]);
@@ -57,13 +61,13 @@ static void reader_free(reader *r)
 
 /* One level: reads nodes cur[0..ncur) of level l, records their children's
  * ids and (next != NULL) the non-empty children to read next. */
-static int inner_level(vmt_store *s, const map_geom *g, unsigned l, vmt_id *const *ids,
+static int inner_level(vmt_store *s, const vmt_restore_source *src, const map_geom *g, unsigned l, vmt_id *const *ids,
                        const uint64_t *cur, size_t ncur, uint64_t *next, size_t *nnext, reader *r)
 {
     vmt_id zero = vmt_id_zero_page();
     for (size_t off = 0; off < ncur; off += MAP_BATCH) {
         size_t n = VMT_MIN(ncur - off, (size_t)MAP_BATCH);
-        int rc = read_nodes(s, g, l, ids[l], cur + off, n, r->slab, r->items, r->counts);
+        int rc = read_nodes(s, src, g, l, ids[l], cur + off, n, r->slab, r->items, r->counts);
         if (rc)
             return rc;
         for (size_t i = 0; i < n; i++) {
@@ -82,6 +86,12 @@ static int inner_level(vmt_store *s, const map_geom *g, unsigned l, vmt_id *cons
 
 int map_read_inner(vmt_store *s, const map_geom *g, const vmt_id *root,
                    vmt_id *const ids[MAP_MAX_DEPTH])
+{
+    return map_read_inner_from(s, NULL, g, root, ids);
+}
+
+int map_read_inner_from(vmt_store *s, const vmt_restore_source *src, const map_geom *g,
+                        const vmt_id *root, vmt_id *const ids[MAP_MAX_DEPTH])
 {
     vmt_id zero = vmt_id_zero_page();
     if (vmt_id_equal(root, &zero))
@@ -103,7 +113,7 @@ int map_read_inner(vmt_store *s, const map_geom *g, const vmt_id *root,
         a[0] = 0;
     for (unsigned l = g->depth - 1; rc == 0 && l >= 1; l--) {
         size_t nb = 0;
-        rc = inner_level(s, g, l, ids, a, na, l > 1 ? b : NULL, &nb, r);
+        rc = inner_level(s, src, g, l, ids, a, na, l > 1 ? b : NULL, &nb, r);
         uint64_t *t = a;
         a = b;
         b = t;
@@ -120,13 +130,20 @@ int map_read_inner(vmt_store *s, const map_geom *g, const vmt_id *root,
 int map_read_leaves(vmt_store *s, const map_geom *g, const vmt_id *leaf_ids, const uint64_t *idx,
                     size_t n, vmt_id *pages, uint64_t *nonzero)
 {
+    return map_read_leaves_from(s, NULL, g, leaf_ids, idx, n, pages, nonzero);
+}
+
+int map_read_leaves_from(vmt_store *s, const vmt_restore_source *src, const map_geom *g,
+                         const vmt_id *leaf_ids, const uint64_t *idx, size_t n, vmt_id *pages,
+                         uint64_t *nonzero)
+{
     vmt_id zero = vmt_id_zero_page();
     if (n == 0)
         return 0;
     reader *r = reader_new(VMT_MIN(n, (size_t)MAP_BATCH));
     if (!r)
         return VMT_ENOMEM;
-    int rc = read_nodes(s, g, 0, leaf_ids, idx, VMT_MIN(n, (size_t)MAP_BATCH), r->slab, r->items,
+    int rc = read_nodes(s, src, g, 0, leaf_ids, idx, VMT_MIN(n, (size_t)MAP_BATCH), r->slab, r->items,
                         r->counts);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         vmt_id *p = pages + idx[i] * VMT_MAP_FANOUT;

@@ -82,7 +82,7 @@ static bool leaf_empty(const vmt_restore *r, uint64_t leaf)
 static int load_leaves(vmt_restore *r, const uint64_t *idx, size_t n)
 {
     uint64_t nz = 0;
-    int rc = map_read_leaves(r->s, &r->g, r->lvl[0], idx, n, r->page_ids, &nz);
+    int rc = map_read_leaves_from(r->s, r->o.source, &r->g, r->lvl[0], idx, n, r->page_ids, &nz);
     if (rc == 0)
         atomic_fetch_add(&r->pages_total, nz);
     for (size_t i = 0; i < n; i++)
@@ -236,7 +236,7 @@ static void serve_batch(vmt_restore *r, fault_batch *b)
 {
     if (b->n == 0)
         return;
-    int rc = vmt_store_get_pages(r->s, b->ids, b->n, b->dst);
+    int rc = restore_get_pages(r, b->ids, b->n, b->dst);
     if (rc) {
         /* The faulting threads stay blocked until vmt_restore_free. */
         restore_fail(r, vmt_error_wrap(rc, "lazy restore: reading faulted pages"));
@@ -303,7 +303,7 @@ static int flush_pages(vmt_restore *r, prefetch *p)
 {
     if (p->n == 0)
         return 0;
-    int rc = vmt_store_get_pages(r->s, p->ids, p->n, p->dst);
+    int rc = restore_get_pages(r, p->ids, p->n, p->dst);
     for (size_t i = 0; rc == 0 && i < p->n;) {
         size_t run = 1;
         while (i + run < p->n && p->pfn[i + run] == p->pfn[i] + run)
@@ -449,7 +449,7 @@ static int lazy_map(vmt_restore *r, const vmt_id *root)
                     !(r->page_ids = calloc(r->npages, sizeof(vmt_id))) ||
                     !(r->present = calloc(r->npages, sizeof(*r->present)))))
         rc = vmt_error_set(VMT_ENOMEM, "lazy restore: out of memory");
-    return rc ? rc : map_read_inner(r->s, &r->g, root, r->lvl);
+    return rc ? rc : map_read_inner_from(r->s, r->o.source, &r->g, root, r->lvl);
 }
 
 int restore_lazy_start(vmt_restore *r, const vmt_id *root)

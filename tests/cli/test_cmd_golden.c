@@ -14,11 +14,13 @@
 
 #include "cli_util.h"
 #include "harness.h"
+#include "vmtree/util.h"
 
 extern char **environ;
 
 static char *cli, *counter, *tmpdir;
-static char store1[4096], store2[4096], store3[4096], psk[4096], badpsk[4096];
+static char store1[4096], store2[4096], store3[4096], store4[4096], store5[4096], psk[4096],
+    badpsk[4096];
 
 static bool contains(const char *text, const char *needle)
 {
@@ -35,7 +37,8 @@ typedef struct server {
     unsigned port;
 } server;
 
-static void server_start(server *sv, const char *store, const char *key, bool read_only)
+static void server_start_rate(server *sv, const char *store, const char *key, bool read_only,
+                              const char *rate)
 {
     int fds[2];
     CU_ASSERT_FATAL(pipe(fds) == 0);
@@ -43,8 +46,8 @@ static void server_start(server *sv, const char *store, const char *key, bool re
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
     posix_spawn_file_actions_addclose(&fa, fds[0]);
-    const char *argv[] = {cli,     "serve",  "--listen", "127.0.0.1:0", "--once", "--store",
-                          store,   "--psk",  key,        read_only ? "--read-only" : NULL,
+    const char *argv[] = {cli,   "serve", "--listen", "127.0.0.1:0", "--once", "--store",
+                          store, "--psk", key,        "--rate",      rate,     read_only ? "--read-only" : NULL,
                           NULL};
     CU_ASSERT_FATAL(posix_spawn(&sv->pid, cli, &fa, NULL, (char *const *)argv, environ) == 0);
     posix_spawn_file_actions_destroy(&fa);
@@ -56,6 +59,11 @@ static void server_start(server *sv, const char *store, const char *key, bool re
         n++;
     line[n] = '\0';
     CU_ASSERT_FATAL(sscanf(line, "listening %u", &sv->port) == 1);
+}
+
+static void server_start(server *sv, const char *store, const char *key, bool read_only)
+{
+    server_start_rate(sv, store, key, read_only, "1G");
 }
 
 /* Waits for the server's exit; returns its status. */
@@ -198,6 +206,103 @@ static void push_read_only_and_wrong_key(void)
     free(err);
 }
 
+/* `vmtree status NAME --json` in store has "restore":"loading". */
+static bool loading(const char *store, const char *name)
+{
+    char *out = NULL, st[16] = "";
+    bool ok = cli_run(&out, NULL, "status", name, "--store", store, "--json", NULL) == 0 &&
+              cli_json_str(out, "restore", st, sizeof(st)) && !strcmp(st, "loading");
+    free(out);
+    return ok;
+}
+
+/* Waits until VM name's restore is done; false on timeout or when it is gone. */
+static bool wait_done(const char *store, const char *name, unsigned timeout_ms)
+{
+    for (unsigned t = 0; t < timeout_ms; t += 100) {
+        char *out = NULL, st[16] = "";
+        int rc = cli_run(&out, NULL, "status", name, "--store", store, "--json", NULL);
+        bool done = rc == 0 && cli_json_str(out, "restore", st, sizeof(st)) && !strcmp(st, "done");
+        free(out);
+        if (rc != 0 || done)
+            return done;
+        usleep(100000);
+    }
+    return false;
+}
+
+/* branch --from: the VM runs while its snapshot still arrives (from a
+ * server sending 8 KiB a second), continues the original computation
+ * exactly, and once the snapshot is in the store it is HEAD and the VM is
+ * an ordinary branch (it can snapshot). */
+static void branch_from_runs_while_arriving(void)
+{
+    char where[64], head[33], want[33];
+    char *out = NULL, *err = NULL;
+    server sv;
+    CU_ASSERT_EQUAL_FATAL(cli_run(&out, NULL, "show", "a", "--store", store1, "--json", NULL), 0);
+    CU_ASSERT(cli_json_str(out, "id", want, sizeof(want)));
+    free(out);
+    server_start_rate(&sv, store1, psk, true, "8K");
+    addr(&sv, where, sizeof(where));
+    uint64_t t0 = vmt_now_ns();
+    CU_ASSERT_EQUAL_FATAL(cli_run(NULL, &err, "branch", "--from", where, "a", "--name", "c",
+                                  "--detach", "--psk", psk, "--store", store4, NULL),
+                          0);
+    free(err);
+    fprintf(stderr, "\n  branch --from: running after %.0f ms\n", (vmt_now_ns() - t0) / 1e6);
+    CU_ASSERT(loading(store4, "c"));
+    /* Not a snapshot before its parent is in the store. */
+    CU_ASSERT_NOT_EQUAL(cli_run(NULL, &err, "snapshot", "c", "--store", store4, NULL), 0);
+    CU_ASSERT(contains(err, "still arriving"));
+    free(err);
+    char *ca = cli_console(store1, "a");
+    uint64_t last_a = cli_counter_last(ca, 0);
+    CU_ASSERT(wait_done(store4, "c", 60000));
+    CU_ASSERT(cli_wait_step(store4, "c", last_a, 0, 30000) >= last_a);
+    CU_ASSERT_EQUAL(server_wait(&sv), 0);
+    CU_ASSERT_EQUAL(cli_run(&out, NULL, "status", "c", "--store", store4, "--json", NULL), 0);
+    CU_ASSERT(cli_json_str(out, "head", head, sizeof(head)));
+    CU_ASSERT_STRING_EQUAL(head, want);
+    free(out);
+    CU_ASSERT_EQUAL(cli_run(NULL, NULL, "snapshot", "c", "--store", store4, NULL), 0);
+    CU_ASSERT_EQUAL(cli_run(NULL, NULL, "stop", "c", "--store", store4, NULL), 0);
+    char *cc = cli_console(store4, "c");
+    CU_ASSERT(same_sums(ca, cc) >= 3);
+    CU_ASSERT(contains(cc, "arrived from"));
+    free(ca);
+    free(cc);
+    CU_ASSERT_EQUAL(cli_run(NULL, NULL, "verify", "--store", store4, NULL), 0);
+}
+
+/* The server dies while the pages arrive: the VM process stops with the
+ * reason on its console and the store verifies, without the snapshot. */
+static void branch_from_server_killed(void)
+{
+    char where[64], want[33];
+    char *out = NULL, *err = NULL;
+    server sv;
+    CU_ASSERT_EQUAL_FATAL(cli_run(&out, NULL, "show", "a", "--store", store1, "--json", NULL), 0);
+    CU_ASSERT(cli_json_str(out, "id", want, sizeof(want)));
+    free(out);
+    server_start_rate(&sv, store1, psk, true, "2K");
+    addr(&sv, where, sizeof(where));
+    CU_ASSERT_EQUAL_FATAL(cli_run(NULL, &err, "branch", "--from", where, "a", "--name", "d",
+                                  "--detach", "--psk", psk, "--store", store5, NULL),
+                          0);
+    free(err);
+    CU_ASSERT(loading(store5, "d"));
+    kill(sv.pid, SIGKILL);
+    CU_ASSERT_EQUAL(server_wait(&sv), 128 + SIGKILL);
+    CU_ASSERT(!wait_done(store5, "d", 30000)); /* it ends instead */
+    CU_ASSERT_NOT_EQUAL(cli_run(NULL, NULL, "status", "d", "--store", store5, NULL), 0);
+    char *cd = cli_console(store5, "d");
+    CU_ASSERT(contains(cd, "stopped arriving"));
+    free(cd);
+    CU_ASSERT_EQUAL(cli_run(NULL, NULL, "verify", "--store", store5, NULL), 0);
+    CU_ASSERT_NOT_EQUAL(cli_run(NULL, NULL, "show", want, "--store", store5, NULL), 0);
+}
+
 /* A 32-byte key and a newline (as `echo` writes it); 0 or -1. */
 static int write_key(const char *path, char c)
 {
@@ -224,6 +329,8 @@ static int setup(void)
     snprintf(store1, sizeof(store1), "%s/one", tmpdir);
     snprintf(store2, sizeof(store2), "%s/two", tmpdir);
     snprintf(store3, sizeof(store3), "%s/three", tmpdir);
+    snprintf(store4, sizeof(store4), "%s/four", tmpdir);
+    snprintf(store5, sizeof(store5), "%s/five", tmpdir);
     snprintf(psk, sizeof(psk), "%s/psk", tmpdir);
     snprintf(badpsk, sizeof(badpsk), "%s/badpsk", tmpdir);
     return write_key(psk, 'k') || write_key(badpsk, 'x') ? 1 : 0;
@@ -233,6 +340,8 @@ static int teardown(void)
 {
     cli_kill_all(store1);
     cli_kill_all(store2);
+    cli_kill_all(store4);
+    cli_kill_all(store5);
     if (!getenv("VMT_TEST_KEEP"))
         vmt_test_rmtree(tmpdir);
     free(tmpdir);
@@ -251,6 +360,8 @@ int main(void)
     static const vmt_test_case cases[] = {
         {"pull, then a branch continues the guest", pull_then_branch_continues_the_guest},
         {"push; read-only server, wrong key, bad arguments", push_read_only_and_wrong_key},
+        {"branch --from runs while its snapshot arrives", branch_from_runs_while_arriving},
+        {"branch --from: the server killed midway", branch_from_server_killed},
         {NULL, NULL},
     };
     return vmt_test_run("cli/golden", cases, setup, teardown);

@@ -32,6 +32,7 @@
 #include "vmtree/net.h"
 #include "vmtree/snapshot.h"
 #include "vmtree/store.h"
+#include "vmtree/vmm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -114,6 +115,72 @@ typedef struct vmt_golden_server_opts {
  */
 int vmt_golden_serve(vmt_session *s, const vmt_golden_server_opts *o, unsigned *op, vmt_id *snap,
                      vmt_golden_stats *stats);
+
+/* ---- a VM from a snapshot still arriving (vmtree branch --from) ------------ */
+
+/*
+ * The client side of a pull whose snapshot runs before it has arrived
+ * (docs/golden.md §6).  Open asks the server of `s` for snapshot `name`
+ * alone (no ancestors), fetches its record, its state blob (stored: a blob
+ * stands for nothing below it) and the map nodes the store lacks (kept in
+ * memory: a node is only stored after its subtree), and creates a VM (not
+ * started) whose RAM is restored lazily: a page the store lacks is fetched
+ * from the server when the guest touches it, and prefetchers fetch the rest
+ * in map order.  Every page is checked against its id and stored as it
+ * arrives.  Once RAM is complete, vmt_golden_lazy_poll stores the nodes and
+ * the record as a pull does, so the snapshot ends complete in the store.
+ *
+ * If the transfer fails (server gone, a damaged object, a timeout) the
+ * restore stops: the vCPU that touches a missing page stays blocked, so the
+ * VM never runs with a page it lacks; poll reports the failure and the
+ * caller ends the VM.  The store keeps, committed, the pages that arrived
+ * (a later pull continues from them), never a node or record without what
+ * is below it.
+ *
+ * Threading: the handle's own threads (a receiver, the restore's fault
+ * thread and prefetchers) use the session and the store; the caller uses
+ * the handle from one thread.  `s` and `st` (a writer handle) are borrowed
+ * and must stay open until vmt_golden_lazy_close.
+ */
+typedef struct vmt_golden_lazy vmt_golden_lazy;
+
+typedef struct vmt_golden_lazy_stats {
+    vmt_golden_stats xfer;   /* the transfer so far (pages_fetched grows as pages arrive) */
+    uint64_t pages_missing;  /* distinct non-zero pages the store lacked at open */
+    uint64_t fetches;        /* page Wants sent by faults and prefetchers */
+    uint64_t open_ns;        /* open: request to the VM ready to start */
+    uint64_t complete_ns;    /* open to the snapshot complete in the store (0 before) */
+    bool complete;
+} vmt_golden_lazy_stats;
+
+/*
+ * Opens the transfer and creates *vm (the caller's: start it, and destroy
+ * it before vmt_golden_lazy_close) configured from the record over `base`
+ * (may be NULL).  `prefetchers`: restore threads (0 = cores).  *snap and
+ * *rec (may be NULL) receive the snapshot's id and record.  Errors:
+ * VMT_ENOENT (no such snapshot there), VMT_EUNSUPPORTED (no userfaultfd),
+ * VMT_ECORRUPT, the session's, the store's, the VMM's.
+ */
+int vmt_golden_lazy_open(vmt_golden_lazy **out, vmt_session *s, vmt_store *st, vmt_kvm *kvm,
+                         const vmt_vm_config *base, const char *name, const vmt_golden_opts *o,
+                         unsigned prefetchers, vmt_vm **vm, vmt_id *snap, vmt_snap_record *rec);
+
+/*
+ * Advances the transfer without blocking: 0 while pages are arriving; 1 once
+ * every page is in, after storing the nodes and the record, committing,
+ * adding the snapshot to `c` (may be NULL) with tag/AS_TAG (may be NULL) and
+ * telling the server Done (from then on it returns 1); a negative VMT_E*
+ * when the transfer failed (sticky: the VM must be ended).
+ */
+int vmt_golden_lazy_poll(vmt_golden_lazy *g, vmt_catalog *c, const char *as_tag);
+
+/* Current figures; callable from any thread. */
+void vmt_golden_lazy_get_stats(vmt_golden_lazy *g, vmt_golden_lazy_stats *out);
+
+/* Ends the transfer (the server is told why unless it completed), stops
+ * the restore, commits what arrived, frees.  The VM must be destroyed
+ * first.  NULL is fine. */
+void vmt_golden_lazy_close(vmt_golden_lazy *g);
 
 #ifdef __cplusplus
 }

@@ -253,11 +253,34 @@ typedef struct vmt_restore vmt_restore;
 /* Progress: units done of total (pages). */
 typedef void (*vmt_restore_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
+/*
+ * Where a lazy restore reads its map nodes and pages instead of its store
+ * (golden images: a snapshot still arriving from another host; snapshot/
+ * itself never talks to the network).  Both callbacks block until they can
+ * answer and are called from the restore's threads (the fault thread and
+ * the prefetchers) concurrently, so they must be thread-safe.
+ *   get_nodes  as vmt_store_get_many: fills each item (buf, len, type, rc)
+ *              and returns 0 or the first failing item's rc.  The restore
+ *              checks every node it gets (layout, level, place).
+ *   get_pages  as vmt_store_get_pages: dst[i] receives page ids[i] (never
+ *              the zero page's id), already checked against its id.
+ * A failure stops the restore (vmt_restore_wait returns it; the vCPU that
+ * touched a page it could not get stays blocked until vmt_restore_free).
+ */
+typedef struct vmt_restore_source {
+    int (*get_nodes)(void *ctx, vmt_store_get_item *items, size_t n);
+    int (*get_pages)(void *ctx, const vmt_id *ids, size_t n, void *const *dst);
+    void *ctx;
+} vmt_restore_source;
+
 typedef struct vmt_restore_opts {
     vmt_restore_mode mode;
     unsigned threads; /* eager: decompression threads, lazy: prefetchers; 0 = cores */
     vmt_restore_progress_fn progress; /* may be NULL */
     void *progress_ctx;
+    /* Lazy only: read nodes and pages through this (borrowed: it must
+     * outlive the restore) rather than the store.  NULL: the store. */
+    const vmt_restore_source *source;
 } vmt_restore_opts;
 
 typedef struct vmt_restore_stats {
