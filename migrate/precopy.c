@@ -201,10 +201,13 @@ static int stop_and_copy(engine *e, unsigned round)
         return rc;
     e->paused_by_us = !e->was_paused;
     e->st->rounds++;
-    if ((rc = engine_sync(e, NULL)) != 0)
+    uint64_t tp = vmt_now_ns(), last = 0;
+    if ((rc = engine_sync(e, &last)) != 0)
         return vmt_error_wrap(rc, "final round: dirty sync");
+    uint64_t ts = vmt_now_ns();
     if ((rc = send_round(e, round)) != 0)
         return rc;
+    uint64_t tr = vmt_now_ns();
     uint8_t *blob = NULL;
     size_t len = 0;
     if ((rc = get_state_blob(e->vm, e->info.irqchip, &blob, &len)) != 0)
@@ -223,6 +226,10 @@ static int stop_and_copy(engine *e, unsigned round)
     uint64_t tc = vmt_now_ns();
     rc = e->ops->commit(e->sink);
     e->st->commit_ns = vmt_now_ns() - tc;
+    vmt_debug("pre-copy: paused in %.2f ms, sync %.2f ms, last round %llu pages %.2f ms, "
+              "state %.2f ms, commit %.2f ms",
+              (tp - t0) / 1e6, (ts - tp) / 1e6, (unsigned long long)last, (tr - ts) / 1e6,
+              (tc - tr) / 1e6, e->st->commit_ns / 1e6);
     if (rc == VMT_EINDOUBT) {
         /* The peer may run the VM now: it must never run here as well. */
         e->paused_by_us = false;
