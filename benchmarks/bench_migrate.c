@@ -63,9 +63,9 @@ static void null_console(void *ctx, const char *buf, size_t len)
 typedef struct bmig {
     const vmt_bench_opts *o;
     vmt_kvm *kvm;
-    vmt_vm *vm;               /* the current source */
+    vmt_vm *vm; /* the current source */
     events ev;
-    vmt_store *store;         /* for the dedup runs */
+    vmt_store *store; /* for the dedup runs */
     vmt_catalog *cat;
     char dir[256];
 } bmig;
@@ -100,8 +100,8 @@ static int boot(bmig *b, const char *args, bool until_done)
     vmt_vm_config cfg;
     base_config(b, &cfg);
     char cmd[256];
-    snprintf(cmd, sizeof(cmd), "base=%llu fill=random event=1 %s",
-             (unsigned long long)REGION_BASE, args);
+    snprintf(cmd, sizeof(cmd), "base=%llu fill=random event=1 %s", (unsigned long long)REGION_BASE,
+             args);
     char *path = vmt_bench_guest(b->o, "dirtier");
     int rc = vmt_vm_create(&b->vm, b->kvm, &cfg);
     if (rc == 0)
@@ -170,14 +170,14 @@ typedef struct bcfg {
     const char *name;
     unsigned streams;
     vmt_migrate_compress compress;
-    uint64_t bandwidth;       /* bytes/s, 0 unlimited */
-    bool dedup;               /* a snapshot at the destination */
-    const char *rdma_host;    /* non-NULL: over rdma:// at this address */
+    uint64_t bandwidth;    /* bytes/s, 0 unlimited */
+    bool dedup;            /* a snapshot at the destination */
+    const char *rdma_host; /* non-NULL: over rdma:// at this address */
 } bcfg;
 
 typedef struct bres {
     double total_ms, down_ms, bytes, rounds, refs;
-    uint64_t changed;         /* dedup: pages that differ from the snapshot */
+    uint64_t changed; /* dedup: pages that differ from the snapshot */
     bool ok;
 } bres;
 
@@ -224,9 +224,12 @@ static int migrate_once(bmig *b, const bcfg *c, bool auto_converge, bres *r)
     rc = vmt_migrate_send(b->vm, addr, &o, &rep);
     pthread_join(d.th, NULL);
     vmt_listener_close(d.l);
-    *r = (bres){.total_ms = rep.total_ns / 1e6, .down_ms = rep.downtime_ns / 1e6,
-                .bytes = (double)rep.wire_bytes, .rounds = rep.rounds,
-                .refs = (double)rep.pages_by_enc[VMT_PAGE_REF], .ok = rc == 0};
+    *r = (bres){.total_ms = rep.total_ns / 1e6,
+                .down_ms = rep.downtime_ns / 1e6,
+                .bytes = (double)rep.wire_bytes,
+                .rounds = rep.rounds,
+                .refs = (double)rep.pages_by_enc[VMT_PAGE_REF],
+                .ok = rc == 0};
     r->changed = rep.pages_sent - rep.pages_by_enc[VMT_PAGE_REF] - rep.pages_by_enc[VMT_PAGE_ZERO];
     if (rc) {
         fprintf(stderr, "bench migrate: %s: %s\n", c->name, rep.why);
@@ -269,16 +272,16 @@ static void emit_config(const char *load, const bcfg *c, const bres *rs, unsigne
         ok++;
     }
     char extra[512];
-    int len = snprintf(extra, sizeof(extra),
-                       "\"load\":\"%s\",\"config\":\"%s\",\"streams\":%u,\"compress\":\"%s\","
-                       "\"bandwidth\":%llu,\"dedup\":%s,\"dirty_mb_s\":%.1f,\"runs\":%u,"
-                       "\"ok\":%u",
-                       load, c->name, c->streams,
-                       c->compress == VMT_MIGRATE_COMPRESS_LZ4    ? "lz4"
-                       : c->compress == VMT_MIGRATE_COMPRESS_ZSTD ? "zstd"
-                                                                  : "none",
-                       (unsigned long long)c->bandwidth, c->dedup ? "true" : "false",
-                       dirty_mb_s, n, ok);
+    int len =
+        snprintf(extra, sizeof(extra),
+                 "\"load\":\"%s\",\"config\":\"%s\",\"streams\":%u,\"compress\":\"%s\","
+                 "\"bandwidth\":%llu,\"dedup\":%s,\"dirty_mb_s\":%.1f,\"runs\":%u,"
+                 "\"ok\":%u",
+                 load, c->name, c->streams,
+                 c->compress == VMT_MIGRATE_COMPRESS_LZ4    ? "lz4"
+                 : c->compress == VMT_MIGRATE_COMPRESS_ZSTD ? "zstd"
+                                                            : "none",
+                 (unsigned long long)c->bandwidth, c->dedup ? "true" : "false", dirty_mb_s, n, ok);
     if (ok == 0) {
         vmt_bench_emit("migrate", "failed", 1, "bool", extra);
         return;
@@ -330,8 +333,9 @@ static int run_load(bmig *b, const char *load, const char *args, bool idle, bool
             for (unsigned s = 1; s <= 2; s++)
                 for (int cz = 0; cz < 3; cz++)
                     for (int dd = 0; dd < 2; dd++)
-                        all[n++] = (bcfg){"full", s, (vmt_migrate_compress)cz,
-                                          bw ? 125000000ull : 0, dd != 0, NULL};
+                        all[n++] =
+                            (bcfg){"full",  s,   (vmt_migrate_compress)cz, bw ? 125000000ull : 0,
+                                   dd != 0, NULL};
     } else {
         memcpy(all, base_cfgs, sizeof(base_cfgs));
         n = VMT_ARRAY_SIZE(base_cfgs);

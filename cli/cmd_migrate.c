@@ -32,41 +32,40 @@ enum {
 
 static void migrate_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: vmtree migrate NAME [tcp://|rdma://]HOST:PORT [--max-downtime MS]\n"
-            "         [--bandwidth RATE]\n"
-            "         [--streams N] [--compress none|lz4|zstd[:LEVEL]] [--no-dedup]\n"
-            "         [--no-xbzrle] [--auto-converge] [--max-rounds N] [--timeout SEC]\n"
-            "         [--psk FILE | --tls CERT,KEY,CA] [--store DIR] [--json] [--progress]\n\n"
-            "Moves running VM NAME to the `vmtree receive` listening at HOST:PORT by\n"
-            "pre-copy: its memory is copied while it runs, round after round of the pages\n"
-            "it dirtied, until the rest fits the downtime limit; then it pauses, the last\n"
-            "pages and its state are sent, and it resumes on the destination.  Only when\n"
-            "the destination says it runs the VM does this VM process end.  Any failure\n"
-            "before that leaves the VM running here as before.  rdma://HOST:PORT moves it\n"
-            "over RDMA (librdmacm); where no RDMA device exists it is refused before\n"
-            "anything is sent.\n\n"
-            "  --max-downtime MS  the pause to aim at (default 300)\n"
-            "  --bandwidth RATE   cap on the wire in bytes/s (K, M, G suffixes; or with\n"
-            "                     \"bit\": 1Gbit = 1 Gibit/s); default unlimited\n"
-            "  --streams N        parallel TCP streams, 1..16 (default 1)\n"
-            "  --compress C       pages sent in full: none (default), lz4, zstd[:LEVEL]\n"
-            "  --no-dedup         do not use the pages the destination holds already\n"
-            "                     (the snapshot this VM runs from, if its store has it)\n"
-            "  --no-xbzrle        resend dirtied pages in full, not as deltas\n"
-            "  --auto-converge    throttle the VM when it dirties faster than the link\n"
-            "  --max-rounds N     give up (VM runs on here) after N rounds (default 30)\n"
-            "  --timeout SEC      for each network step (default 10)\n"
-            "  --psk FILE         pre-shared key (16..1024 bytes, mode 0600) both sides know\n"
-            "  --tls CERT,KEY,CA  TLS 1.3; CA verifies the destination; CERT,KEY optional\n"
-            "                     (client certificate), e.g. ,,ca.pem\n"
-            "  --progress         show the rounds even without a terminal\n"
-            "  --store DIR        the store of VM NAME\n"
-            "  --json             the report as one JSON object\n\n"
-            "Exit status: 0 migrated; 1 failed, the VM runs on here; 3 in doubt: the\n"
-            "destination may run the VM (no answer after the final step), so it stays\n"
-            "paused here (`vmtree status` says fenced) until an operator who checked the\n"
-            "destination runs `vmtree resume NAME --force` or `vmtree stop NAME`.\n");
+    fprintf(f, "usage: vmtree migrate NAME [tcp://|rdma://]HOST:PORT [--max-downtime MS]\n"
+               "         [--bandwidth RATE]\n"
+               "         [--streams N] [--compress none|lz4|zstd[:LEVEL]] [--no-dedup]\n"
+               "         [--no-xbzrle] [--auto-converge] [--max-rounds N] [--timeout SEC]\n"
+               "         [--psk FILE | --tls CERT,KEY,CA] [--store DIR] [--json] [--progress]\n\n"
+               "Moves running VM NAME to the `vmtree receive` listening at HOST:PORT by\n"
+               "pre-copy: its memory is copied while it runs, round after round of the pages\n"
+               "it dirtied, until the rest fits the downtime limit; then it pauses, the last\n"
+               "pages and its state are sent, and it resumes on the destination.  Only when\n"
+               "the destination says it runs the VM does this VM process end.  Any failure\n"
+               "before that leaves the VM running here as before.  rdma://HOST:PORT moves it\n"
+               "over RDMA (librdmacm); where no RDMA device exists it is refused before\n"
+               "anything is sent.\n\n"
+               "  --max-downtime MS  the pause to aim at (default 300)\n"
+               "  --bandwidth RATE   cap on the wire in bytes/s (K, M, G suffixes; or with\n"
+               "                     \"bit\": 1Gbit = 1 Gibit/s); default unlimited\n"
+               "  --streams N        parallel TCP streams, 1..16 (default 1)\n"
+               "  --compress C       pages sent in full: none (default), lz4, zstd[:LEVEL]\n"
+               "  --no-dedup         do not use the pages the destination holds already\n"
+               "                     (the snapshot this VM runs from, if its store has it)\n"
+               "  --no-xbzrle        resend dirtied pages in full, not as deltas\n"
+               "  --auto-converge    throttle the VM when it dirties faster than the link\n"
+               "  --max-rounds N     give up (VM runs on here) after N rounds (default 30)\n"
+               "  --timeout SEC      for each network step (default 10)\n"
+               "  --psk FILE         pre-shared key (16..1024 bytes, mode 0600) both sides know\n"
+               "  --tls CERT,KEY,CA  TLS 1.3; CA verifies the destination; CERT,KEY optional\n"
+               "                     (client certificate), e.g. ,,ca.pem\n"
+               "  --progress         show the rounds even without a terminal\n"
+               "  --store DIR        the store of VM NAME\n"
+               "  --json             the report as one JSON object\n\n"
+               "Exit status: 0 migrated; 1 failed, the VM runs on here; 3 in doubt: the\n"
+               "destination may run the VM (no answer after the final step), so it stays\n"
+               "paused here (`vmtree status` says fenced) until an operator who checked the\n"
+               "destination runs `vmtree resume NAME --force` or `vmtree stop NAME`.\n");
 }
 
 typedef struct mig_args {
@@ -74,8 +73,8 @@ typedef struct mig_args {
     int bad; /* an option failed (printed) */
 } mig_args;
 
-static int add_u64_opt(mig_args *a, const char *key, const char *opt, const char *arg,
-                       uint64_t min, uint64_t max, uint64_t scale)
+static int add_u64_opt(mig_args *a, const char *key, const char *opt, const char *arg, uint64_t min,
+                       uint64_t max, uint64_t scale)
 {
     uint64_t v;
     if (vmt_parse_u64(arg, min, max, &v) != 0)
@@ -94,10 +93,9 @@ static int add_bandwidth(mig_args *a, const char *arg)
         return vmt_cli_fail("migrate", "--bandwidth: '%s' is too long", arg);
     snprintf(buf, sizeof(buf), "%.*s", (int)(bits ? l - 3 : l), arg);
     if (vmt_parse_size(buf, &v) != 0 || v == 0)
-        return vmt_cli_fail("migrate", "--bandwidth: '%s' is not a rate (e.g. 100M, 1Gbit)",
-                            arg);
-    return vmt_ctl_addf(a->req, "bandwidth", "%llu", (unsigned long long)(bits ? v / 8 : v))
-               ? 1 : 0;
+        return vmt_cli_fail("migrate", "--bandwidth: '%s' is not a rate (e.g. 100M, 1Gbit)", arg);
+    return vmt_ctl_addf(a->req, "bandwidth", "%llu", (unsigned long long)(bits ? v / 8 : v)) ? 1
+                                                                                             : 0;
 }
 
 static int add_compress(mig_args *a, const char *arg)
@@ -152,16 +150,24 @@ static int migrate_opt(void *ctx, int code, const char *arg)
 {
     mig_args *a = ctx;
     switch (code) {
-    case OPT_DOWNTIME: return add_u64_opt(a, "max_downtime_ms", "--max-downtime", arg, 1,
-                                          3600000, 1);
-    case OPT_BANDWIDTH: return add_bandwidth(a, arg);
-    case OPT_STREAMS: return add_u64_opt(a, "streams", "--streams", arg, 1, 16, 1);
-    case OPT_COMPRESS: return add_compress(a, arg);
-    case OPT_NO_DEDUP: return vmt_ctl_adds(a->req, "no_dedup", "1") ? 1 : 0;
-    case OPT_NO_XBZRLE: return vmt_ctl_adds(a->req, "no_xbzrle", "1") ? 1 : 0;
-    case OPT_AUTO_CONVERGE: return vmt_ctl_adds(a->req, "auto_converge", "1") ? 1 : 0;
-    case OPT_MAX_ROUNDS: return add_u64_opt(a, "max_rounds", "--max-rounds", arg, 1, 10000, 1);
-    case OPT_TIMEOUT: return add_u64_opt(a, "timeout_ms", "--timeout", arg, 1, 3600, 1000);
+    case OPT_DOWNTIME:
+        return add_u64_opt(a, "max_downtime_ms", "--max-downtime", arg, 1, 3600000, 1);
+    case OPT_BANDWIDTH:
+        return add_bandwidth(a, arg);
+    case OPT_STREAMS:
+        return add_u64_opt(a, "streams", "--streams", arg, 1, 16, 1);
+    case OPT_COMPRESS:
+        return add_compress(a, arg);
+    case OPT_NO_DEDUP:
+        return vmt_ctl_adds(a->req, "no_dedup", "1") ? 1 : 0;
+    case OPT_NO_XBZRLE:
+        return vmt_ctl_adds(a->req, "no_xbzrle", "1") ? 1 : 0;
+    case OPT_AUTO_CONVERGE:
+        return vmt_ctl_adds(a->req, "auto_converge", "1") ? 1 : 0;
+    case OPT_MAX_ROUNDS:
+        return add_u64_opt(a, "max_rounds", "--max-rounds", arg, 1, 10000, 1);
+    case OPT_TIMEOUT:
+        return add_u64_opt(a, "timeout_ms", "--timeout", arg, 1, 3600, 1000);
     case OPT_PSK: {
         uint8_t key[VMT_NET_PSK_MAX];
         size_t len;
@@ -169,8 +175,10 @@ static int migrate_opt(void *ctx, int code, const char *arg)
             return vmt_cli_fail("migrate", "%s", vmt_error_last());
         return add_file(a, "psk_file", arg);
     }
-    case OPT_TLS: return add_tls(a, arg);
-    default: return 1;
+    case OPT_TLS:
+        return add_tls(a, arg);
+    default:
+        return 1;
     }
 }
 
@@ -189,9 +197,9 @@ static void print_report(const char *name, const char *addr, const vmt_ctl_msg *
     vmt_cli_format_bytes(bytes, b, sizeof(b));
     printf("%s migrated to %s: %.1f ms, downtime %.2f ms, %llu rounds, %s on the wire "
            "(%llu pages: %llu zero, %llu by reference, %llu deltas)\n",
-           name, addr, (double)total / 1000.0, (double)down / 1000.0,
-           (unsigned long long)rounds, b, (unsigned long long)sent, (unsigned long long)zero,
-           (unsigned long long)ref, (unsigned long long)delta);
+           name, addr, (double)total / 1000.0, (double)down / 1000.0, (unsigned long long)rounds, b,
+           (unsigned long long)sent, (unsigned long long)zero, (unsigned long long)ref,
+           (unsigned long long)delta);
     vmt_error_clear();
 }
 

@@ -50,50 +50,60 @@ typedef struct recv_state {
 
 static void receive_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: vmtree receive --listen [tcp://|rdma://]ADDR:PORT [--persistent] [--name NAME]\n"
-            "         [--psk FILE | --tls CERT,KEY,CA] [--timeout SEC] [--store DIR]\n"
-            "         [--init] [--json]\n\n"
-            "Waits for a live migration (`vmtree migrate NAME HOST:PORT` on the source)\n"
-            "and runs the arriving VM as a detached VM process of the store, under the\n"
-            "name the source gave it: `vmtree ps|status|console|snapshot|migrate|stop`\n"
-            "work on it as on any.  Prints \"listening on ADDR:PORT\" first (port 0\n"
-            "picks a free one), then a line for each migration.  When the store holds\n"
-            "the snapshot the VM runs from, the pages of that snapshot are not sent\n"
-            "again.  Without --persistent it exits after the first migration (0 when\n"
-            "the VM arrived); the VM runs on.\n\n"
-            "  --listen ADDR:PORT  where to listen (IPv4, [IPv6] or a name); rdma://ADDR:PORT\n"
-            "                    listens on an RDMA device (refused where none exists)\n"
-            "  --persistent      keep receiving migrations until SIGINT/SIGTERM\n"
-            "  --name NAME       run the VM under this name instead of the source's\n"
-            "  --psk FILE        require this pre-shared key (16..1024 bytes, mode 0600)\n"
-            "  --tls CERT,KEY,CA TLS 1.3 with this certificate; with CA, clients must\n"
-            "                    present a certificate it signed\n"
-            "  --timeout SEC     for each network step (default 10)\n"
-            "  --store DIR       the store the VM is registered in\n"
-            "  --init            create the store when missing\n"
-            "  --json            one JSON object per event\n");
+    fprintf(
+        f, "usage: vmtree receive --listen [tcp://|rdma://]ADDR:PORT [--persistent] [--name NAME]\n"
+           "         [--psk FILE | --tls CERT,KEY,CA] [--timeout SEC] [--store DIR]\n"
+           "         [--init] [--json]\n\n"
+           "Waits for a live migration (`vmtree migrate NAME HOST:PORT` on the source)\n"
+           "and runs the arriving VM as a detached VM process of the store, under the\n"
+           "name the source gave it: `vmtree ps|status|console|snapshot|migrate|stop`\n"
+           "work on it as on any.  Prints \"listening on ADDR:PORT\" first (port 0\n"
+           "picks a free one), then a line for each migration.  When the store holds\n"
+           "the snapshot the VM runs from, the pages of that snapshot are not sent\n"
+           "again.  Without --persistent it exits after the first migration (0 when\n"
+           "the VM arrived); the VM runs on.\n\n"
+           "  --listen ADDR:PORT  where to listen (IPv4, [IPv6] or a name); rdma://ADDR:PORT\n"
+           "                    listens on an RDMA device (refused where none exists)\n"
+           "  --persistent      keep receiving migrations until SIGINT/SIGTERM\n"
+           "  --name NAME       run the VM under this name instead of the source's\n"
+           "  --psk FILE        require this pre-shared key (16..1024 bytes, mode 0600)\n"
+           "  --tls CERT,KEY,CA TLS 1.3 with this certificate; with CA, clients must\n"
+           "                    present a certificate it signed\n"
+           "  --timeout SEC     for each network step (default 10)\n"
+           "  --store DIR       the store the VM is registered in\n"
+           "  --init            create the store when missing\n"
+           "  --json            one JSON object per event\n");
 }
 
 static int receive_opt(void *ctx, int code, const char *arg)
 {
     recv_opts *o = ctx;
     switch (code) {
-    case OPT_LISTEN: o->listen = arg; return 0;
-    case OPT_PERSISTENT: o->persistent = true; return 0;
-    case OPT_INIT: o->init_store = true; return 0;
+    case OPT_LISTEN:
+        o->listen = arg;
+        return 0;
+    case OPT_PERSISTENT:
+        o->persistent = true;
+        return 0;
+    case OPT_INIT:
+        o->init_store = true;
+        return 0;
     case OPT_NAME:
         o->name = arg;
-        return vmt_cli_check_name("--name", arg) ? vmt_cli_fail("receive", "%s",
-                                                                 vmt_error_last())
-                                                  : 0;
-    case OPT_PSK: o->psk_file = arg; return 0;
-    case OPT_TLS: o->tls_spec = arg; return 0;
+        return vmt_cli_check_name("--name", arg) ? vmt_cli_fail("receive", "%s", vmt_error_last())
+                                                 : 0;
+    case OPT_PSK:
+        o->psk_file = arg;
+        return 0;
+    case OPT_TLS:
+        o->tls_spec = arg;
+        return 0;
     case OPT_TIMEOUT:
         if (vmt_parse_u64(arg, 1, 3600, &o->timeout_s) == 0)
             return 0;
         return vmt_cli_fail("receive", "--timeout: '%s' is not 1..3600 seconds", arg);
-    default: return 1;
+    default:
+        return 1;
     }
 }
 
@@ -101,7 +111,7 @@ static int receive_opt(void *ctx, int code, const char *arg)
 
 typedef struct worker_accept {
     recv_state *st;
-    int fd;           /* to the command: "accepted" once a client connects */
+    int fd; /* to the command: "accepted" once a client connects */
     bool first_done;
 } worker_accept;
 
@@ -152,7 +162,8 @@ static int worker_main(recv_state *st, int fd)
 {
     worker_accept wa = {.st = st, .fd = fd};
     vmt_session_config sc;
-    vmt_migrate_recv_opts ro = {.psk = st->key_len ? st->key : NULL, .psk_len = st->key_len,
+    vmt_migrate_recv_opts ro = {.psk = st->key_len ? st->key : NULL,
+                                .psk_len = st->key_len,
                                 .timeout_ms = (uint32_t)(st->o->timeout_s * 1000)};
     vmt_migrate_recv_session_config(&ro, &sc);
     vmt_session *s = NULL;
@@ -170,8 +181,11 @@ static int worker_main(recv_state *st, int fd)
         vmt_info("no store to resolve pages from: %s", vmt_error_last());
         vmt_error_clear();
     }
-    vmproc_opts vo = {.cmd = "receive", .store = st->o->common.store, .name = st->o->name,
-                      .detach = true, .dirty_mode = VMT_DIRTY_BITMAP,
+    vmproc_opts vo = {.cmd = "receive",
+                      .store = st->o->common.store,
+                      .name = st->o->name,
+                      .detach = true,
+                      .dirty_mode = VMT_DIRTY_BITMAP,
                       .timeout_ms = ro.timeout_ms};
     return vmt_vmproc_incoming(&vo, s, store, fd);
 }
@@ -180,9 +194,9 @@ static int worker_main(recv_state *st, int fd)
 
 typedef struct worker {
     pid_t pid;
-    int fd;           /* its pipe; -1 once done */
-    bool accepted;    /* it has its connection: the next one may be forked */
-    bool done;        /* it reported its result */
+    int fd;        /* its pipe; -1 once done */
+    bool accepted; /* it has its connection: the next one may be forked */
+    bool done;     /* it reported its result */
     char buf[1200];
     size_t len;
 } worker;
@@ -242,8 +256,9 @@ static int worker_line(const recv_opts *o, worker *w, char *line)
     char text[1400];
     w->done = true;
     if (!strncmp(line, "query ", 6)) { /* not a migration: keep waiting for one */
-        snprintf(text, sizeof(text), "answered a source's query: the migration it could not "
-                                     "see the end of %s here",
+        snprintf(text, sizeof(text),
+                 "answered a source's query: the migration it could not "
+                 "see the end of %s here",
                  !strcmp(line + 6, "running") ? "runs" : "was discarded");
         emit(o, "query", "outcome", line + 6, text);
         return 0;
@@ -410,20 +425,19 @@ static int receive_setup(recv_state *st)
 
 int vmt_cli_receive(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        VMT_CLI_COMMON_LONGOPTS,
-        {"listen", required_argument, NULL, OPT_LISTEN},
-        {"persistent", no_argument, NULL, OPT_PERSISTENT},
-        {"name", required_argument, NULL, OPT_NAME},
-        {"psk", required_argument, NULL, OPT_PSK},
-        {"tls", required_argument, NULL, OPT_TLS},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"init", no_argument, NULL, OPT_INIT},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS,
+                                             {"listen", required_argument, NULL, OPT_LISTEN},
+                                             {"persistent", no_argument, NULL, OPT_PERSISTENT},
+                                             {"name", required_argument, NULL, OPT_NAME},
+                                             {"psk", required_argument, NULL, OPT_PSK},
+                                             {"tls", required_argument, NULL, OPT_TLS},
+                                             {"timeout", required_argument, NULL, OPT_TIMEOUT},
+                                             {"init", no_argument, NULL, OPT_INIT},
+                                             {NULL, 0, NULL, 0}};
     recv_opts o = {.timeout_s = 10, .common = {.cmd = "receive"}};
     const char *pos[1];
-    int npos, prc = vmt_cli_parse(&o.common, argc, argv, NULL, longopts, receive_opt, &o, pos, 0,
-                                  &npos);
+    int npos,
+        prc = vmt_cli_parse(&o.common, argc, argv, NULL, longopts, receive_opt, &o, pos, 0, &npos);
     if (prc)
         return prc < 0 ? (receive_usage(stdout), 0) : 1;
     recv_state st = {.o = &o};

@@ -16,8 +16,7 @@ int vmt_cli_read_psk(const char *path, uint8_t *key, size_t cap, size_t *len)
     struct stat st;
     if (fstat(fd, &st) != 0 || (st.st_mode & 077)) {
         close(fd);
-        return vmt_error_set(VMT_EINVAL, "key file %s is readable by others (chmod 600 it)",
-                             path);
+        return vmt_error_set(VMT_EINVAL, "key file %s is readable by others (chmod 600 it)", path);
     }
     uint8_t buf[VMT_NET_PSK_MAX + 2];
     ssize_t n = read(fd, buf, sizeof(buf));
@@ -58,8 +57,8 @@ int vmt_cli_tls_new(const char *spec, bool server, vmt_tls **out)
     if (!server && !parts[2])
         return vmt_error_set(VMT_EINVAL, "--tls: the sending side needs the CA that signed "
                                          "the destination's certificate");
-    vmt_tls_config c = {.server = server, .cert_file = parts[0], .key_file = parts[1],
-                        .ca_file = parts[2]};
+    vmt_tls_config c = {
+        .server = server, .cert_file = parts[0], .key_file = parts[1], .ca_file = parts[2]};
     return vmt_tls_new(out, &c);
 }
 

@@ -32,8 +32,8 @@ static int get_u64(const vmt_ctl_msg *req, const char *key, uint64_t max, uint64
         return 0;
     int rc = vmt_ctl_get_u64(req, key, v);
     if (rc == 0 && *v > max)
-        rc = vmt_error_set(VMT_ERANGE, "%s: %llu is more than %llu", key,
-                           (unsigned long long)*v, (unsigned long long)max);
+        rc = vmt_error_set(VMT_ERANGE, "%s: %llu is more than %llu", key, (unsigned long long)*v,
+                           (unsigned long long)max);
     return rc;
 }
 
@@ -81,8 +81,8 @@ static int add_report(vmt_ctl_msg *r, const vmt_migrate_report *rep)
     static const char *const enc[VMT_PAGE_ENC_COUNT] = {"zero", "ref", "delta",
                                                         "raw",  "lz4", "zstd"};
     int rc = vmt_ctl_addf(r, "total_us", "%llu", (unsigned long long)(rep->total_ns / 1000));
-    rc = rc ? rc : vmt_ctl_addf(r, "downtime_us", "%llu",
-                                (unsigned long long)(rep->downtime_ns / 1000));
+    rc = rc ? rc
+            : vmt_ctl_addf(r, "downtime_us", "%llu", (unsigned long long)(rep->downtime_ns / 1000));
     rc = rc ? rc : vmt_ctl_addf(r, "setup_us", "%llu", (unsigned long long)(rep->setup_ns / 1000));
     rc = rc ? rc : vmt_ctl_addf(r, "rounds", "%u", rep->rounds);
     rc = rc ? rc : vmt_ctl_addf(r, "pages_sent", "%llu", (unsigned long long)rep->pages_sent);

@@ -27,14 +27,14 @@ typedef struct dst_stream {
     uint32_t timeout_ms;
     unsigned k;
     uint32_t round;
-    vmt_store *store;         /* resolves references, or NULL */
+    vmt_store *store; /* resolves references, or NULL */
     vmt_batch_reader *rd;
     vmt_frame f;
-    uint64_t *wants;          /* references the store lacks, this round */
+    uint64_t *wants; /* references the store lacks, this round */
     size_t nwants, wants_cap;
     uint64_t pages, refs, wanted; /* totals */
-    bool bulk;                /* RAM exposed: pages may land by RDMA WRITE */
-    uint64_t landed;          /* pages that landed so far this round */
+    bool bulk;                    /* RAM exposed: pages may land by RDMA WRITE */
+    uint64_t landed;              /* pages that landed so far this round */
     int rc;
     char msg[256];
 } dst_stream;
@@ -246,8 +246,8 @@ static void dst_wait_close(vmt_session *s, uint32_t timeout_ms)
 
 /* COMMIT arrived: PREPARED, then GO starts the VM.  *running tells whether
  * it was started (then it must never be destroyed for a failure here). */
-static int dst_complete(vmt_session *s, vmt_vm *vm, const char *outcome_dir,
-                        uint32_t timeout_ms, bool *running)
+static int dst_complete(vmt_session *s, vmt_vm *vm, const char *outcome_dir, uint32_t timeout_ms,
+                        bool *running)
 {
     vmt_wire_msg msg = {.type = VMT_WIRE_PREPARED};
     msg.u.ack.resumed = false;
@@ -421,8 +421,8 @@ static int dst_config(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_recv_opts 
         return vmt_session_abort(s, VMT_EPROTO, "expected VM_CONFIG or QUERY");
     }
     const vmt_wire_vm_config *c = &msg->u.vm_config;
-    *in = (vmt_migrate_incoming){.mem_size = c->mem_size, .vcpus = c->vcpus,
-                                 .irqchip = c->irqchip, .has_base = c->has_base};
+    *in = (vmt_migrate_incoming){
+        .mem_size = c->mem_size, .vcpus = c->vcpus, .irqchip = c->irqchip, .has_base = c->has_base};
     snprintf(in->vm_name, sizeof(in->vm_name), "%s", c->vm_name);
     snprintf(in->image, sizeof(in->image), "%s", c->image);
     if (c->has_base)
@@ -482,8 +482,13 @@ int vmt_migrate_receive_session(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_
     if (rc == 0)
         rc = dst_haveset(s, o->store, &rep->in, size / PAGE, &rep->have_ids);
     for (unsigned k = 0; k < n; k++) {
-        ds[k] = (dst_stream){.s = s, .ram = ram, .npages = size / PAGE, .timeout_ms = timeout_ms,
-                             .k = k, .store = rep->have_ids ? o->store : NULL, .bulk = bulk};
+        ds[k] = (dst_stream){.s = s,
+                             .ram = ram,
+                             .npages = size / PAGE,
+                             .timeout_ms = timeout_ms,
+                             .k = k,
+                             .store = rep->have_ids ? o->store : NULL,
+                             .bulk = bulk};
         vmt_frame_init(&ds[k].f);
         if (rc == 0)
             rc = vmt_batch_reader_new(&ds[k].rd, size / PAGE);
@@ -509,8 +514,7 @@ int vmt_migrate_receive_session(vmt_kvm *kvm, vmt_session *s, const vmt_migrate_
     return 0;
 }
 
-int vmt_migrate_receive(vmt_kvm *kvm, vmt_listener *l, const vmt_migrate_recv_opts *o,
-                        vmt_vm **out)
+int vmt_migrate_receive(vmt_kvm *kvm, vmt_listener *l, const vmt_migrate_recv_opts *o, vmt_vm **out)
 {
     vmt_migrate_recv_opts def = {0};
     vmt_session_config sc;

@@ -21,17 +21,17 @@ typedef struct net_sink {
     uint32_t round;
     vmt_batch_opts bopts;
     vmt_xbzrle_cache *cache;
-    vmt_haveset *have;        /* the destination's ids (feature agreed), or NULL */
+    vmt_haveset *have; /* the destination's ids (feature agreed), or NULL */
     vmt_batch_writer *w, *full;
     uint64_t pages[VMT_NET_MAX_STREAMS], bytes[VMT_NET_MAX_STREAMS];
     uint64_t batches[VMT_NET_MAX_STREAMS];
     uint64_t total_pages;
-    const vmt_id *base;       /* announced in VM_CONFIG, or NULL */
+    const vmt_id *base; /* announced in VM_CONFIG, or NULL */
     char vm_name[64];
     char image[1024];
-    mig_ram_holes holes;      /* round 0: holes of RAM are not even read */
-    bool lazy_ram;            /* ... unless they are pages still to arrive */
-    uint64_t zero_skipped;    /* round 0: zero pages not sent (the peer's RAM is new) */
+    mig_ram_holes holes;   /* round 0: holes of RAM are not even read */
+    bool lazy_ram;         /* ... unless they are pages still to arrive */
+    uint64_t zero_skipped; /* round 0: zero pages not sent (the peer's RAM is new) */
     /* Bulk placement (RDMA WRITE; mig_bulk.c): streams whose peer exposed
      * RAM, the run being gathered, runs placed since a stream's last frame. */
     bool bulk[VMT_NET_MAX_STREAMS];
@@ -41,8 +41,8 @@ typedef struct net_sink {
     size_t run_n;
     unsigned run_stream, bulk_next;
     uint64_t runs_since_frame[VMT_NET_MAX_STREAMS];
-    uint64_t placed;          /* pages placed, all rounds */
-    uint64_t prepared_ns;     /* when PREPARED arrived */
+    uint64_t placed;      /* pages placed, all rounds */
+    uint64_t prepared_ns; /* when PREPARED arrived */
     bool go_sent, in_doubt, aborted;
 } net_sink;
 
@@ -62,8 +62,7 @@ typedef enum mig_outcome {
 
 /* Claims `want` for session sid in dir; *got is the record that holds
  * afterwards (want when this call created it).  Errors: VMT_EIO. */
-int mig_outcome_claim(const char *dir, const uint8_t sid[16], mig_outcome want,
-                      mig_outcome *got);
+int mig_outcome_claim(const char *dir, const uint8_t sid[16], mig_outcome want, mig_outcome *got);
 const char *mig_outcome_name(mig_outcome o);
 
 /* ---- bulk placement (mig_bulk.c) ------------------------------------------- */
@@ -82,7 +81,7 @@ typedef struct mig_throttle {
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    unsigned pct;             /* 0..99, under mu */
+    unsigned pct; /* 0..99, under mu */
     bool stop, started;
 } mig_throttle;
 

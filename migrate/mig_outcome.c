@@ -55,8 +55,7 @@ static int write_tmp(const char *tmp, mig_outcome want)
     return rc;
 }
 
-int mig_outcome_claim(const char *dir, const uint8_t sid[16], mig_outcome want,
-                      mig_outcome *got)
+int mig_outcome_claim(const char *dir, const uint8_t sid[16], mig_outcome want, mig_outcome *got)
 {
     char path[4096], tmp[4200];
     record_path(dir, sid, "", path, sizeof(path));

@@ -23,7 +23,7 @@ typedef struct mig_policy {
     vmt_migrate_report *rep;
     double fixed_ms; /* pause, state, PREPARED/GO round trips, resume (estimate) */
     mig_throttle *throttle;
-    unsigned step;   /* next throttle step */
+    unsigned step; /* next throttle step */
     vmt_round_stats last;
     bool have_last;
 } mig_policy;
@@ -73,8 +73,8 @@ static vmt_policy_decision mig_policy_fn(void *ctx, vmt_round_stats r)
         snprintf(p->rep->why, sizeof(p->rep->why),
                  "did not converge in %u rounds (%llu pages dirty, %.0f ms needed, %u ms "
                  "allowed%s)",
-                 p->o->max_rounds, (unsigned long long)r.dirty_pages, need,
-                 p->o->max_downtime_ms, p->throttle ? "" : "; --auto-converge may help");
+                 p->o->max_rounds, (unsigned long long)r.dirty_pages, need, p->o->max_downtime_ms,
+                 p->throttle ? "" : "; --auto-converge may help");
         d = VMT_POLICY_ABORT;
     } else {
         maybe_throttle(p, &r);
@@ -120,9 +120,9 @@ void vmt_migrate_opts_init(vmt_migrate_opts *o)
 /* ---- the dirty log of a VM with a HEAD ------------------------------------- */
 
 typedef struct dirty_keep {
-    uint64_t *before;  /* what the log held when the migration began */
+    uint64_t *before; /* what the log held when the migration began */
     uint64_t nwords;
-    bool started_log;  /* logging was off: we started it and stop it again */
+    bool started_log; /* logging was off: we started it and stop it again */
 } dirty_keep;
 
 static int dirty_keep_begin(dirty_keep *k, vmt_vm *vm, uint64_t npages)
@@ -191,8 +191,8 @@ static int query_once(const vmt_migrate_opts *o, const char *host_port, const ui
 /* After VMT_EINDOUBT: asks the destination; returns 0 (the VM runs
  * there), an error with the VM resumed here (it was recorded discarded),
  * or VMT_EINDOUBT still. */
-static int settle(vmt_vm *vm, const net_sink *c, const vmt_migrate_opts *o,
-                  const char *host_port, bool was_paused)
+static int settle(vmt_vm *vm, const net_sink *c, const vmt_migrate_opts *o, const char *host_port,
+                  bool was_paused)
 {
     uint8_t sid[16];
     char doubt[256];
@@ -206,8 +206,9 @@ static int settle(vmt_vm *vm, const net_sink *c, const vmt_migrate_opts *o,
         }
         if (query_once(o, host_port, sid, &running) != 0)
             continue;
-        vmt_info("migrate: the destination says the VM %s", running ? "runs there" : "was "
-                                                                       "discarded");
+        vmt_info("migrate: the destination says the VM %s", running ? "runs there"
+                                                                    : "was "
+                                                                      "discarded");
         if (running)
             return 0;
         if (!was_paused) /* as it was found */
@@ -296,11 +297,11 @@ static int run_copy(net_sink *c, vmt_vm *vm, const vmt_migrate_opts *o, const ch
     if (rc == 0) {
         for (uint64_t i = 0; i < npages; i++)
             pending[i / 64] |= 1ull << (i % 64);
-        mig_policy pol = {.o = o, .rep = rep, .fixed_ms = 5.0,
-                          .throttle = o->auto_converge ? &thr : NULL};
+        mig_policy pol = {
+            .o = o, .rep = rep, .fixed_ms = 5.0, .throttle = o->auto_converge ? &thr : NULL};
         mig_progress mp = {.o = o, .pol = &pol, .throttle = pol.throttle};
-        vmt_precopy_opts po = {.policy = mig_policy_fn, .policy_ctx = &pol, .batch_pages = 1024,
-                               .dirtied = dirtied};
+        vmt_precopy_opts po = {
+            .policy = mig_policy_fn, .policy_ctx = &pol, .batch_pages = 1024, .dirtied = dirtied};
         if (o->progress) {
             po.progress = engine_progress;
             po.progress_ctx = &mp;
@@ -323,7 +324,9 @@ static int run_copy(net_sink *c, vmt_vm *vm, const vmt_migrate_opts *o, const ch
 static int migrate_send(vmt_vm *vm, const char *host_port, const vmt_migrate_opts *o,
                         vmt_migrate_report *rep, uint64_t t0)
 {
-    net_sink c = {.vm = vm, .timeout_ms = o->timeout_ms, .base = o->dedup ? o->base : NULL,
+    net_sink c = {.vm = vm,
+                  .timeout_ms = o->timeout_ms,
+                  .base = o->dedup ? o->base : NULL,
                   .lazy_ram = o->lazy_ram};
     uint64_t size = 0;
     c.ram = vmt_vm_ram(vm, &size);

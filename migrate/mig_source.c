@@ -193,8 +193,8 @@ static int ns_pages(void *sink, unsigned round, const uint64_t *pfns, const uint
             return vmt_error_set(VMT_EINVAL, "page beyond RAM");
         /* The destination's RAM starts zero: round 0 need not mention zero
          * pages, nor read holes (which would allocate them here). */
-        if (round == 0 && ((!c->lazy_ram && mig_ram_hole(&c->holes, pfns[i] * PAGE)) ||
-                           zero_page(data[i]))) {
+        if (round == 0 &&
+            ((!c->lazy_ram && mig_ram_hole(&c->holes, pfns[i] * PAGE)) || zero_page(data[i]))) {
             c->zero_skipped++;
             continue;
         }
@@ -286,4 +286,3 @@ const vmt_sink_ops mig_net_sink_ops = {
     .bytes = ns_bytes,
     .flags = 0, /* never VMT_SINK_RESUME_BEFORE_COMMIT */
 };
-

@@ -59,8 +59,7 @@ typedef struct receiver {
     char addr[64];
 } receiver;
 
-static bool receiver_start(receiver *r, const char *extra1, const char *extra2,
-                           const char *extra3)
+static bool receiver_start(receiver *r, const char *extra1, const char *extra2, const char *extra3)
 {
     snprintf(r->out, sizeof(r->out), "%s.recv.out", storeB);
     unlink(r->out); /* never read an earlier receiver's port */
@@ -69,16 +68,16 @@ static bool receiver_start(receiver *r, const char *extra1, const char *extra2,
         int fd = open(r->out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         dup2(fd, 1);
         dup2(fd, 2);
-        const char *argv[12] = {cli, "receive", "--listen", "127.0.0.1:0", "--store", storeB,
-                                "--init", extra1, extra2, extra3, NULL};
+        const char *argv[12] = {cli,      "receive", "--listen", "127.0.0.1:0", "--store", storeB,
+                                "--init", extra1,    extra2,     extra3,        NULL};
         execv(cli, (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 200; i++) {
         FILE *f = fopen(r->out, "r");
         char line[256] = "";
-        if (f && fgets(line, sizeof(line), f) && sscanf(line, "listening on 127.0.0.1:%u",
-                                                       &r->port) == 1) {
+        if (f && fgets(line, sizeof(line), f) &&
+            sscanf(line, "listening on 127.0.0.1:%u", &r->port) == 1) {
             fclose(f);
             snprintf(r->addr, sizeof(r->addr), "127.0.0.1:%u", r->port);
             return true;
@@ -164,8 +163,8 @@ static void counter_migrates_and_continues_exactly(void)
     receiver r;
     CU_ASSERT_FATAL(receiver_start(&r, NULL, NULL, NULL));
     char *out = NULL, *err = NULL;
-    int st = cli_run(&out, &err, "migrate", "c", r.addr, "--store", storeA, "--json",
-                     "--streams", "2", "--compress", "lz4", NULL);
+    int st = cli_run(&out, &err, "migrate", "c", r.addr, "--store", storeA, "--json", "--streams",
+                     "2", "--compress", "lz4", NULL);
     if (st)
         printf("\n  migrate: %s", err);
     CU_ASSERT_EQUAL_FATAL(st, 0);
@@ -298,8 +297,8 @@ static pid_t slow_migrate(const receiver *r)
     if (mig == 0) {
         int fd = open("/dev/null", O_WRONLY);
         dup2(fd, 1);
-        const char *argv[] = {cli, "migrate", "d", r->addr, "--store", storeA, "--bandwidth",
-                              "4M", NULL};
+        const char *argv[] = {cli,    "migrate",     "d",  r->addr, "--store",
+                              storeA, "--bandwidth", "4M", NULL};
         execv(cli, (char *const *)argv);
         _exit(127);
     }
@@ -367,15 +366,16 @@ static void rdma_without_a_device_is_refused_and_the_vm_runs_on(void)
     new_stores("rdma");
     CU_ASSERT_FATAL(start(counter, "r", "every=1") > 0);
     char *out = NULL, *err = NULL;
-    CU_ASSERT_EQUAL(cli_run(&out, &err, "migrate", "r", "rdma://127.0.0.1:7999", "--store",
-                            storeA, NULL), 1);
+    CU_ASSERT_EQUAL(
+        cli_run(&out, &err, "migrate", "r", "rdma://127.0.0.1:7999", "--store", storeA, NULL), 1);
     CU_ASSERT(err && strstr(err, "no RDMA device") != NULL);
     printf("\n  %s", err);
     free(out);
     free(err);
     CU_ASSERT(vm_state(storeA, "r", "running"));
-    CU_ASSERT_EQUAL(cli_run(&out, &err, "receive", "--listen", "rdma://127.0.0.1:7999",
-                            "--store", storeB, "--init", NULL), 1);
+    CU_ASSERT_EQUAL(cli_run(&out, &err, "receive", "--listen", "rdma://127.0.0.1:7999", "--store",
+                            storeB, "--init", NULL),
+                    1);
     CU_ASSERT(err && strstr(err, "no RDMA device") != NULL);
     free(out);
     free(err);
@@ -419,7 +419,8 @@ int main(void)
          counter_migrates_and_continues_exactly},
         {"a persistent receiver refuses garbage and a wrong key, then takes the VM",
          persistent_receiver_refuses_garbage_and_a_wrong_key},
-        {"a killed destination or source leaves one VM", killed_destination_or_source_leaves_one_vm},
+        {"a killed destination or source leaves one VM",
+         killed_destination_or_source_leaves_one_vm},
         {"rdma:// without a device is refused and the VM runs on",
          rdma_without_a_device_is_refused_and_the_vm_runs_on},
         {NULL, NULL},

@@ -169,13 +169,12 @@ static void dirtier_pages_are_placed_and_arrive_consistent(void)
            (unsigned long long)(rep.pages_sent - rep.pages_placed),
            (unsigned long long)rep.pages_by_enc[VMT_PAGE_RAW],
            (unsigned long long)rep.pages_by_enc[VMT_PAGE_DELTA], rep.downtime_ns / 1e6);
-    CU_ASSERT(rep.pages_placed >= DPAGES);                /* round 0's region at least */
+    CU_ASSERT(rep.pages_placed >= DPAGES);                  /* round 0's region at least */
     CU_ASSERT(rep.pages_by_enc[VMT_PAGE_RAW] < DPAGES / 8); /* little went in batches */
     CU_ASSERT(vmt_vm_is_paused(src.vm));
     CU_ASSERT_FATAL(vmt_vm_pause(d.g.vm) == 0);
     char why[256] = "";
-    bool ok = migfx_dirtier_invariant(vmt_vm_ram(d.g.vm, NULL), DBASE, DPAGES, 1, why,
-                                      sizeof(why));
+    bool ok = migfx_dirtier_invariant(vmt_vm_ram(d.g.vm, NULL), DBASE, DPAGES, 1, why, sizeof(why));
     if (!ok)
         printf("  invariant: %s\n", why);
     CU_ASSERT(ok);

@@ -43,8 +43,8 @@ static int teardown(void)
 #define MAX_STARTS 64
 
 typedef struct counted {
-    uint64_t sent;                 /* bytes sent so far */
-    uint64_t starts[MAX_STARTS];   /* offsets of the last frames' first bytes */
+    uint64_t sent;               /* bytes sent so far */
+    uint64_t starts[MAX_STARTS]; /* offsets of the last frames' first bytes */
     unsigned nstarts;
 } counted;
 
@@ -100,16 +100,19 @@ static void count_describe(void *impl, char *buf, size_t cap)
     snprintf(buf, cap, "count(%s)", vmt_transport_peer(((count_impl *)impl)->inner));
 }
 
-static const vmt_transport_ops count_ops = {
-    .name = "count", .send = count_send, .recv = count_recv, .shutdown = count_shutdown,
-    .close = count_close, .describe = count_describe};
+static const vmt_transport_ops count_ops = {.name = "count",
+                                            .send = count_send,
+                                            .recv = count_recv,
+                                            .shutdown = count_shutdown,
+                                            .close = count_close,
+                                            .describe = count_describe};
 
 /* ---- the wrap hook --------------------------------------------------------------- */
 
 typedef struct cut {
-    bool count;               /* wrap stream 0 in the counting transport */
+    bool count; /* wrap stream 0 in the counting transport */
     counted *counted;
-    vmt_fault_opts fault;     /* cut points of stream 0 */
+    vmt_fault_opts fault; /* cut points of stream 0 */
 } cut;
 
 static int wrap_fn(void *ctx, unsigned index, vmt_transport **t)
@@ -138,9 +141,9 @@ typedef struct dest {
     vmt_listener *l;
     char addr[64];
     fx_guest g;
-    vmt_fault_opts fault;     /* the destination's own stream 0 (cut_after_sent) */
+    vmt_fault_opts fault; /* the destination's own stream 0 (cut_after_sent) */
     bool faulty;
-    const char *outcome_dir;  /* records, and a second session: the source's QUERY */
+    const char *outcome_dir; /* records, and a second session: the source's QUERY */
     bool query_running, queried;
     int rc;
     char why[300];
@@ -151,8 +154,8 @@ static int dest_accept(void *ctx, uint64_t deadline, vmt_transport **out)
 {
     dest *d = ctx;
     uint64_t now = vmt_now_ns();
-    int rc = vmt_listener_accept(d->l, out,
-                                 deadline > now ? (uint32_t)((deadline - now) / 1000000) : 0);
+    int rc =
+        vmt_listener_accept(d->l, out, deadline > now ? (uint32_t)((deadline - now) / 1000000) : 0);
     if (rc == 0 && d->faulty) {
         vmt_transport *w = NULL;
         d->faulty = false; /* stream 0 only */
@@ -169,8 +172,7 @@ static void *dest_main(void *arg)
     vmt_vm_config_init(&base);
     base.console = vmt_console_buf_sink;
     base.console_ctx = d->g.con;
-    vmt_migrate_recv_opts o = {.base = &base, .timeout_ms = 5000,
-                               .outcome_dir = d->outcome_dir};
+    vmt_migrate_recv_opts o = {.base = &base, .timeout_ms = 5000, .outcome_dir = d->outcome_dir};
     vmt_session_config sc;
     vmt_migrate_recv_session_config(&o, &sc);
     vmt_session *s = NULL;
@@ -279,9 +281,9 @@ static void random_cuts_leave_the_source_running(void)
             memset(&d.g, 0, sizeof(d.g));
             continue;
         }
-        CU_ASSERT(!ran);                       /* never twice */
-        CU_ASSERT_PTR_NULL(d.g.vm);            /* the destination discarded it */
-        CU_ASSERT(!vmt_vm_is_paused(src.vm));  /* never lost: it runs here */
+        CU_ASSERT(!ran);                      /* never twice */
+        CU_ASSERT_PTR_NULL(d.g.vm);           /* the destination discarded it */
+        CU_ASSERT(!vmt_vm_is_paused(src.vm)); /* never lost: it runs here */
         uint64_t at = migfx_counter_step(&src);
         bool progresses = migfx_wait_step(&src, at + 2, T30);
         CU_ASSERT(progresses);
@@ -291,8 +293,8 @@ static void random_cuts_leave_the_source_running(void)
                    progresses ? "" : " (the source did not progress)");
         fx_free(&d.g);
     }
-    printf("  24 cuts: the source ran on %u times; %u migrations ended before their cut\n",
-           resumed, completed);
+    printf("  24 cuts: the source ran on %u times; %u migrations ended before their cut\n", resumed,
+           completed);
     CU_ASSERT_EQUAL(resumed + completed, 24);
 
     dest_start(&d, NULL, NULL);
@@ -309,7 +311,7 @@ static void random_cuts_leave_the_source_running(void)
 
 typedef struct tail_case {
     const char *what;
-    int64_t from_go;          /* cut_after_sent relative to GO's first byte */
+    int64_t from_go; /* cut_after_sent relative to GO's first byte */
     bool expect_doubt;
     bool expect_dest_runs;
 } tail_case;
@@ -414,11 +416,13 @@ static void a_query_settles_a_completion_in_doubt(void)
         printf("\n  cut %s GO, then a query: rc %d (%s), destination %s, query said %s",
                k == 0 ? "inside" : "right after", rc, rc ? rep.why : "ok",
                ran ? "runs the VM" : "discarded it",
-               !d.queried ? "nothing" : d.query_running ? "running" : "discarded");
+               !d.queried        ? "nothing"
+               : d.query_running ? "running"
+                                 : "discarded");
         CU_ASSERT(d.queried);
         CU_ASSERT(!rep.in_doubt);
         CU_ASSERT_EQUAL(ran, k == 1);
-        CU_ASSERT_EQUAL(rc == 0, k == 1); /* settled: success exactly when it runs there */
+        CU_ASSERT_EQUAL(rc == 0, k == 1);    /* settled: success exactly when it runs there */
         CU_ASSERT(vmt_vm_is_paused(src.vm)); /* as found (paused), or migrated */
         fx_free(&d.g);
     }
@@ -473,8 +477,8 @@ static void fast_dirtier_fails_cleanly_then_converges_throttled(void)
     if (ran) {
         CU_ASSERT_FATAL(vmt_vm_pause(d.g.vm) == 0);
         char why[256] = "";
-        bool ok = migfx_dirtier_invariant(vmt_vm_ram(d.g.vm, NULL), 8u << 20, 4096, 1, why,
-                                          sizeof(why));
+        bool ok =
+            migfx_dirtier_invariant(vmt_vm_ram(d.g.vm, NULL), 8u << 20, 4096, 1, why, sizeof(why));
         if (!ok)
             printf("  invariant: %s\n", why);
         CU_ASSERT(ok);

@@ -95,8 +95,7 @@ static void check_invariant(fx_guest *g)
 {
     char why[256] = "";
     CU_ASSERT_FATAL(vmt_vm_pause(g->vm) == 0);
-    bool ok = migfx_dirtier_invariant(vmt_vm_ram(g->vm, NULL), DBASE, DPAGES, 1, why,
-                                      sizeof(why));
+    bool ok = migfx_dirtier_invariant(vmt_vm_ram(g->vm, NULL), DBASE, DPAGES, 1, why, sizeof(why));
     if (!ok)
         printf("\n  invariant: %s\n", why);
     CU_ASSERT(ok);
@@ -231,8 +230,7 @@ static void a_vm_still_arriving_by_lazy_restore_migrates_whole(void)
     CU_ASSERT_EQUAL_FATAL(d.rc, 0);
     CU_ASSERT_FATAL(vmt_vm_pause(d.g.vm) == 0);
     char why[256] = "";
-    bool ok = migfx_dirtier_invariant(vmt_vm_ram(d.g.vm, NULL), DBASE, LPAGES, 1, why,
-                                      sizeof(why));
+    bool ok = migfx_dirtier_invariant(vmt_vm_ram(d.g.vm, NULL), DBASE, LPAGES, 1, why, sizeof(why));
     if (!ok)
         printf("\n  invariant: %s\n", why);
     CU_ASSERT(ok);
