@@ -15,11 +15,17 @@
  *            pause) until the VM runs again; then the CLI end to end:
  *            `vmtree rollback NAME SNAP --lazy` spawned against a detached
  *            1 GiB counter VM, wall time and the VM process's running_us.
+ *   flat     rollback cost against populated RAM: 1 GiB dirtiers with 64,
+ *            256, 512 and 960 MiB of random pages, paused at a snapshot S;
+ *            then 16 pages changed and a partial in-place rollback to S
+ *            (vmt_vm_restore_partial), pause to running, and the same with
+ *            a full lazy in-place rollback for comparison (also run by
+ *            `rollback`).
  *   series   N snapshots (100; --quick 10), 100 ms apart, of a dirtier that
  *            never stops (0.1 % of RAM a pass): pause and total time under
  *            load, then the store's disk bytes against N full memory dumps.
  *
- * `vmtree-bench snapshot [take] [restore] [rollback] [series]`: all by default
+ * `vmtree-bench snapshot [take] [restore] [rollback] [flat] [series]`: all by default
  * (restore needs take's snapshots and runs it).  The stores live in
  * temporary directories under $VMTREE_BENCH_DIR, $TMPDIR or /var/tmp,
  * removed at the end.
@@ -551,6 +557,110 @@ static int bench_rollback(const vmt_bench_opts *o, vmt_kvm *kvm)
     return rc;
 }
 
+/* ---- rollback cost against populated RAM -------------------------------- */
+
+/* Pause, roll back in place (partial S -> S, or a full lazy restore of S),
+ * resume: ms from the request (the pause) until the VM runs. */
+static int rollback_once(bsnap *b, bool partial, vmt_restore **prev, double *ms,
+                         uint64_t *restored)
+{
+    vmt_restore_partial_stats pst;
+    vmt_restore_opts lazy = {.mode = VMT_RESTORE_LAZY};
+    vmt_restore *rs = NULL;
+    uint64_t t0 = vmt_now_ns();
+    int rc = vmt_vm_pause(b->vm);
+    if (rc == 0 && partial)
+        rc = vmt_vm_restore_partial(b->vm, b->s, &b->last, &b->last, NULL, NULL, NULL, &pst);
+    else if (rc == 0)
+        rc = vmt_vm_restore_in_place(b->vm, b->s, &b->last, &lazy, prev, &rs, NULL, NULL);
+    if (rc == 0)
+        rc = vmt_vm_resume(b->vm);
+    *ms = (double)(vmt_now_ns() - t0) / 1e6;
+    if (partial)
+        *restored = pst.pages_restored;
+    else
+        *prev = rs;
+    return rc;
+}
+
+/* k pages of the region changed through the VMM (reported dirty, as the
+ * guest's writes are), then a little time for the guest to run. */
+static int touch_few(bsnap *b, unsigned k)
+{
+    int rc = dirty_pages(b, k, false);
+    struct timespec gap = {0, 20000000};
+    nanosleep(&gap, NULL);
+    return rc;
+}
+
+/* A 1 GiB dirtier with `mib` MiB of random pages, paused at snapshot S with
+ * logging on (RAM == S); partial rollbacks with 16 pages written between
+ * them, then full lazy ones for comparison. */
+static int rollback_flat_one(const vmt_bench_opts *o, vmt_kvm *kvm, uint64_t mib)
+{
+    enum { K = 16 };
+    unsigned runs = VMT_MIN(o->runs, 16u);
+    double part[16], full[16], nrest[16];
+    bsnap b = {.o = o, .kvm = kvm, .rng = 88172645463325252ull, .mem = 1ull << 30,
+               .region_pages = mib << 8,
+               .ev = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER}};
+    vmt_restore *prev = NULL;
+    vmt_snap_take_stats ts;
+    int rc = store_open(&b, "rbflat");
+    if (rc == 0)
+        rc = boot_dirtier(&b, "passes=1 end=event", DIRTIER_DONE);
+    if (rc == 0)
+        rc = vmt_vm_pause(b.vm);
+    if (rc == 0)
+        rc = take(&b, 8, &ts); /* paused: RAM is exactly S */
+    vmt_vmsnap_detach(b.vs); /* stops the logging it started ... */
+    b.vs = NULL;
+    if (rc == 0)
+        rc = vmt_dirty_start(b.vm, 0); /* ... on again, as the VM process has it */
+    if (rc == 0)
+        rc = vmt_vm_resume(b.vm);
+    for (unsigned r = 0; rc == 0 && r < runs; r++) {
+        uint64_t n = 0;
+        rc = touch_few(&b, K);
+        if (rc == 0)
+            rc = rollback_once(&b, true, NULL, &part[r], &n);
+        nrest[r] = (double)n;
+    }
+    for (unsigned r = 0; rc == 0 && r < runs; r++)
+        if ((rc = touch_few(&b, K)) == 0)
+            rc = rollback_once(&b, false, &prev, &full[r], NULL);
+    if (prev && rc == 0)
+        rc = vmt_restore_wait(prev, 120 * SEC);
+    vmt_vm_destroy(b.vm); /* before its restore: that one serves its RAM */
+    b.vm = NULL;
+    vmt_restore_free(prev);
+    bsnap_close(&b);
+    if (rc == 0) {
+        char extra[200];
+        snprintf(extra, sizeof(extra),
+                 "\"mem_mib\":1024,\"populated_mib\":%llu,\"pages_written\":%d,"
+                 "\"pages_restored\":%.0f",
+                 (unsigned long long)mib, K, vmt_bench_median(nrest, runs));
+        vmt_bench_emit("snapshot", "rollback_partial_running", vmt_bench_median(part, runs), "ms",
+                       extra);
+        vmt_bench_emit("snapshot", "rollback_full_lazy_running", vmt_bench_median(full, runs),
+                       "ms", extra);
+    }
+    return rc;
+}
+
+/* Partial in-place rollback (only the pages that differ) should cost the
+ * same whatever the populated RAM; the full lazy one punches all of it. */
+static int bench_rollback_flat(const vmt_bench_opts *o, vmt_kvm *kvm)
+{
+    static const uint64_t mib[] = {64, 256, 512, 960};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < VMT_ARRAY_SIZE(mib); i++)
+        if (!o->quick || mib[i] <= 256)
+            rc = rollback_flat_one(o, kvm, mib[i]);
+    return rc;
+}
+
 static bool wanted(const vmt_bench_opts *o, const char *part)
 {
     bool want = o->argc == 0;
@@ -579,6 +689,8 @@ int vmt_bench_snapshot(const vmt_bench_opts *o)
     bsnap_close(&b);
     if (rc == 0 && wanted(o, "rollback"))
         rc = bench_rollback(o, b.kvm);
+    if (rc == 0 && (wanted(o, "rollback") || wanted(o, "flat")))
+        rc = bench_rollback_flat(o, b.kvm);
     if (rc == 0 && wanted(o, "series"))
         rc = bench_series(&b);
     if (rc)
