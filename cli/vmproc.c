@@ -152,13 +152,14 @@ static int setup(vmproc *p)
     rc = p->o->from_snapshot ? vmp_create_from_snapshot(p) : boot_vm(p);
     if (!rc)
         rc = vmt_dirty_start(p->vm, 0);
+    /* Running before the catalog's fsynced transactions (tens of ms). */
+    if (!rc)
+        rc = vmt_vm_start(p->vm);
+    p->started_ns = vmt_now_ns();
     if (!rc)
         rc = vmp_register(p);
     if (!rc)
         rc = vmt_cli_unix_listen(p->sock_path, &p->listen_fd);
-    if (!rc)
-        rc = vmt_vm_start(p->vm);
-    p->started_ns = vmt_now_ns();
     return rc;
 }
 
