@@ -350,10 +350,17 @@ static int rollback_partial(vmproc *p, const vmt_id *snap, bool lazy, uint64_t t
     vmt_partial_opts po = {.max_pages = lazy ? PARTIAL_LAZY_MAX : 0};
     memset(&ist, 0, sizeof(ist));
     memset(&pst, 0, sizeof(pst));
+    uint64_t t_open = vmt_now_ns();
     int rc = rec ? vmt_cli_store_open(p->o->store, false, &s) : VMT_ENOMEM;
+    uint64_t t_opened = vmt_now_ns();
     if (rc == 0)
         rc = vmt_vm_restore_partial(p->vm, s, &p->head, snap, &po, rec, &ist, &pst);
     vmt_store_close(s);
+    vmt_debug("rollback of %s: request to store open %llu us, store open %llu us, partial "
+              "restore %llu us",
+              p->o->name, (unsigned long long)((t_open - t0) / 1000),
+              (unsigned long long)((t_opened - t_open) / 1000),
+              (unsigned long long)((vmt_now_ns() - t_opened) / 1000));
     if (rc && !ist.ram_replaced) {
         vmt_debug("rollback of %s: in full, %s", p->o->name, vmt_error_last());
         vmt_error_clear();
