@@ -37,19 +37,19 @@
 #define RESTORE_SLICE 32u
 
 typedef struct eager_buf {
-    uint8_t *pages;        /* RESTORE_BATCH pages */
-    uint64_t first, n;     /* r->pfns[first .. first + n) */
+    uint8_t *pages;         /* RESTORE_BATCH pages */
+    uint64_t first, n;      /* r->pfns[first .. first + n) */
     struct eager_buf *next; /* in the write queue */
-    _Atomic bool queued;   /* read, not yet written: owned by the queue */
+    _Atomic bool queued;    /* read, not yet written: owned by the queue */
 } eager_buf;
 
 typedef struct eager_job {
     vmt_restore *r;
     _Atomic uint64_t next; /* index into r->pfns */
     _Atomic bool stop;
-    pthread_mutex_t qmu;   /* guards head/tail */
+    pthread_mutex_t qmu; /* guards head/tail */
     eager_buf *head, **tail;
-    pthread_mutex_t wmu;   /* the writer role */
+    pthread_mutex_t wmu; /* the writer role */
 } eager_job;
 
 int restore_write_runs(int fd, const uint64_t *pfn, const uint8_t *buf, size_t n)
@@ -95,8 +95,7 @@ static int read_batch(vmt_restore *r, uint64_t first, uint64_t n, uint8_t *bounc
      * own pool as well costs ~15 % in wake-ups and a third thread per core
      * pair (measured on 2 cores). */
     for (uint64_t i = 0; i < n; i += RESTORE_SLICE) {
-        int rc = vmt_store_get_pages(r->s, ids + i, (size_t)VMT_MIN(n - i, RESTORE_SLICE),
-                                     dst + i);
+        int rc = vmt_store_get_pages(r->s, ids + i, (size_t)VMT_MIN(n - i, RESTORE_SLICE), dst + i);
         if (rc)
             return rc;
     }

@@ -144,7 +144,7 @@ static int fill_ids(partial *p, const vmt_id *to_root)
         /* An empty leaf is all zero pages (never read, calloc'd ids are not
          * the zero-page id). */
         e->id = vmt_id_is_zero_page(&lvl[0][e->pfn / VMT_MAP_FANOUT]) ? vmt_id_zero_page()
-                                                                        : pages[e->pfn];
+                                                                      : pages[e->pfn];
         e->known = true;
     }
     for (unsigned l = 0; l < MAP_MAX_DEPTH; l++)
@@ -232,8 +232,7 @@ static int write_set(partial *p, uint8_t *ram, int fd)
     return rc;
 }
 
-static int plan(partial *p, const vmt_id *from_root, const vmt_id *to_root,
-                const uint64_t *dirty)
+static int plan(partial *p, const vmt_id *from_root, const vmt_id *to_root, const uint64_t *dirty)
 {
     uint64_t nodes = 0;
     int rc = vmt_map_diff(p->s, from_root, to_root, p->g.npages, on_diff, p, &nodes);
@@ -263,8 +262,9 @@ int vmt_restore_partial(vmt_store *s, const vmt_id *from_root, const vmt_id *to_
     if (!s || !from_root || !to_root || !ram)
         return vmt_error_set(VMT_EINVAL, "vmt_restore_partial: NULL argument");
     if (ram_size == 0 || ram_size % VMT_PAGE_SIZE || ((uintptr_t)ram % VMT_PAGE_SIZE))
-        return vmt_error_set(VMT_EINVAL, "partial restore: RAM of %llu bytes at %p is not "
-                                         "page-aligned",
+        return vmt_error_set(VMT_EINVAL,
+                             "partial restore: RAM of %llu bytes at %p is not "
+                             "page-aligned",
                              (unsigned long long)ram_size, (const void *)ram);
     int rc = map_geom_init(&p.g, ram_size / VMT_PAGE_SIZE);
     uint64_t t0 = vmt_now_ns();

@@ -45,8 +45,8 @@ static bool snapshot(const char *name, char id[33])
 static bool rollback(const char *name, const char *snap, bool lazy, char **out)
 {
     char *err = NULL;
-    int st = lazy ? cli_run(out, &err, "rollback", name, snap, "--lazy", "--json", "--store",
-                            store, NULL)
+    int st = lazy ? cli_run(out, &err, "rollback", name, snap, "--lazy", "--json", "--store", store,
+                            NULL)
                   : cli_run(out, &err, "rollback", name, snap, "--json", "--store", store, NULL);
     if (st != 0)
         fprintf(stderr, "\n  rollback %s %s failed (%d): %s%s\n", name, snap, st, *out, err);
@@ -72,8 +72,7 @@ static size_t marker_end(const char *name, unsigned n)
 
 /* The sums printed after offset `from` are those of the same steps before
  * offset `upto` (the first run); the first step is in (lo, hi]. */
-static void continues_exactly(const char *name, size_t upto, size_t from, uint64_t lo,
-                              uint64_t hi)
+static void continues_exactly(const char *name, size_t upto, size_t from, uint64_t lo, uint64_t hi)
 {
     CU_ASSERT_FATAL(cli_wait_step(store, name, hi + 40, from, 20000) >= hi + 40);
     char *t = cli_console(store, name);
@@ -93,8 +92,7 @@ static void continues_exactly(const char *name, size_t upto, size_t from, uint64
             }
     if (compared < 30)
         fprintf(stderr, "\n  %zu lines compared (first %llu, lo %llu hi %llu)\n", compared,
-                (unsigned long long)lines2[0].step, (unsigned long long)lo,
-                (unsigned long long)hi);
+                (unsigned long long)lines2[0].step, (unsigned long long)lo, (unsigned long long)hi);
     CU_ASSERT(compared >= 30);
 }
 

@@ -127,8 +127,8 @@ static void continues_from(fx_guest *g, const char *orig, size_t off, uint64_t a
     uint64_t first = 0;
     long n = migfx_counter_compare(orig, all + off, &first);
     if (n < 20 || first <= 1 || first > at + 2)
-        fprintf(stderr, "\n  %ld lines compared, first step %llu, snapshot at %llu:\n%.300s\n",
-                n, (unsigned long long)first, (unsigned long long)at, all + off);
+        fprintf(stderr, "\n  %ld lines compared, first step %llu, snapshot at %llu:\n%.300s\n", n,
+                (unsigned long long)first, (unsigned long long)at, all + off);
     CU_ASSERT(n >= 20);
     CU_ASSERT(first > 1 && first <= at + 2);
     CU_ASSERT_PTR_NULL(strstr(all, "fault"));
@@ -236,8 +236,7 @@ static void dirtier_holds_the_invariant(void)
     partial(&g, &s2, &s1, &pst);
     CU_ASSERT(pst.pages_diff > 0 && pst.pages_dirty > 0);
     char why[256] = "";
-    bool ok = migfx_dirtier_invariant(vmt_vm_ram(g.vm, NULL), DBASE, DPAGES, 1, why,
-                                      sizeof(why));
+    bool ok = migfx_dirtier_invariant(vmt_vm_ram(g.vm, NULL), DBASE, DPAGES, 1, why, sizeof(why));
     if (!ok)
         fprintf(stderr, "\n  after the rollback: %s\n", why);
     CU_ASSERT(ok);
@@ -287,8 +286,8 @@ static void restored_pages_are_exactly_the_differing_set(void)
     CU_ASSERT_FATAL(vmt_snap_record_read(st.s, &s[0], &tr) == 0);
     uint64_t *want = calloc((PAGES + 63) / 64, 8);
     CU_ASSERT_FATAL(want != NULL);
-    CU_ASSERT_FATAL(vmt_map_diff(st.s, &hr.map_root, &tr.map_root, PAGES, count_diff, want,
-                                 NULL) == 0);
+    CU_ASSERT_FATAL(vmt_map_diff(st.s, &hr.map_root, &tr.map_root, PAGES, count_diff, want, NULL) ==
+                    0);
     uint64_t ndiff = popcount(want, PAGES);
     CU_ASSERT_FATAL(ndiff > 0);
     /* K pages: every 97th page (zero pages among them), and the first
@@ -313,9 +312,8 @@ static void restored_pages_are_exactly_the_differing_set(void)
     CU_ASSERT_EQUAL(pst.pages_restored, popcount(want, PAGES));
     if (pst.pages_restored != popcount(want, PAGES))
         fprintf(stderr, "\n  restored %llu, differing set %llu (diff %llu, dirty %llu)\n",
-                (unsigned long long)pst.pages_restored,
-                (unsigned long long)popcount(want, PAGES), (unsigned long long)ndiff,
-                (unsigned long long)k);
+                (unsigned long long)pst.pages_restored, (unsigned long long)popcount(want, PAGES),
+                (unsigned long long)ndiff, (unsigned long long)k);
     CU_ASSERT(pst.pages_zeroed > 0); /* written zero pages go back to holes */
     free(want);
     migfx_free(&g, NULL);
