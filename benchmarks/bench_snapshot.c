@@ -7,19 +7,26 @@
  *            (0.1 %, 1 %, 10 % of RAM; spread over the region or in one run)
  *            are changed and a snapshot taken while the VM runs: pause, total
  *            and commit time, metadata bytes (map nodes + record + state blob).
- *   restore  from the last snapshot: lazy (vmt_vm_from_snapshot with LAZY
- *            until vmt_vm_start returns; then until every page is in) and
- *            eager (non-zero bytes per second).
+ *   restore  from the last snapshot, the snapshotted VM paused: lazy
+ *            (vmt_vm_from_snapshot with LAZY until vmt_vm_start returns;
+ *            then until every page is in) and eager (non-zero bytes, and
+ *            RAM bytes, per second, VM creation included).
  *   rollback a 1 GiB dirtier (128 MiB of random pages) rolled back in place
  *            lazily (vmt_vm_restore_in_place): from the request (before the
  *            pause) until the VM runs again; then the CLI end to end:
  *            `vmtree rollback NAME SNAP --lazy` spawned against a detached
  *            1 GiB counter VM, wall time and the VM process's running_us.
+ *   flat     rollback cost against populated RAM: 1 GiB dirtiers with 64,
+ *            256, 512 and 960 MiB of random pages, paused at a snapshot S;
+ *            then 16 pages changed and a partial in-place rollback to S
+ *            (vmt_vm_restore_partial), pause to running, and the same with
+ *            a full lazy in-place rollback for comparison (also run by
+ *            `rollback`).
  *   series   N snapshots (100; --quick 10), 100 ms apart, of a dirtier that
  *            never stops (0.1 % of RAM a pass): pause and total time under
  *            load, then the store's disk bytes against N full memory dumps.
  *
- * `vmtree-bench snapshot [take] [restore] [rollback] [series]`: all by default
+ * `vmtree-bench snapshot [take] [restore] [rollback] [flat] [series]`: all by default
  * (restore needs take's snapshots and runs it).  The stores live in
  * temporary directories under $VMTREE_BENCH_DIR, $TMPDIR or /var/tmp,
  * removed at the end.
@@ -282,7 +289,9 @@ static int bench_restore(bsnap *b)
     unsigned runs = VMT_MIN(b->o->runs, 16u);
     double run_ms[16], done_ms[16], eager[16];
     vmt_snap_record *rec = malloc(sizeof(*rec));
-    int rc = rec ? 0 : VMT_ENOMEM;
+    /* The snapshotted dirtier spins on one of the cores: not what is
+     * measured here. */
+    int rc = rec ? vmt_vm_pause(b->vm) : VMT_ENOMEM;
     for (unsigned r = 0; rc == 0 && r < runs; r++) {
         vmt_vm *vm = NULL;
         vmt_restore *rs = NULL;
@@ -316,6 +325,10 @@ static int bench_restore(bsnap *b)
         vmt_bench_emit("snapshot", "lazy_restore_complete", vmt_bench_median(done_ms, runs), "ms",
                        extra);
         vmt_bench_emit("snapshot", "eager_restore", vmt_bench_median(eager, runs), "GB/s", extra);
+        for (unsigned r = 0; r < runs; r++)
+            eager[r] *= (double)b->mem / ((double)rec->nonzero_pages * 4096);
+        vmt_bench_emit("snapshot", "eager_restore_ram_rate", vmt_bench_median(eager, runs),
+                       "GB/s", extra);
     }
     free(rec);
     return rc;
@@ -476,8 +489,10 @@ static int run_cli(const char *exe, char *const *argv, char *out, size_t cap)
     return 0;
 }
 
-/* `vmtree rollback --lazy` end to end against a detached 1 GiB counter. */
-static int bench_rollback_cli(bsnap *b, unsigned runs, double *wall, double *running)
+/* `vmtree rollback --lazy` end to end against a detached 1 GiB counter;
+ * then `vmtree branch --lazy --detach` of its HEAD, spawn to exit. */
+static int bench_rollback_cli(bsnap *b, unsigned runs, double *wall, double *running,
+                              double *branch)
 {
     char exe[PATH_MAX], store[PATH_MAX + 16], out[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 16);
@@ -516,6 +531,18 @@ static int bench_rollback_cli(bsnap *b, unsigned runs, double *wall, double *run
         const char *m = strstr(out, "running after ");
         running[r] = m ? strtod(m + 14, NULL) : -1;
     }
+    for (unsigned r = 0; rc == 0 && r < runs; r++) {
+        char name[16];
+        snprintf(name, sizeof(name), "br%u", r);
+        char *br[] = {exe, "branch", "rb", "--name", name, "--lazy", "--detach", "--store",
+                      store, NULL};
+        char *brstop[] = {exe, "stop", name, "--store", store, NULL};
+        uint64_t t0 = vmt_now_ns();
+        rc = run_cli(exe, br, out, sizeof(out));
+        branch[r] = (double)(vmt_now_ns() - t0) / 1e6;
+        if (rc == 0)
+            rc = run_cli(exe, brstop, out, sizeof(out));
+    }
     if (started)
         run_cli(exe, stop, out, sizeof(out));
     free(guest);
@@ -525,7 +552,7 @@ static int bench_rollback_cli(bsnap *b, unsigned runs, double *wall, double *run
 static int bench_rollback(const vmt_bench_opts *o, vmt_kvm *kvm)
 {
     unsigned runs = VMT_MIN(o->runs, 16u);
-    double lib[16], wall[16], running[16];
+    double lib[16], wall[16], running[16], branch[16];
     bsnap b = {.o = o, .kvm = kvm, .rng = 88172645463325252ull, .mem = 1ull << 30,
                .region_pages = 32768,
                .ev = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER}};
@@ -539,7 +566,7 @@ static int bench_rollback(const vmt_bench_opts *o, vmt_kvm *kvm)
         vmt_bench_emit("snapshot", "rollback_lazy_running", vmt_bench_median(lib, runs), "ms",
                        "\"mem_mib\":1024,\"nonzero_mib\":128,\"of\":\"in place: pause, "
                        "vmt_vm_restore_in_place, resume\"");
-        rc = bench_rollback_cli(&b, runs, wall, running);
+        rc = bench_rollback_cli(&b, runs, wall, running, branch);
         bsnap_close(&b);
     }
     if (rc == 0) {
@@ -547,7 +574,114 @@ static int bench_rollback(const vmt_bench_opts *o, vmt_kvm *kvm)
                        "\"mem_mib\":1024,\"of\":\"vmtree rollback --lazy, spawn to exit\"");
         vmt_bench_emit("snapshot", "rollback_lazy_cli_running", vmt_bench_median(running, runs),
                        "ms", "\"mem_mib\":1024,\"of\":\"VM process: request to running\"");
+        vmt_bench_emit("snapshot", "branch_lazy_cli_wall", vmt_bench_median(branch, runs), "ms",
+                       "\"mem_mib\":1024,\"of\":\"vmtree branch --lazy --detach, spawn to "
+                       "exit (a new process and VM: store open, KVM_CREATE_VM, catalog)\"");
     }
+    return rc;
+}
+
+/* ---- rollback cost against populated RAM -------------------------------- */
+
+/* Pause, roll back in place (partial S -> S, or a full lazy restore of S),
+ * resume: ms from the request (the pause) until the VM runs. */
+static int rollback_once(bsnap *b, bool partial, vmt_restore **prev, double *ms,
+                         uint64_t *restored)
+{
+    vmt_restore_partial_stats pst;
+    vmt_restore_opts lazy = {.mode = VMT_RESTORE_LAZY};
+    vmt_restore *rs = NULL;
+    uint64_t t0 = vmt_now_ns();
+    int rc = vmt_vm_pause(b->vm);
+    if (rc == 0 && partial)
+        rc = vmt_vm_restore_partial(b->vm, b->s, &b->last, &b->last, NULL, NULL, NULL, &pst);
+    else if (rc == 0)
+        rc = vmt_vm_restore_in_place(b->vm, b->s, &b->last, &lazy, prev, &rs, NULL, NULL);
+    if (rc == 0)
+        rc = vmt_vm_resume(b->vm);
+    *ms = (double)(vmt_now_ns() - t0) / 1e6;
+    if (partial)
+        *restored = pst.pages_restored;
+    else
+        *prev = rs;
+    return rc;
+}
+
+/* k pages of the region changed through the VMM (reported dirty, as the
+ * guest's writes are), then a little time for the guest to run. */
+static int touch_few(bsnap *b, unsigned k)
+{
+    int rc = dirty_pages(b, k, false);
+    struct timespec gap = {0, 20000000};
+    nanosleep(&gap, NULL);
+    return rc;
+}
+
+/* A 1 GiB dirtier with `mib` MiB of random pages, paused at snapshot S with
+ * logging on (RAM == S); partial rollbacks with 16 pages written between
+ * them, then full lazy ones for comparison. */
+static int rollback_flat_one(const vmt_bench_opts *o, vmt_kvm *kvm, uint64_t mib)
+{
+    enum { K = 16 };
+    unsigned runs = VMT_MIN(o->runs, 16u);
+    double part[16], full[16], nrest[16];
+    bsnap b = {.o = o, .kvm = kvm, .rng = 88172645463325252ull, .mem = 1ull << 30,
+               .region_pages = mib << 8,
+               .ev = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER}};
+    vmt_restore *prev = NULL;
+    vmt_snap_take_stats ts;
+    int rc = store_open(&b, "rbflat");
+    if (rc == 0)
+        rc = boot_dirtier(&b, "passes=1 end=event", DIRTIER_DONE);
+    if (rc == 0)
+        rc = vmt_vm_pause(b.vm);
+    if (rc == 0)
+        rc = take(&b, 8, &ts); /* paused: RAM is exactly S */
+    vmt_vmsnap_detach(b.vs); /* stops the logging it started ... */
+    b.vs = NULL;
+    if (rc == 0)
+        rc = vmt_dirty_start(b.vm, 0); /* ... on again, as the VM process has it */
+    if (rc == 0)
+        rc = vmt_vm_resume(b.vm);
+    for (unsigned r = 0; rc == 0 && r < runs; r++) {
+        uint64_t n = 0;
+        rc = touch_few(&b, K);
+        if (rc == 0)
+            rc = rollback_once(&b, true, NULL, &part[r], &n);
+        nrest[r] = (double)n;
+    }
+    for (unsigned r = 0; rc == 0 && r < runs; r++)
+        if ((rc = touch_few(&b, K)) == 0)
+            rc = rollback_once(&b, false, &prev, &full[r], NULL);
+    if (prev && rc == 0)
+        rc = vmt_restore_wait(prev, 120 * SEC);
+    vmt_vm_destroy(b.vm); /* before its restore: that one serves its RAM */
+    b.vm = NULL;
+    vmt_restore_free(prev);
+    bsnap_close(&b);
+    if (rc == 0) {
+        char extra[200];
+        snprintf(extra, sizeof(extra),
+                 "\"mem_mib\":1024,\"populated_mib\":%llu,\"pages_written\":%d,"
+                 "\"pages_restored\":%.0f",
+                 (unsigned long long)mib, K, vmt_bench_median(nrest, runs));
+        vmt_bench_emit("snapshot", "rollback_partial_running", vmt_bench_median(part, runs), "ms",
+                       extra);
+        vmt_bench_emit("snapshot", "rollback_full_lazy_running", vmt_bench_median(full, runs),
+                       "ms", extra);
+    }
+    return rc;
+}
+
+/* Partial in-place rollback (only the pages that differ) should cost the
+ * same whatever the populated RAM; the full lazy one punches all of it. */
+static int bench_rollback_flat(const vmt_bench_opts *o, vmt_kvm *kvm)
+{
+    static const uint64_t mib[] = {64, 256, 512, 960};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < VMT_ARRAY_SIZE(mib); i++)
+        if (!o->quick || mib[i] <= 256)
+            rc = rollback_flat_one(o, kvm, mib[i]);
     return rc;
 }
 
@@ -579,6 +713,8 @@ int vmt_bench_snapshot(const vmt_bench_opts *o)
     bsnap_close(&b);
     if (rc == 0 && wanted(o, "rollback"))
         rc = bench_rollback(o, b.kvm);
+    if (rc == 0 && (wanted(o, "rollback") || wanted(o, "flat")))
+        rc = bench_rollback_flat(o, b.kvm);
     if (rc == 0 && wanted(o, "series"))
         rc = bench_series(&b);
     if (rc)

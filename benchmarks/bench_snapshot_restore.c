@@ -3,6 +3,7 @@
  * MAP_SHARED memfd mapping, as the VMM has), DESIGN.md §6.
  *
  *   vmtree-bench restore [--quick] [--runs N] [--threads N] [--dir DIR]
+ *                        [--mode eager|lazy|both]
  *
  * The snapshot is a RAM image of 1 GiB (256 MiB with --quick) of realistic
  * content: one page in four is zero; the others are the pages, in order,
@@ -37,6 +38,7 @@
 
 typedef struct rcfg {
     unsigned threads, runs;
+    bool eager, lazy; /* which modes to measure (--mode) */
     const char *dir;
     uint64_t npages;
 } rcfg;
@@ -212,24 +214,28 @@ static int measure(vmt_store *s, const vmt_id *root, const rcfg *c, const uint8_
     uint64_t cpu = 0;
 
     /* The first eager run also checks the result byte for byte. */
-    for (unsigned i = 0; i < runs; i++) {
+    for (unsigned i = 0; c->eager && i < runs; i++) {
         if (restore_once(s, root, c, VMT_RESTORE_EAGER, i == 0 ? img : NULL, &st, &cpu) != 0)
             return -1;
         eager[i] = (double)st.pages_total * PAGE / (double)st.complete_ns;
         ram_rate[i] = (double)c->npages * PAGE / (double)st.complete_ns;
         cpu_rate[i] = (double)st.pages_total * PAGE / (double)VMT_MAX(cpu, (uint64_t)1);
     }
-    for (unsigned i = 0; i < runs; i++) {
+    for (unsigned i = 0; c->lazy && i < runs; i++) {
         if (restore_once(s, root, c, VMT_RESTORE_LAZY, i == 0 ? img : NULL, &st, &cpu) != 0)
             return -1;
         ready[i] = (double)st.ready_ns / 1e6;
         done[i] = (double)st.complete_ns / 1e6;
     }
-    emit(c, "eager_throughput", vmt_bench_median(eager, runs), "GB/s", st.pages_total);
-    emit(c, "eager_ram_rate", vmt_bench_median(ram_rate, runs), "GB/s", st.pages_total);
-    emit(c, "eager_cpu_rate", vmt_bench_median(cpu_rate, runs), "GB/cpu-s", st.pages_total);
-    emit(c, "lazy_ready", vmt_bench_median(ready, runs), "ms", st.pages_total);
-    emit(c, "lazy_complete", vmt_bench_median(done, runs), "ms", st.pages_total);
+    if (c->eager) {
+        emit(c, "eager_throughput", vmt_bench_median(eager, runs), "GB/s", st.pages_total);
+        emit(c, "eager_ram_rate", vmt_bench_median(ram_rate, runs), "GB/s", st.pages_total);
+        emit(c, "eager_cpu_rate", vmt_bench_median(cpu_rate, runs), "GB/cpu-s", st.pages_total);
+    }
+    if (c->lazy) {
+        emit(c, "lazy_ready", vmt_bench_median(ready, runs), "ms", st.pages_total);
+        emit(c, "lazy_complete", vmt_bench_median(done, runs), "ms", st.pages_total);
+    }
     return 0;
 }
 
@@ -238,6 +244,7 @@ static int measure(vmt_store *s, const vmt_id *root, const rcfg *c, const uint8_
 static int parse_args(const vmt_bench_opts *o, rcfg *c)
 {
     c->runs = o->runs;
+    c->eager = c->lazy = true;
     c->npages = (o->quick ? 256ull << 20 : 1ull << 30) / PAGE;
     c->dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     for (int i = 0; i < o->argc; i++) {
@@ -248,6 +255,14 @@ static int parse_args(const vmt_bench_opts *o, rcfg *c)
             i++;
         } else if (!strcmp(o->argv[i], "--dir") && i + 1 < o->argc) {
             c->dir = o->argv[++i];
+        } else if (!strcmp(o->argv[i], "--mode") && i + 1 < o->argc) {
+            const char *m = o->argv[++i];
+            c->eager = !strcmp(m, "eager") || !strcmp(m, "both");
+            c->lazy = !strcmp(m, "lazy") || !strcmp(m, "both");
+            if (!c->eager && !c->lazy) {
+                fprintf(stderr, "vmtree-bench restore: --mode eager|lazy|both\n");
+                return -1;
+            }
         } else {
             fprintf(stderr, "vmtree-bench restore: unknown option %s\n", o->argv[i]);
             return -1;

@@ -156,18 +156,19 @@ static int setup_vmm(vmproc *p)
     return vmt_kvm_open(&p->kvm);
 }
 
-/* Dirty log, catalog, control socket; starts the VM unless it runs. */
+/* Dirty log, the VM started unless it runs (before the catalog's fsynced
+ * transactions, tens of ms), catalog, control socket. */
 static int setup_serve(vmproc *p)
 {
     int rc = vmt_dirty_active(p->vm) ? 0 : vmt_dirty_start(p->vm, 0);
-    if (!rc)
-        rc = vmp_register(p);
-    if (!rc)
-        rc = vmt_cli_unix_listen(p->sock_path, &p->listen_fd);
     if (!rc && !p->running)
         rc = vmt_vm_start(p->vm);
     p->running = rc == 0;
     p->started_ns = vmt_now_ns();
+    if (!rc)
+        rc = vmp_register(p);
+    if (!rc)
+        rc = vmt_cli_unix_listen(p->sock_path, &p->listen_fd);
     return rc;
 }
 

@@ -279,6 +279,110 @@ static int replace_vm(vmproc *p, vmt_vm *vm, vmt_restore *r, vmt_store *rs, cons
     return rc ? rc : src;
 }
 
+/* After an in-place rollback: p follows `snap`, the VM runs again (as
+ * after any rollback, paused before or not), HEAD moves.  Adds running_us,
+ * in_place and restore_us to the reply; t0: the request's arrival. */
+static int finish_in_place(vmproc *p, const vmt_id *snap, const vmt_snap_record *rec,
+                           uint64_t t0, vmt_ctl_msg *reply)
+{
+    snprintf(p->image, sizeof(p->image), "%s", rec->image);
+    snprintf(p->cmdline, sizeof(p->cmdline), "%s", rec->cmdline);
+    p->has_head = true;
+    p->head = *snap;
+    char text[64], sid[13];
+    vmt_cli_short_id(snap, sid);
+    snprintf(text, sizeof(text), "rolled back to %s", sid);
+    vmp_console_marker(p, text);
+    int rc = vmt_vm_resume(p->vm);
+    uint64_t t_running = vmt_now_ns();
+    /* The HEAD ref (a catalog transaction, fsynced) after the VM runs. */
+    int hrc = set_head_ref(p);
+    vmt_debug("rollback of %s: running after %llu us, HEAD ref %llu us", p->o->name,
+              (unsigned long long)((t_running - t0) / 1000),
+              (unsigned long long)((vmt_now_ns() - t_running) / 1000));
+    if (rc == 0)
+        rc = hrc;
+    if (rc == 0)
+        rc = vmt_ctl_addf(reply, "running_us", "%llu",
+                          (unsigned long long)((t_running - t0) / 1000));
+    if (rc == 0)
+        rc = vmt_ctl_adds(reply, "in_place", "1");
+    if (rc == 0)
+        rc = vmt_ctl_addf(reply, "restore_us", "%llu",
+                          (unsigned long long)((vmt_now_ns() - t0) / 1000));
+    return rc;
+}
+
+/* A lazy rollback rewrites at most this many pages eagerly (~16 ms here);
+ * beyond, a full lazy restore runs sooner. */
+#define PARTIAL_LAZY_MAX 4096u
+
+/* Why a partial rollback cannot be tried (NULL: it can). */
+static const char *partial_refused(vmproc *p)
+{
+    if (!p->has_head)
+        return "the VM has no HEAD";
+    if (p->restore)
+        vmp_restore_poll(p, false); /* frees it if it has completed */
+    if (p->restore)
+        return "an earlier lazy restore is still filling its RAM";
+    return NULL;
+}
+
+/*
+ * Rolls p->vm (paused) back to `snap` rewriting only the pages that differ
+ * from HEAD or were written since (vmt_vm_restore_partial).  1: not tried
+ * or refused with the VM untouched (the caller restores in full).  Else 0,
+ * or the error that left the VM paused with its RAM lost.
+ */
+static int rollback_partial(vmproc *p, const vmt_id *snap, bool lazy, uint64_t t0,
+                            vmt_ctl_msg *reply)
+{
+    const char *why = partial_refused(p);
+    if (why) {
+        vmt_debug("rollback of %s: in full, %s", p->o->name, why);
+        return 1;
+    }
+    vmt_store *s = NULL;
+    vmt_snap_record *rec = malloc(sizeof(*rec));
+    vmt_inplace_stats ist;
+    vmt_restore_partial_stats pst;
+    vmt_partial_opts po = {.max_pages = lazy ? PARTIAL_LAZY_MAX : 0};
+    memset(&ist, 0, sizeof(ist));
+    memset(&pst, 0, sizeof(pst));
+    uint64_t t_open = vmt_now_ns();
+    int rc = rec ? vmt_cli_store_open(p->o->store, false, &s) : VMT_ENOMEM;
+    uint64_t t_opened = vmt_now_ns();
+    if (rc == 0)
+        rc = vmt_vm_restore_partial(p->vm, s, &p->head, snap, &po, rec, &ist, &pst);
+    vmt_store_close(s);
+    vmt_debug("rollback of %s: request to store open %llu us, store open %llu us, partial "
+              "restore %llu us",
+              p->o->name, (unsigned long long)((t_open - t0) / 1000),
+              (unsigned long long)((t_opened - t_open) / 1000),
+              (unsigned long long)((vmt_now_ns() - t_opened) / 1000));
+    if (rc && !ist.ram_replaced) {
+        vmt_debug("rollback of %s: in full, %s", p->o->name, vmt_error_last());
+        vmt_error_clear();
+        free(rec);
+        return 1;
+    }
+    if (rc) {
+        p->has_head = false; /* RAM no longer head's: the next snapshot is full */
+        free(rec);
+        return rc;
+    }
+    rc = finish_in_place(p, snap, rec, t0, reply);
+    free(rec);
+    rc = rc ? rc : vmt_ctl_adds(reply, "partial", "1");
+    rc = rc ? rc : vmt_ctl_addf(reply, "pages_restored", "%llu",
+                                (unsigned long long)pst.pages_restored);
+    rc = rc ? rc : vmt_ctl_addf(reply, "pages_diff", "%llu", (unsigned long long)pst.pages_diff);
+    rc = rc ? rc : vmt_ctl_addf(reply, "pages_dirty", "%llu",
+                                (unsigned long long)pst.pages_dirty);
+    return rc;
+}
+
 /* Rolls p->vm back to `snap` in place (vmt_vm_restore_in_place) and
  * resumes it.  VMT_EINVAL: the snapshot's config differs (nothing touched;
  * the caller makes a new VM).  Else on failure the VM stays paused (its RAM
@@ -295,9 +399,7 @@ static int rollback_in_place(vmproc *p, const vmt_id *snap, bool lazy, vmp_conn 
                            .progress = lazy ? NULL : restore_progress, .progress_ctx = conn};
     vmt_restore *r = NULL, *old = p->restore;
     memset(&ist, 0, sizeof(ist));
-    uint64_t t_open = vmt_now_ns();
     int rc = rec ? vmt_cli_store_open(p->o->store, false, &s) : VMT_ENOMEM;
-    uint64_t t_restore = vmt_now_ns();
     if (rc == 0)
         rc = vmt_vm_restore_in_place(p->vm, s, snap, &ro, &old, &r, rec, &ist);
     if (old != p->restore) { /* the earlier lazy restore was given up */
@@ -308,54 +410,27 @@ static int rollback_in_place(vmproc *p, const vmt_id *snap, bool lazy, vmp_conn 
     if (rc) {
         vmt_store_close(s);
         free(rec);
+        if (ist.ram_replaced)
+            p->has_head = false; /* RAM no longer head's: the next snapshot is full */
         if (!ist.ram_replaced && rc != VMT_EINVAL && !was_paused)
             vmt_vm_resume(p->vm); /* untouched: as it was */
         return rc;
     }
-    snprintf(p->image, sizeof(p->image), "%s", rec->image);
-    snprintf(p->cmdline, sizeof(p->cmdline), "%s", rec->cmdline);
-    free(rec);
     if (r) {
         p->restore = r;
         p->restore_store = s;
     } else {
         vmt_store_close(s);
     }
-    p->has_head = true;
-    p->head = *snap;
-    char text[64], sid[13];
-    vmt_cli_short_id(snap, sid);
-    snprintf(text, sizeof(text), "rolled back to %s", sid);
-    vmp_console_marker(p, text);
-    uint64_t t_resume = vmt_now_ns();
-    rc = vmt_vm_resume(p->vm);
-    uint64_t t_running = vmt_now_ns();
-    /* The HEAD ref (a catalog transaction, fsynced) after the VM runs. */
-    int hrc = set_head_ref(p);
-    uint64_t t_end = vmt_now_ns();
-    vmt_debug("rollback in place (%s): pause %llu us, store open %llu us, restore %llu us "
-              "(read %llu, check %llu, old restore %llu, ram %llu, state %llu, dirty %llu), "
-              "resume %llu us; "
-              "running after %llu us; HEAD ref %llu us",
-              lazy ? "lazy" : "eager", (unsigned long long)((t_open - t0) / 1000),
-              (unsigned long long)((t_restore - t_open) / 1000),
-              (unsigned long long)((t_resume - t_restore) / 1000),
+    vmt_debug("rollback in place (%s): restore %llu us (read %llu, check %llu, old restore "
+              "%llu, ram %llu, state %llu, dirty %llu)",
+              lazy ? "lazy" : "eager", (unsigned long long)(ist.total_ns / 1000),
               (unsigned long long)(ist.read_ns / 1000), (unsigned long long)(ist.check_ns / 1000),
-              (unsigned long long)(ist.old_ns / 1000), (unsigned long long)(ist.ram_ns / 1000), (unsigned long long)(ist.state_ns / 1000),
-              (unsigned long long)(ist.dirty_ns / 1000),
-              (unsigned long long)((t_running - t_resume) / 1000),
-              (unsigned long long)((t_running - t0) / 1000),
-              (unsigned long long)((t_end - t_running) / 1000));
-    if (rc == 0)
-        rc = hrc;
-    if (rc == 0)
-        rc = vmt_ctl_addf(reply, "running_us", "%llu",
-                          (unsigned long long)((t_running - t0) / 1000));
-    if (rc == 0)
-        rc = vmt_ctl_adds(reply, "in_place", "1");
-    if (rc == 0)
-        rc = vmt_ctl_addf(reply, "restore_us", "%llu",
-                          (unsigned long long)((vmt_now_ns() - t0) / 1000));
+              (unsigned long long)(ist.old_ns / 1000), (unsigned long long)(ist.ram_ns / 1000),
+              (unsigned long long)(ist.state_ns / 1000),
+              (unsigned long long)(ist.dirty_ns / 1000));
+    rc = finish_in_place(p, snap, rec, t0, reply);
+    free(rec);
     return rc;
 }
 
@@ -373,7 +448,9 @@ int vmp_req_rollback(vmproc *p, vmp_conn *conn, const vmt_ctl_msg *req, vmt_ctl_
         return vmt_error_set(VMT_EPROTO, "rollback needs snap=<32 hex digits>");
     bool was_paused = vmt_vm_is_paused(p->vm);
     vmt_vm_pause(p->vm);
-    int rc = rollback_in_place(p, &id, is_lazy, conn, was_paused, t0, reply);
+    int rc = rollback_partial(p, &id, is_lazy, t0, reply);
+    if (rc == 1)
+        rc = rollback_in_place(p, &id, is_lazy, conn, was_paused, t0, reply);
     if (rc == 0)
         return 0;
     if (rc != VMT_EINVAL) {

@@ -1,5 +1,5 @@
 /*
- * Internals of restore (snap_restore.c: common parts and eager;
+ * Internals of restore (snap_restore.c: common parts; snap_restore_eager.c;
  * snap_restore_lazy.c: userfaultfd).  Never included outside snapshot/.
  */
 #ifndef VMTREE_RESTORE_INTERNAL_H
@@ -75,6 +75,12 @@ static inline int restore_get_pages(vmt_restore *r, const vmt_id *ids, size_t n,
         return r->o.source->get_pages(r->o.source->ctx, ids, n, dst);
     return vmt_store_get_pages(r->s, ids, n, dst);
 }
+
+/* Fills RAM with the non-zero pages r->pfns[0 .. nnz) of r->map (eager). */
+int restore_eager(vmt_restore *r);
+/* Writes n pages (buf slot i for pfn[i], ascending) into the memfd, one
+ * pwrite per run of consecutive pfns. */
+int restore_write_runs(int fd, const uint64_t *pfn, const uint8_t *buf, size_t n);
 
 /* Reads the inner map and starts the lazy machinery (uffd, threads). */
 int restore_lazy_start(vmt_restore *r, const vmt_id *root);

@@ -1,13 +1,8 @@
 /*
- * Restore into guest RAM: the parts both modes share and the eager mode.
- *
- * Eager: `threads` workers pull batches of RESTORE_BATCH non-zero pages
- * from an atomic cursor; each batch is one vmt_store_get_pages call (which
- * the store spreads over its own worker pool) into a per-worker bounce
- * buffer, then one pwrite per run of consecutive pages into the memfd
- * (without a memfd: straight into the mapping).  Zero pages are skipped:
- * the range is emptied first (FALLOC_FL_PUNCH_HOLE on the memfd), so they
- * read as zero without being touched or allocated.
+ * Restore into guest RAM: the parts both modes share (eager:
+ * snap_restore_eager.c, lazy: snap_restore_lazy.c).  Zero pages are
+ * skipped: the range is emptied first (FALLOC_FL_PUNCH_HOLE on the memfd),
+ * so they read as zero without being touched or allocated.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,130 +35,6 @@ void restore_complete(vmt_restore *r)
     }
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-}
-
-/* ---- eager -------------------------------------------------------------- */
-
-typedef struct eager_job {
-    vmt_restore *r;
-    _Atomic uint64_t next; /* index into r->pfns */
-    _Atomic bool stop;
-} eager_job;
-
-/* Writes n pages (buf slot i for pfn[i], ascending) into the memfd, one
- * pwrite per run of consecutive pfns. */
-static int write_runs(vmt_restore *r, const uint64_t *pfn, const uint8_t *buf, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        size_t run = 1;
-        while (i + run < n && pfn[i + run] == pfn[i] + run)
-            run++;
-        const uint8_t *src = buf + i * VMT_PAGE_SIZE;
-        size_t left = run * VMT_PAGE_SIZE;
-        off_t off = (off_t)(pfn[i] * VMT_PAGE_SIZE);
-        while (left > 0) {
-            ssize_t w = pwrite(r->ram_fd, src, left, off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                return vmt_error_errno(VMT_EIO, w < 0 ? errno : EIO,
-                                       "restore: writing guest RAM at page %llu",
-                                       (unsigned long long)(off / VMT_PAGE_SIZE));
-            src += w;
-            left -= (size_t)w;
-            off += w;
-        }
-        i += run;
-    }
-    return 0;
-}
-
-/*
- * One batch.  With the memfd, pages are read into a small bounce buffer
- * and written with pwrite: the kernel then allocates each page without
- * zeroing it and without a page fault, which on a virtualised host is
- * most of the cost of filling fresh memory through the mapping.
- */
-static int eager_batch(vmt_restore *r, uint64_t first, uint64_t n, uint8_t *bounce)
-{
-    vmt_id ids[RESTORE_BATCH];
-    void *dst[RESTORE_BATCH];
-
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t pfn = r->pfns[first + i];
-        ids[i] = *vmt_map_get(r->map, pfn);
-        dst[i] = bounce ? bounce + i * VMT_PAGE_SIZE : r->ram + pfn * VMT_PAGE_SIZE;
-    }
-    int rc = vmt_store_get_pages(r->s, ids, (size_t)n, dst);
-    if (rc == 0 && bounce)
-        rc = write_runs(r, r->pfns + first, bounce, (size_t)n);
-    return rc;
-}
-
-/* One worker; worker 0 (the caller) also reports progress. */
-static void eager_work(eager_job *j, bool reporter)
-{
-    vmt_restore *r = j->r;
-    uint8_t *bounce = NULL;
-    if (r->ram_fd >= 0 && !(bounce = vmt_mallocn(RESTORE_BATCH, VMT_PAGE_SIZE))) {
-        restore_fail(r, VMT_ENOMEM);
-        atomic_store(&j->stop, true);
-    }
-    while (!atomic_load(&j->stop)) {
-        uint64_t first = atomic_fetch_add(&j->next, RESTORE_BATCH);
-        if (first >= r->nnz)
-            break;
-        uint64_t n = VMT_MIN((uint64_t)RESTORE_BATCH, r->nnz - first);
-        int rc = eager_batch(r, first, n, bounce);
-        if (rc) {
-            restore_fail(r, rc);
-            atomic_store(&j->stop, true);
-            break;
-        }
-        uint64_t done = atomic_fetch_add(&r->pages_loaded, n) + n;
-        if (reporter && r->o.progress)
-            r->o.progress(r->o.progress_ctx, done, r->nnz);
-    }
-    free(bounce);
-}
-
-static void *eager_thread(void *arg)
-{
-    eager_work(arg, false);
-    return NULL;
-}
-
-static unsigned eager_threads(const vmt_restore *r)
-{
-    unsigned t = r->o.threads;
-    if (t == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        t = n > 0 ? (unsigned)n : 1;
-    }
-    uint64_t batches = VMT_DIV_ROUND_UP(r->nnz, (uint64_t)RESTORE_BATCH);
-    t = (unsigned)VMT_MIN((uint64_t)t, VMT_MAX(batches, (uint64_t)1));
-    return VMT_MIN(t, RESTORE_MAX_THREADS);
-}
-
-static int restore_eager(vmt_restore *r)
-{
-    pthread_t thr[RESTORE_MAX_THREADS];
-    eager_job j = {.r = r};
-    unsigned nt = eager_threads(r), started = 1;
-
-    for (; started < nt; started++)
-        if (pthread_create(&thr[started], NULL, eager_thread, &j) != 0)
-            break; /* run with fewer threads */
-    eager_work(&j, true);
-    for (unsigned i = 1; i < started; i++)
-        pthread_join(thr[i], NULL);
-    if (r->err)
-        return vmt_error_set(r->err, "%s", r->errmsg);
-    restore_complete(r);
-    if (r->o.progress)
-        r->o.progress(r->o.progress_ctx, r->nnz, r->nnz);
-    return 0;
 }
 
 /* ---- common ------------------------------------------------------------- */

@@ -516,6 +516,47 @@ int vmt_vm_restore_in_place(vmt_vm *vm, vmt_store *s, const vmt_id *snap,
                             vmt_restore **restore, vmt_snap_record *record,
                             vmt_inplace_stats *stats);
 
+/* Options of a partial rollback (vmt_vm_restore_partial). */
+typedef struct vmt_partial_opts {
+    /* Pages dirty since `head` that the VM's dirty log no longer reports (a
+     * vmt_vmsnap's collected set), one bit per RAM page; NULL: the log has
+     * them all (the VM process: logging on since head, nothing attached). */
+    const uint64_t *since_head;
+    /* Refuse (VMT_ERANGE, VM untouched) when more pages differ: a full
+     * lazy restore is then quicker to running.  0: no limit. */
+    uint64_t max_pages;
+} vmt_partial_opts;
+
+/*
+ * Rolls the PAUSED `vm` back to snapshot `snap` in place by rewriting only
+ * the pages that can differ between its memory and `snap`: the pages
+ * written since the VM was at snapshot `head` (its dirty log, plus
+ * o->since_head) and the pages whose ids differ between head's and snap's
+ * maps (vmt_restore_partial: only differing subtrees are read).  The cost
+ * follows those pages, not the size of RAM or how much of it is populated.
+ * The VM and vCPU state are then set from snap's state blob; the VM is left
+ * paused with an empty dirty log, so it reports what the guest writes after
+ * the rollback.
+ *
+ * The caller guarantees that the VM's RAM is head's map except those dirty
+ * pages: dirty logging has been on since the VM was at head (restored from
+ * it, or paused for the take that made it), and no restore is filling its
+ * RAM (a lazy one must have completed and been freed).
+ *
+ * Refusals leave the VM untouched and its dirty log as it was (pages taken
+ * from it are handed back), so the caller can fall back to
+ * vmt_vm_restore_in_place: VMT_EINVAL when snap's config (memory size,
+ * vCPUs, irqchip) or head's memory size is not the VM's or dirty logging
+ * is off; VMT_ERANGE beyond o->max_pages; VMT_ENOENT / VMT_ECORRUPT for a
+ * missing or damaged record, blob or map.  A failure after that (a page
+ * unreadable, the VMM refusing the state) sets stats->ram_replaced: the
+ * VM's RAM is undefined and it must not be resumed.  `o`, `record`,
+ * `stats` and `pst` may be NULL.
+ */
+int vmt_vm_restore_partial(vmt_vm *vm, vmt_store *s, const vmt_id *head, const vmt_id *snap,
+                           const vmt_partial_opts *o, vmt_snap_record *record,
+                           vmt_inplace_stats *stats, vmt_restore_partial_stats *pst);
+
 #ifdef __cplusplus
 }
 #endif

@@ -319,6 +319,40 @@ void vmt_restore_get_stats(vmt_restore *r, vmt_restore_stats *out);
  * read as zero afterwards, so call vmt_restore_wait first) and frees. */
 void vmt_restore_free(vmt_restore *r);
 
+typedef struct vmt_restore_partial_stats {
+    uint64_t pages_diff;     /* pages whose ids differ between the two maps */
+    uint64_t pages_dirty;    /* pages set in the dirty bitmap */
+    uint64_t pages_restored; /* pages rewritten: diff ∪ dirty */
+    uint64_t pages_zeroed;   /* of those, zero in the target (holes punched) */
+    uint64_t nodes_read;     /* map nodes read: the diff's and the target's leaves */
+    uint64_t plan_ns;        /* diffing and reading ids (RAM untouched) */
+    uint64_t write_ns;       /* reading the pages and writing RAM */
+    bool ram_touched;        /* RAM was changed (after a failure: partly) */
+} vmt_restore_partial_stats;
+
+/*
+ * Turns RAM that holds the pages of map `from_root` — except the pages set
+ * in `dirty` (one bit per page, LSB first; NULL: none), whose content is
+ * unknown — into the pages of map `to_root`, rewriting only the pages whose
+ * ids differ between the two maps (found by vmt_map_diff, which reads only
+ * differing subtrees) and the dirty ones: the cost follows those pages, not
+ * the size of RAM or how much of it is populated.  RAM as for
+ * vmt_restore_open (memfd mapping; ram_fd -1: written through the mapping);
+ * zero pages become holes (FALLOC_FL_PUNCH_HOLE).  Synchronous: pages are
+ * read with vmt_store_get_pages (its pool) and written with pwrite.
+ *
+ * Nothing is written before the whole set is known: VMT_ERANGE with RAM
+ * untouched when it holds more than `max_pages` pages (0: no limit), and
+ * the map errors of vmt_map_diff (VMT_ENOENT, VMT_ECORRUPT) leave it
+ * untouched too.  A failure while writing (a missing page, a write error)
+ * sets st->ram_touched: RAM is then partly rewritten.  `st` may be NULL.
+ * Not thread-safe against other writers of the same RAM (a lazy restore
+ * still filling it, a running vCPU).
+ */
+int vmt_restore_partial(vmt_store *s, const vmt_id *from_root, const vmt_id *to_root,
+                        const uint64_t *dirty, uint8_t *ram, int ram_fd, uint64_t ram_size,
+                        uint64_t max_pages, vmt_restore_partial_stats *st);
+
 /* ---- bundles ------------------------------------------------------------ */
 
 /*
