@@ -104,10 +104,11 @@ static void rollback_usage(FILE *f)
 {
     fprintf(f,
             "usage: vmtree rollback NAME SNAP [--lazy] [--store DIR] [--json]\n\n"
-            "Puts running VM NAME back to snapshot SNAP: the VM is paused, a fresh VM is\n"
-            "restored from SNAP and replaces it, HEAD moves to SNAP, and it runs on.  The\n"
-            "snapshots taken since stay in the tree.  SNAP: an id prefix, a tag, a VM\n"
-            "name, NAME@HEAD, X~N, X^.\n\n"
+            "Puts running VM NAME back to snapshot SNAP: the VM is paused, only the pages\n"
+            "that differ (dirtied since its HEAD, or different between HEAD and SNAP) are\n"
+            "restored in place (else all of its RAM, or a fresh VM when the config\n"
+            "differs), HEAD moves to SNAP, and it runs on.  The snapshots taken since stay\n"
+            "in the tree.  SNAP: an id prefix, a tag, a VM name, NAME@HEAD, X~N, X^.\n\n"
             "  --lazy           restore on demand (userfaultfd): the VM runs at once\n"
             "  --progress       show the restore's progress even without a terminal\n"
             "%s"
