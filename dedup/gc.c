@@ -282,7 +282,7 @@ static int delete_doomed(sweep *w, const vmt_store_gc_opts *o, vmt_store_gc_stat
             o->progress(o->progress_ctx, "delete", st->packs_deleted, 0);
     }
     if (rc == 0)
-        rc = dd_fsync_dir(s->packs_fd, s->dir);
+        rc = dd_sync_packs_dir(s);
     s->dir_dirty = rc != 0;
     return rc;
 }

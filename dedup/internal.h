@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "backend.h"
 #include "codec.h"
 #include "index.h"
 #include "pool.h"
@@ -49,7 +50,8 @@ static inline int dd_pos_cmp(dd_pos a, dd_pos b)
 /* One pack file, mapped read-only. */
 typedef struct dd_pack {
     uint32_t num;
-    int fd;
+    dd_backend *be; /* the store's backend (to unmap and close) */
+    dd_bfile *f;    /* open while written or not yet synced; else NULL */
     uint8_t *map;
     size_t map_len;
     uint64_t size; /* bytes valid for readers; atomic (the writer appends) */
@@ -60,8 +62,8 @@ typedef struct dd_pack {
 } dd_pack;
 
 struct vmt_store {
-    char *dir;
-    int dirfd, packs_fd, dicts_fd, lock_fd;
+    char *dir;      /* the location as opened: a directory or a rados:// URL */
+    dd_backend *be; /* where the bytes live (backend.h) */
     bool read_only;
     uint8_t uuid[16];
     vmt_store_config cfg; /* as recorded in STORE */
@@ -134,13 +136,15 @@ int dd_appender_flush(dd_appender *a);
 int dd_pack_delete(vmt_store *s, uint32_t num);
 /* Sets the sticky write error from the current message. */
 int dd_fail_sticky(vmt_store *s, int rc);
-int dd_fsync_dir(int fd, const char *what);
+/* Makes pack creations and removals durable. */
+int dd_sync_packs_dir(vmt_store *s);
+/* "packs/pack-NNNNNNNN.vpk" */
+void dd_pack_name(char buf[40], uint32_t num);
 uint64_t dd_disk_bytes(vmt_store *s);
 
 /* ---- config.c ---- */
 int dd_config_load(vmt_store *s);
-/* Writes a small file durably: name.tmp, fsync, rename, fsync dirfd. */
-int dd_write_durable(int dirfd, const char *name, const void *data, size_t len);
+
 
 /* ---- idxfile.c ---- */
 /* Loads the index file into s->ix; VMT_ENOENT when missing, VMT_ECORRUPT. */
@@ -169,8 +173,11 @@ typedef struct dd_scan_item {
 } dd_scan_item;
 
 typedef int (*dd_scan_fn)(void *ctx, const dd_scan_item *it);
-/* Reads pack fd from `start` to `end` with pread, calling fn per item. */
-int dd_scan_pack(int fd, uint64_t start, uint64_t end, dd_scan_fn fn, void *ctx);
+/* Reads pack file f from `start` to `end` with pread, calling fn per item. */
+int dd_scan_pack(dd_backend *be, dd_bfile *f, uint64_t start, uint64_t end, dd_scan_fn fn,
+                 void *ctx);
+/* Opens pack num's object for reading (mode DD_BF_READ) or truncation. */
+int dd_pack_file(vmt_store *s, uint32_t num, dd_bmode mode, dd_bfile **out);
 
 /* ---- store.c ---- */
 int dd_commit_locked(vmt_store *s);

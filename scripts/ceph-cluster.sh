@@ -47,6 +47,7 @@ osd pool default pg autoscale mode = off
 mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
+mon data avail warn = 2
 osd crush chooseleaf type = 0
 run dir = $dir/run
 admin socket = $dir/run/\$name.asok

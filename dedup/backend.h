@@ -1,0 +1,102 @@
+/*
+ * dedup internals: the storage backend seam (docs/store-backends.md).
+ *
+ * The store logic (codecs, batches, commit markers, recovery, gc, verify)
+ * sees its storage as a flat namespace of named byte objects:
+ *   STORE, index, lock, packs/pack-NNNNNNNN.vpk, dicts/dict-NNNNN.zdict
+ * and needs only the operations below on them: positioned reads and
+ * writes, a durability barrier, truncate, a read-only view, whole-object
+ * atomic replacement, remove, list and a writer lock.  The local directory
+ * (be_dir.c) maps names to files; RADOS (be_rados.c) maps them to objects
+ * of one pool and namespace.  The byte formats are the same on both.
+ *
+ * Thread-safety: a backend handle and its files are used under the store's
+ * own locks (writer mutex, layout lock); views returned by map are
+ * read-only and may be read by any thread until unmapped.
+ */
+#ifndef VMTREE_DEDUP_BACKEND_H
+#define VMTREE_DEDUP_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+typedef struct dd_backend dd_backend;
+typedef struct dd_bfile dd_bfile; /* one open object; layout private to the backend */
+
+/* How dd_backend_ops.open opens a name. */
+typedef enum dd_bmode {
+    DD_BF_READ,    /* existing object, read-only */
+    DD_BF_WRITE,   /* existing object, read-write */
+    DD_BF_CREATE,  /* new object, read-write; VMT_EEXIST when it exists */
+    DD_BF_REPLACE, /* staged writes that replace the object atomically at publish */
+} dd_bmode;
+
+/* Called by list for each name in a folder; non-zero stops the listing. */
+typedef int (*dd_blist_fn)(void *ctx, const char *name);
+
+typedef struct dd_backend_ops {
+    const char *scheme; /* "dir", "rados" */
+    /* Prepares an empty store location (folders); VMT_EEXIST when it holds
+     * anything. */
+    int (*init)(dd_backend *b);
+    /* Opens name; VMT_ENOENT when it does not exist (READ, WRITE). */
+    int (*open)(dd_backend *b, const char *name, dd_bmode mode, dd_bfile **out);
+    int (*size)(dd_bfile *f, uint64_t *out);
+    /* Reads up to len bytes at off; *got < len only at the object's end. */
+    int (*pread)(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *got);
+    /* Writes every byte of iov at off, as one atomic operation where the
+     * backend can (RADOS: one compound write op). */
+    int (*pwritev)(dd_bfile *f, const struct iovec *iov, int n, uint64_t off);
+    /* Durability barrier: everything written through f survives a crash. */
+    int (*sync)(dd_bfile *f);
+    int (*truncate)(dd_bfile *f, uint64_t len);
+    /* A read-only view of the first len bytes (len may exceed the size:
+     * room to grow), showing later writes through f, valid until unmap
+     * even after f is closed. */
+    int (*map)(dd_bfile *f, size_t len, uint8_t **out);
+    void (*unmap)(dd_backend *b, uint8_t *p, size_t len);
+    /* DD_BF_REPLACE files: makes the staged bytes the object's content,
+     * atomically and durably.  Closes f in every case. */
+    int (*publish)(dd_bfile *f);
+    void (*close)(dd_bfile *f); /* accepts NULL; drops unpublished staging */
+    /* Removes name; absent is not an error. */
+    int (*remove)(dd_backend *b, const char *name);
+    /* Calls fn with the base name of every object in folder ("packs"). */
+    int (*list)(dd_backend *b, const char *folder, dd_blist_fn fn, void *ctx);
+    /* Makes creations and removals in folder durable. */
+    int (*sync_folder)(dd_backend *b, const char *folder);
+    /* Takes the single-writer lock for the handle's life; VMT_EBUSY naming
+     * the holder when another writer has it. */
+    int (*lock)(dd_backend *b);
+    void (*destroy)(dd_backend *b); /* releases the lock; accepts NULL */
+} dd_backend_ops;
+
+/* Every backend handle starts with this. */
+struct dd_backend {
+    const dd_backend_ops *ops;
+    const char *where; /* the location as the caller gave it (owned by the backend) */
+};
+
+/*
+ * Opens the backend for a store location: "rados://POOL[/NS]?conf=..&id=.."
+ * selects RADOS (VMT_EUNSUPPORTED when this build has no librados), anything
+ * else is a local directory.  `create`: the location need not hold a store
+ * yet (init).  *out is released with ops->destroy.
+ */
+int dd_backend_open(const char *where, bool create, dd_backend **out);
+
+/* Whether a location names a RADOS pool (without opening anything). */
+bool dd_backend_is_rados(const char *where);
+
+int dd_be_dir_open(const char *dir, bool create, dd_backend **out);
+int dd_be_rados_open(const char *url, bool create, dd_backend **out);
+
+/* Writes name durably as a whole: open REPLACE, write, publish. */
+int dd_backend_put(dd_backend *b, const char *name, const void *data, size_t len);
+/* Reads a whole object of at most cap bytes into a new buffer (free());
+ * VMT_ENOENT when absent, VMT_ECORRUPT when larger than cap. */
+int dd_backend_get(dd_backend *b, const char *name, size_t cap, uint8_t **data, size_t *len);
+
+#endif

@@ -1,0 +1,475 @@
+/*
+ * The RADOS backend (docs/store-backends.md): the store's names are objects
+ * of one pool and namespace, written through librados.
+ *
+ *   rados://POOL[/NAMESPACE][?conf=PATH][&id=CLIENT]
+ *
+ * Packs are objects of pack-size bytes (several MiB: one object per page
+ * would cost a round trip per page); an append is one compound write
+ * operation (every piece or none).  A write is acknowledged only once it is
+ * durable on the pool's replicas, so sync and sync_folder have nothing left
+ * to do.  Small objects (STORE, index, dictionaries) are staged in memory
+ * and replaced with one write_full, which RADOS applies atomically.  A
+ * pack's read-only view is an anonymous mapping filled with one read at
+ * open; writes through the handle are copied into it.  The writer lock is a
+ * RADOS exclusive lock on the object "lock" (cls_lock), whose cookie names
+ * the holder's host and PID.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rados/librados.h>
+
+#include "backend.h"
+#include "internal.h"
+
+#define RADOS_IO_CHUNK (8u << 20)     /* bytes per read request */
+#define RADOS_STAGE_MAX (96u << 20)   /* below osd_max_object_size (128 MiB) */
+#define RADOS_LOCK_NAME "vmtree-writer"
+#define RADOS_OP_TIMEOUT "30"         /* seconds before a stuck request fails */
+
+typedef struct rados_be {
+    dd_backend base;
+    char *url;
+    rados_t cluster;
+    rados_ioctx_t io;
+    bool connected, locked;
+    char cookie[128];
+} rados_be;
+
+struct dd_bfile {
+    rados_be *b;
+    char name[64];
+    bool staged;      /* DD_BF_REPLACE: bytes collect in buf until publish */
+    uint8_t *buf;     /* staged bytes */
+    size_t len, cap;  /* staged length and capacity */
+    uint8_t *view;    /* the latest view handed out by map (writes copy into it) */
+    size_t view_len;
+};
+
+static int rerr(int r, const char *what, const char *name)
+{
+    int code = r == -ENOENT ? VMT_ENOENT
+               : r == -EEXIST ? VMT_EEXIST
+               : r == -ETIMEDOUT ? VMT_ETIMEDOUT
+               : r == -EBUSY ? VMT_EBUSY
+                             : VMT_EIO;
+    return vmt_error_errno(code, -r, "rados: %s %s", what, name);
+}
+
+/* ---- location parsing ---- */
+
+typedef struct rados_loc {
+    char pool[128], ns[128], conf[1024], id[64];
+} rados_loc;
+
+static int copy_field(char *dst, size_t cap, const char *src, size_t n, const char *what)
+{
+    if (n == 0 || n >= cap)
+        return vmt_error_set(VMT_EINVAL, "rados location: %s is empty or longer than %zu bytes",
+                             what, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+static int parse_query(rados_loc *l, const char *q)
+{
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t n = amp ? (size_t)(amp - q) : strlen(q);
+        int rc;
+        if (n > 5 && strncmp(q, "conf=", 5) == 0)
+            rc = copy_field(l->conf, sizeof(l->conf), q + 5, n - 5, "conf");
+        else if (n > 3 && strncmp(q, "id=", 3) == 0)
+            rc = copy_field(l->id, sizeof(l->id), q + 3, n - 3, "id");
+        else
+            rc = vmt_error_set(VMT_EINVAL, "rados location: unknown parameter '%.*s' (known: "
+                                           "conf=PATH, id=CLIENT)", (int)n, q);
+        if (rc != 0)
+            return rc;
+        q = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+static int parse_url(const char *url, rados_loc *l)
+{
+    memset(l, 0, sizeof(*l));
+    const char *p = url + 8; /* after "rados://" */
+    const char *q = strchr(p, '?');
+    size_t plen = q ? (size_t)(q - p) : strlen(p);
+    const char *sl = memchr(p, '/', plen);
+    int rc = copy_field(l->pool, sizeof(l->pool), p, sl ? (size_t)(sl - p) : plen, "pool");
+    if (rc == 0 && sl)
+        rc = copy_field(l->ns, sizeof(l->ns), sl + 1, plen - (size_t)(sl + 1 - p), "namespace");
+    if (rc == 0)
+        rc = parse_query(l, q ? q + 1 : NULL);
+    if (rc == 0 && !l->id[0])
+        snprintf(l->id, sizeof(l->id), "admin");
+    if (rc != 0)
+        return vmt_error_wrap(rc, "%s (expected rados://POOL[/NAMESPACE][?conf=PATH][&id=CLIENT])",
+                              url);
+    return 0;
+}
+
+/* ---- connection ---- */
+
+static int connect_cluster(rados_be *b, const rados_loc *l)
+{
+    int r = rados_create(&b->cluster, l->id);
+    if (r < 0)
+        return rerr(r, "creating a cluster handle for client", l->id);
+    r = rados_conf_read_file(b->cluster, l->conf[0] ? l->conf : NULL);
+    if (r < 0)
+        return rerr(r, "reading the configuration", l->conf[0] ? l->conf : "(default search path)");
+    rados_conf_parse_env(b->cluster, NULL);
+    /* A stopped OSD or monitor must fail a request, not hang it forever. */
+    const char *opts[][2] = {{"rados_osd_op_timeout", RADOS_OP_TIMEOUT},
+                             {"rados_mon_op_timeout", RADOS_OP_TIMEOUT},
+                             {"client_mount_timeout", RADOS_OP_TIMEOUT}};
+    for (size_t i = 0; i < VMT_ARRAY_SIZE(opts); i++) {
+        if ((r = rados_conf_set(b->cluster, opts[i][0], opts[i][1])) < 0)
+            return rerr(r, "setting", opts[i][0]);
+    }
+    if ((r = rados_connect(b->cluster)) < 0)
+        return rerr(r, "connecting to the cluster of", l->conf[0] ? l->conf : "(default conf)");
+    b->connected = true;
+    if ((r = rados_ioctx_create(b->cluster, l->pool, &b->io)) < 0) {
+        b->io = NULL;
+        if (r == -ENOENT)
+            return vmt_error_set(VMT_ENOENT, "rados: pool %s does not exist (create it with "
+                                             "'ceph osd pool create %s')", l->pool, l->pool);
+        return rerr(r, "opening pool", l->pool);
+    }
+    rados_ioctx_set_namespace(b->io, l->ns[0] ? l->ns : NULL);
+    return 0;
+}
+
+/* ---- files ---- */
+
+static int rb_open(dd_backend *base, const char *name, dd_bmode mode, dd_bfile **out)
+{
+    rados_be *b = (rados_be *)base;
+    if (strlen(name) >= sizeof(((dd_bfile *)0)->name))
+        return vmt_error_set(VMT_EINVAL, "rados: object name %s too long", name);
+    int rc = 0;
+    if (mode == DD_BF_READ || mode == DD_BF_WRITE) {
+        uint64_t size;
+        time_t mtime;
+        int r = rados_stat(b->io, name, &size, &mtime);
+        if (r < 0)
+            rc = r == -ENOENT ? vmt_error_set(VMT_ENOENT, "%s: %s does not exist", b->url, name)
+                              : rerr(r, "stat of", name);
+    } else if (mode == DD_BF_CREATE) {
+        rados_write_op_t op = rados_create_write_op();
+        rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
+        int r = rados_write_op_operate(op, b->io, name, NULL, 0);
+        rados_release_write_op(op);
+        if (r < 0)
+            rc = rerr(r, "creating", name);
+    }
+    if (rc != 0)
+        return rc;
+    dd_bfile *f = calloc(1, sizeof(*f));
+    if (!f)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    f->b = b;
+    f->staged = mode == DD_BF_REPLACE;
+    snprintf(f->name, sizeof(f->name), "%s", name);
+    *out = f;
+    return 0;
+}
+
+static int rb_size(dd_bfile *f, uint64_t *out)
+{
+    time_t mtime;
+    if (f->staged) {
+        *out = f->len;
+        return 0;
+    }
+    int r = rados_stat(f->b->io, f->name, out, &mtime);
+    return r < 0 ? rerr(r, "stat of", f->name) : 0;
+}
+
+static int rb_pread(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *got)
+{
+    size_t n = 0;
+    while (n < len) {
+        size_t want = VMT_MIN(len - n, (size_t)RADOS_IO_CHUNK);
+        int r = rados_read(f->b->io, f->name, (char *)buf + n, want, off + n);
+        if (r < 0)
+            return rerr(r, "reading", f->name);
+        n += (size_t)r;
+        if ((size_t)r < want)
+            break; /* the object's end */
+    }
+    *got = n;
+    return 0;
+}
+
+static int stage(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (off > RADOS_STAGE_MAX || total > RADOS_STAGE_MAX - off)
+        return vmt_error_set(VMT_ERANGE, "rados: %s would exceed %u MiB, the largest object this "
+                                         "backend writes whole", f->name, RADOS_STAGE_MAX >> 20);
+    size_t end = (size_t)off + total;
+    if (end > f->cap) {
+        size_t ncap = VMT_MAX(end, f->cap * 2);
+        uint8_t *nb = realloc(f->buf, ncap);
+        if (!nb)
+            return vmt_error_set(VMT_ENOMEM, "out of memory staging %s", f->name);
+        f->buf = nb;
+        f->cap = ncap;
+    }
+    if (off > f->len)
+        memset(f->buf + f->len, 0, (size_t)off - f->len);
+    for (int i = 0; i < n; i++) {
+        memcpy(f->buf + off, iov[i].iov_base, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+    f->len = VMT_MAX(f->len, end);
+    return 0;
+}
+
+/* One compound operation: RADOS applies all the pieces or none. */
+static int rb_pwritev(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
+{
+    if (f->staged)
+        return stage(f, iov, n, off);
+    rados_write_op_t op = rados_create_write_op();
+    if (!op)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    uint64_t at = off;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len > UINT_MAX) {
+            rados_release_write_op(op);
+            return vmt_error_set(VMT_ERANGE, "rados: a write piece of %zu bytes", iov[i].iov_len);
+        }
+        rados_write_op_write(op, iov[i].iov_base, iov[i].iov_len, at);
+        at += iov[i].iov_len;
+    }
+    int r = rados_write_op_operate(op, f->b->io, f->name, NULL, 0);
+    rados_release_write_op(op);
+    if (r < 0)
+        return rerr(r, "writing", f->name);
+    at = off;
+    for (int i = 0; i < n && f->view; i++) {
+        if (at + iov[i].iov_len <= f->view_len)
+            memcpy(f->view + at, iov[i].iov_base, iov[i].iov_len);
+        at += iov[i].iov_len;
+    }
+    return 0;
+}
+
+/* RADOS acknowledges a write once it is durable: nothing left to flush. */
+static int rb_sync(dd_bfile *f)
+{
+    (void)f;
+    return 0;
+}
+
+static int rb_truncate(dd_bfile *f, uint64_t len)
+{
+    int r = rados_trunc(f->b->io, f->name, len);
+    return r < 0 ? rerr(r, "truncating", f->name) : 0;
+}
+
+static int rb_map(dd_bfile *f, size_t len, uint8_t **out)
+{
+    uint64_t size = 0;
+    size_t got = 0;
+    int rc = rb_size(f, &size);
+    if (rc != 0)
+        return rc;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (m == MAP_FAILED)
+        return vmt_error_errno(VMT_ENOMEM, errno, "rados: %zu bytes for a view of %s", len,
+                               f->name);
+    size_t want = (size_t)VMT_MIN(size, (uint64_t)len);
+    rc = rb_pread(f, m, want, 0, &got);
+    if (rc == 0 && got != want)
+        rc = vmt_error_set(VMT_EIO, "rados: %s shrank while being read", f->name);
+    if (rc != 0) {
+        munmap(m, len);
+        return rc;
+    }
+    f->view = m;
+    f->view_len = len;
+    *out = m;
+    return 0;
+}
+
+static void rb_unmap(dd_backend *b, uint8_t *p, size_t len)
+{
+    (void)b;
+    if (p)
+        munmap(p, len);
+}
+
+static void rb_close(dd_bfile *f)
+{
+    if (!f)
+        return;
+    free(f->buf);
+    free(f);
+}
+
+static int rb_publish(dd_bfile *f)
+{
+    int rc = 0;
+    if (!f->staged)
+        rc = vmt_error_set(VMT_ERR, "internal: publish of a plain object");
+    if (rc == 0) {
+        int r = rados_write_full(f->b->io, f->name, (const char *)f->buf, f->len);
+        if (r < 0)
+            rc = rerr(r, "writing", f->name);
+    }
+    rb_close(f);
+    return rc;
+}
+
+static int rb_remove(dd_backend *base, const char *name)
+{
+    rados_be *b = (rados_be *)base;
+    int r = rados_remove(b->io, name);
+    return r < 0 && r != -ENOENT ? rerr(r, "removing", name) : 0;
+}
+
+/* Lists the namespace; "." means every object, else the folder's. */
+static int rb_list(dd_backend *base, const char *folder, dd_blist_fn fn, void *ctx)
+{
+    rados_be *b = (rados_be *)base;
+    rados_list_ctx_t lc;
+    size_t flen = strcmp(folder, ".") ? strlen(folder) : 0;
+    int r = rados_nobjects_list_open(b->io, &lc);
+    if (r < 0)
+        return rerr(r, "listing", b->url);
+    int rc = 0;
+    const char *entry;
+    while (rc == 0 && (r = rados_nobjects_list_next(lc, &entry, NULL, NULL)) == 0) {
+        if (!flen)
+            rc = fn(ctx, entry);
+        else if (strncmp(entry, folder, flen) == 0 && entry[flen] == '/')
+            rc = fn(ctx, entry + flen + 1);
+    }
+    rados_nobjects_list_close(lc);
+    if (rc == 0 && r < 0 && r != -ENOENT)
+        rc = rerr(r, "listing", b->url);
+    return rc;
+}
+
+static int rb_sync_folder(dd_backend *b, const char *folder)
+{
+    (void)b;
+    (void)folder;
+    return 0; /* creations and removals are durable when acknowledged */
+}
+
+static int rb_lock(dd_backend *base)
+{
+    rados_be *b = (rados_be *)base;
+    char host[64] = "?";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(b->cookie, sizeof(b->cookie), "%s:%ld:%lx", host, (long)getpid(),
+             (unsigned long)time(NULL));
+    int r = rados_lock_exclusive(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, b->cookie,
+                                 "vmtree store writer", NULL, 0);
+    if (r == 0) {
+        b->locked = true;
+        return 0;
+    }
+    if (r != -EBUSY && r != -EEXIST)
+        return rerr(r, "locking", b->url);
+    int excl = 0;
+    char tag[128], clients[256], cookies[256] = "", addrs[256];
+    size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
+    rados_list_lockers(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, &excl, tag, &tl, clients, &cl,
+                       cookies, &kl, addrs, &al);
+    cookies[sizeof(cookies) - 1] = '\0';
+    return vmt_error_set(VMT_EBUSY,
+                         "store %s is open for writing by %s (host:pid:time); if that process "
+                         "is gone: rados -p POOL lock break lock " RADOS_LOCK_NAME " CLIENT "
+                         "--lock-cookie COOKIE",
+                         b->url, cookies[0] ? cookies : "another client");
+}
+
+static int refuse_entry(void *ctx, const char *name)
+{
+    return vmt_error_set(VMT_EEXIST, "%s is not empty (found object '%s')", (const char *)ctx,
+                         name);
+}
+
+static int rb_init(dd_backend *base)
+{
+    rados_be *b = (rados_be *)base;
+    return rb_list(base, ".", refuse_entry, b->url);
+}
+
+static void rb_destroy(dd_backend *base)
+{
+    rados_be *b = (rados_be *)base;
+    if (!b)
+        return;
+    if (b->locked)
+        rados_unlock(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, b->cookie);
+    if (b->io)
+        rados_ioctx_destroy(b->io);
+    if (b->cluster)
+        rados_shutdown(b->cluster);
+    free(b->url);
+    free(b);
+}
+
+static const dd_backend_ops rados_ops = {
+    .scheme = "rados",
+    .init = rb_init,
+    .open = rb_open,
+    .size = rb_size,
+    .pread = rb_pread,
+    .pwritev = rb_pwritev,
+    .sync = rb_sync,
+    .truncate = rb_truncate,
+    .map = rb_map,
+    .unmap = rb_unmap,
+    .publish = rb_publish,
+    .close = rb_close,
+    .remove = rb_remove,
+    .list = rb_list,
+    .sync_folder = rb_sync_folder,
+    .lock = rb_lock,
+    .destroy = rb_destroy,
+};
+
+int dd_be_rados_open(const char *url, bool create, dd_backend **out)
+{
+    rados_loc l;
+    (void)create; /* the pool must exist either way; init checks it is empty */
+    int rc = parse_url(url, &l);
+    if (rc != 0)
+        return rc;
+    rados_be *b = calloc(1, sizeof(*b));
+    if (!b || !(b->url = strdup(url))) {
+        free(b);
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    }
+    b->base.ops = &rados_ops;
+    b->base.where = b->url;
+    rc = connect_cluster(b, &l);
+    if (rc != 0) {
+        rb_destroy(&b->base);
+        return rc;
+    }
+    *out = &b->base;
+    return 0;
+}
