@@ -376,6 +376,26 @@ static int rb_sync_folder(dd_backend *b, const char *folder)
     return 0; /* creations and removals are durable when acknowledged */
 }
 
+/* VMT_EBUSY naming the lock's holder, from its cookie "host:pid:time". */
+static int holder_error(rados_be *b)
+{
+    int excl = 0;
+    char tag[128], clients[256] = "", cookies[256] = "", addrs[256];
+    size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
+    if (rados_list_lockers(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, &excl, tag, &tl, clients, &cl,
+                           cookies, &kl, addrs, &al) < 0)
+        clients[0] = cookies[0] = '\0';
+    clients[sizeof(clients) - 1] = cookies[sizeof(cookies) - 1] = '\0';
+    char host[128] = "?", pid[32] = "?";
+    sscanf(cookies, "%127[^:]:%31[^:]", host, pid);
+    return vmt_error_set(VMT_EBUSY,
+                         "store %s is open for writing by process %s on host %s (if that process "
+                         "is gone: rados lock break lock " RADOS_LOCK_NAME " %s --lock-cookie %s "
+                         "in the store's pool and namespace)",
+                         b->url, pid, host, clients[0] ? clients : "CLIENT",
+                         cookies[0] ? cookies : "COOKIE");
+}
+
 static int rb_lock(dd_backend *base)
 {
     rados_be *b = (rados_be *)base;
@@ -391,17 +411,7 @@ static int rb_lock(dd_backend *base)
     }
     if (r != -EBUSY && r != -EEXIST)
         return rerr(r, "locking", b->url);
-    int excl = 0;
-    char tag[128], clients[256], cookies[256] = "", addrs[256];
-    size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
-    rados_list_lockers(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, &excl, tag, &tl, clients, &cl,
-                       cookies, &kl, addrs, &al);
-    cookies[sizeof(cookies) - 1] = '\0';
-    return vmt_error_set(VMT_EBUSY,
-                         "store %s is open for writing by %s (host:pid:time); if that process "
-                         "is gone: rados -p POOL lock break lock " RADOS_LOCK_NAME " CLIENT "
-                         "--lock-cookie COOKIE",
-                         b->url, cookies[0] ? cookies : "another client");
+    return holder_error(b);
 }
 
 static int refuse_entry(void *ctx, const char *name)

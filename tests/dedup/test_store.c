@@ -9,16 +9,9 @@
 
 #include "dd_test.h"
 
-static void test_second_writer_is_refused_with_pid(void)
+/* A forked child, for the directory backend (flock is per open file). */
+static void other_process_refused_fork(const char *dir, const char *pid)
 {
-    char *dir = ddt_store("lock", NULL);
-    vmt_store *s = ddt_open(dir, false, 1), *t = NULL;
-    char pid[32];
-    snprintf(pid, sizeof(pid), "process %ld", (long)getpid());
-    CU_ASSERT_EQUAL(vmt_store_open(&t, dir, NULL), VMT_EBUSY);
-    CU_ASSERT_PTR_NULL(t);
-    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), pid));
-    /* Another process is refused too, and told our pid. */
     int fds[2];
     CU_ASSERT_FATAL(pipe(fds) == 0);
     pid_t child = fork();
@@ -39,6 +32,41 @@ static void test_second_writer_is_refused_with_pid(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(msg, pid));
     close(fds[0]);
     close(fds[1]);
+}
+
+/* The vmtree CLI as a second process: librados handles do not survive a
+ * fork, so the RADOS lock is tested across a real exec. */
+static void other_process_refused_cli(const char *dir, const char *pid)
+{
+    char *cli = vmt_test_cli_path(), *out = NULL;
+    size_t len = 0;
+    /* train-dict wants the writer lock (and would harmlessly fail on the
+     * empty store if it got it). */
+    char *argv[] = {cli, "store", "train-dict", "--store", (char *)dir, NULL};
+    setenv("VMTREE_LOCK_WAIT", "0", 1);
+    int st = vmt_test_spawn(argv, &out, &len);
+    CU_ASSERT_NOT_EQUAL(st, 0);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, pid));
+    if (out && !strstr(out, pid))
+        fprintf(stderr, "\nthe CLI said: %s\n", out);
+    free(out);
+    free(cli);
+}
+
+static void test_second_writer_is_refused_with_pid(void)
+{
+    char *dir = ddt_store("lock", NULL);
+    vmt_store *s = ddt_open(dir, false, 1), *t = NULL;
+    char pid[32];
+    snprintf(pid, sizeof(pid), "process %ld", (long)getpid());
+    CU_ASSERT_EQUAL(vmt_store_open(&t, dir, NULL), VMT_EBUSY);
+    CU_ASSERT_PTR_NULL(t);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), pid));
+    /* Another process is refused too, and told our pid. */
+    if (ddt_rados())
+        other_process_refused_cli(dir, pid);
+    else
+        other_process_refused_fork(dir, pid);
     /* Readers are welcome while the writer holds the lock. */
     vmt_store *ro = ddt_open(dir, true, 1);
     vmt_store_close(ro);
@@ -99,16 +127,14 @@ static void test_init_refuses_a_used_directory(void)
 {
     char *dir = ddt_store("init", NULL);
     CU_ASSERT_EQUAL(vmt_store_init(dir, NULL), VMT_EEXIST);
-    char *other = vmt_test_tmpdir("initx");
-    char *f = NULL;
-    CU_ASSERT_FATAL(asprintf(&f, "%s/precious", other) > 0);
-    ddt_write_file(f, "x", 1);
+    char *other = ddt_location("initx");
+    ddt_obj_write(other, "precious", "x", 1);
     CU_ASSERT_EQUAL(vmt_store_init(other, NULL), VMT_EEXIST);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "precious"));
     vmt_store_config cfg;
     vmt_store_config_init(&cfg);
     cfg.pack_size = 1000;
     CU_ASSERT_EQUAL(vmt_store_init(dir, &cfg), VMT_EINVAL);
-    free(f);
     ddt_cleanup(other);
     ddt_cleanup(dir);
 }
@@ -116,15 +142,12 @@ static void test_init_refuses_a_used_directory(void)
 static void test_store_file_damage_is_a_clear_error(void)
 {
     char *dir = ddt_store("cfg", NULL);
-    char *f = NULL;
     vmt_store *s = NULL;
-    CU_ASSERT_FATAL(asprintf(&f, "%s/STORE", dir) > 0);
-    ddt_write_file(f, "garbage\n", 8);
+    ddt_obj_write(dir, "STORE", "garbage\n", 8);
     CU_ASSERT_EQUAL(vmt_store_open(&s, dir, NULL), VMT_ECORRUPT);
-    ddt_write_file(f, "vmtree-store 1\npack-size 5\n", 27);
+    ddt_obj_write(dir, "STORE", "vmtree-store 1\npack-size 5\n", 27);
     CU_ASSERT_EQUAL(vmt_store_open(&s, dir, NULL), VMT_ECORRUPT);
     CU_ASSERT_PTR_NULL(s);
-    free(f);
     ddt_cleanup(dir);
 }
 
