@@ -76,7 +76,11 @@ typedef struct dd_backend_ops {
 /* Every backend handle starts with this. */
 struct dd_backend {
     const dd_backend_ops *ops;
-    const char *where; /* the location as the caller gave it (owned by the backend) */
+    const char *where;     /* the location as the caller gave it (owned by the backend) */
+    uint64_t pack_max;     /* largest pack-size its objects can hold */
+    uint64_t pack_default; /* what init uses in place of VMT_STORE_PACK_DEFAULT */
+    bool lazy_views;       /* map sealed packs at their first read, not at open
+                              (a RADOS view costs reading the whole pack) */
 };
 
 /*

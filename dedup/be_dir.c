@@ -332,6 +332,8 @@ int dd_be_dir_open(const char *dir, bool create, dd_backend **out)
     }
     b->base.ops = &dir_ops;
     b->base.where = b->dir;
+    b->base.pack_max = VMT_STORE_PACK_MAX;
+    b->base.pack_default = VMT_STORE_PACK_DEFAULT;
     b->lock_fd = -1;
     b->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (b->dirfd < 0) {

@@ -33,6 +33,10 @@
 #define RADOS_STAGE_MAX (96u << 20)   /* below osd_max_object_size (128 MiB) */
 #define RADOS_LOCK_NAME "vmtree-writer"
 #define RADOS_OP_TIMEOUT "30"         /* seconds before a stuck request fails */
+/* Packs are objects: well below osd_max_object_size (128 MiB by default),
+ * leaving room for a 16 MiB object past the seal and the markers. */
+#define RADOS_PACK_MAX (64ull << 20)
+#define RADOS_PACK_DEFAULT (16ull << 20)
 
 typedef struct rados_be {
     dd_backend base;
@@ -49,6 +53,7 @@ struct dd_bfile {
     bool staged;      /* DD_BF_REPLACE: bytes collect in buf until publish */
     uint8_t *buf;     /* staged bytes */
     size_t len, cap;  /* staged length and capacity */
+    uint64_t size;    /* object size: stat at open, then tracked (one writer) */
     uint8_t *view;    /* the latest view handed out by map (writes copy into it) */
     size_t view_len;
 };
@@ -160,8 +165,8 @@ static int rb_open(dd_backend *base, const char *name, dd_bmode mode, dd_bfile *
     if (strlen(name) >= sizeof(((dd_bfile *)0)->name))
         return vmt_error_set(VMT_EINVAL, "rados: object name %s too long", name);
     int rc = 0;
+    uint64_t size = 0;
     if (mode == DD_BF_READ || mode == DD_BF_WRITE) {
-        uint64_t size;
         time_t mtime;
         int r = rados_stat(b->io, name, &size, &mtime);
         if (r < 0)
@@ -182,20 +187,18 @@ static int rb_open(dd_backend *base, const char *name, dd_bmode mode, dd_bfile *
         return vmt_error_set(VMT_ENOMEM, "out of memory");
     f->b = b;
     f->staged = mode == DD_BF_REPLACE;
+    f->size = size;
     snprintf(f->name, sizeof(f->name), "%s", name);
     *out = f;
     return 0;
 }
 
+/* The store has one writer, so the size seen at open plus this handle's
+ * own writes is the size: no round trip. */
 static int rb_size(dd_bfile *f, uint64_t *out)
 {
-    time_t mtime;
-    if (f->staged) {
-        *out = f->len;
-        return 0;
-    }
-    int r = rados_stat(f->b->io, f->name, out, &mtime);
-    return r < 0 ? rerr(r, "stat of", f->name) : 0;
+    *out = f->staged ? f->len : f->size;
+    return 0;
 }
 
 static int rb_pread(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *got)
@@ -262,6 +265,7 @@ static int rb_pwritev(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
     rados_release_write_op(op);
     if (r < 0)
         return rerr(r, "writing", f->name);
+    f->size = VMT_MAX(f->size, at);
     at = off;
     for (int i = 0; i < n && f->view; i++) {
         if (at + iov[i].iov_len <= f->view_len)
@@ -281,7 +285,10 @@ static int rb_sync(dd_bfile *f)
 static int rb_truncate(dd_bfile *f, uint64_t len)
 {
     int r = rados_trunc(f->b->io, f->name, len);
-    return r < 0 ? rerr(r, "truncating", f->name) : 0;
+    if (r < 0)
+        return rerr(r, "truncating", f->name);
+    f->size = len;
+    return 0;
 }
 
 static int rb_map(dd_bfile *f, size_t len, uint8_t **out)
@@ -475,6 +482,9 @@ int dd_be_rados_open(const char *url, bool create, dd_backend **out)
     }
     b->base.ops = &rados_ops;
     b->base.where = b->url;
+    b->base.pack_max = RADOS_PACK_MAX;
+    b->base.pack_default = RADOS_PACK_DEFAULT;
+    b->base.lazy_views = true;
     rc = connect_cluster(b, &l);
     if (rc != 0) {
         rb_destroy(&b->base);

@@ -90,10 +90,20 @@ static int save_empty_index(dd_backend *be, const char *dir, const uint8_t uuid[
     return rc;
 }
 
-static int init_in(dd_backend *be, const char *dir, const vmt_store_config *c)
+static int init_in(dd_backend *be, const char *dir, const vmt_store_config *cfg)
 {
     uint8_t uuid[16];
     char text[STORE_FILE_MAX];
+    vmt_store_config cc = *cfg, *c = &cc;
+    if (c->pack_size > be->pack_max) {
+        /* The generic default is the local one; a backend with smaller
+         * objects has its own.  An explicit size it cannot hold is refused. */
+        if (c->pack_size != VMT_STORE_PACK_DEFAULT)
+            return vmt_error_set(VMT_EINVAL, "pack-size %llu is more than a %s store's objects "
+                                             "hold (at most %llu)", (unsigned long long)c->pack_size,
+                                 be->ops->scheme, (unsigned long long)be->pack_max);
+        c->pack_size = be->pack_default;
+    }
     int rc = be->ops->init(be);
     if (rc != 0)
         return rc;

@@ -213,7 +213,10 @@ static int copy_one(sweep *w, dd_appender *ap, size_t k)
 {
     const dd_entry *e = &w->copy[k];
     dd_pack *p = dd_pack_get(w->s, e->pack);
-    const uint8_t *rec = p->map + e->off;
+    const uint8_t *view = dd_pack_view(w->s, p);
+    if (!view)
+        return vmt_error_wrap(VMT_EIO, "gc reading pack %u", e->pack);
+    const uint8_t *rec = view + e->off;
     dd_rec_hdr h;
     if ((uint64_t)e->off + DD_REC_HDR + e->slen > p->size || dd_rec_decode(rec, DD_REC_HDR, &h) ||
         !vmt_id_equal(&h.id, &e->id) || h.stored_len != e->slen ||

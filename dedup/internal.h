@@ -52,7 +52,7 @@ typedef struct dd_pack {
     uint32_t num;
     dd_backend *be; /* the store's backend (to unmap and close) */
     dd_bfile *f;    /* open while written or not yet synced; else NULL */
-    uint8_t *map;
+    uint8_t *map;   /* the view; NULL until first use for a lazy backend (atomic) */
     size_t map_len;
     uint64_t size; /* bytes valid for readers; atomic (the writer appends) */
     bool bad;      /* cannot be opened or mapped: reads fail with why */
@@ -106,6 +106,10 @@ struct vmt_store {
 
 /* ---- pack.c ---- */
 dd_pack *dd_pack_get(vmt_store *s, uint32_t num); /* caller holds layout */
+/* The pack's bytes, fetched on first use where the backend's views are lazy
+ * (RADOS); NULL with the message set when they cannot be read.  Caller holds
+ * layout shared; thread-safe against other readers. */
+const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p);
 int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out);
 int dd_pack_create(vmt_store *s, uint32_t num, dd_pack **out);
 int dd_pack_install(vmt_store *s, dd_pack *p); /* takes layout exclusively */

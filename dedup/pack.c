@@ -134,16 +134,53 @@ static bool all_zero(const uint8_t *p, size_t n)
 
 /* Classifies the header: torn (a pack whose creation did not reach the
  * disk) or damaged/foreign (reported, never deleted automatically). */
-static void check_header(vmt_store *s, dd_pack *p)
+static void check_header(vmt_store *s, dd_pack *p, const uint8_t *hdr)
 {
-    if (p->size < DD_PACK_HDR || all_zero(p->map, DD_PACK_HDR)) {
+    if (p->size < DD_PACK_HDR || all_zero(hdr, DD_PACK_HDR)) {
         p->torn = true;
         snprintf(p->why, sizeof(p->why), "pack %u: incomplete (%llu bytes, no header)", p->num,
                  (unsigned long long)p->size);
-    } else if (dd_pack_hdr_check(p->map, (size_t)p->size, p->num, s->uuid) != 0) {
+    } else if (dd_pack_hdr_check(hdr, (size_t)p->size, p->num, s->uuid) != 0) {
         p->hdr_err = true;
         snprintf(p->why, sizeof(p->why), "pack %u: %s", p->num, vmt_error_last());
     }
+}
+
+/* A pack whose view is fetched later: read and classify its header now. */
+static void lazy_header(vmt_store *s, dd_pack *p)
+{
+    uint8_t hdr[DD_PACK_HDR] = {0};
+    size_t got = 0;
+    p->map_len = (size_t)p->size;
+    if (s->be->ops->pread(p->f, hdr, sizeof(hdr), 0, &got) != 0)
+        set_bad(p, vmt_error_last());
+    else
+        check_header(s, p, hdr);
+}
+
+const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p)
+{
+    uint8_t *m = __atomic_load_n(&p->map, __ATOMIC_ACQUIRE), *none = NULL;
+    dd_bfile *f;
+    if (m)
+        return m;
+    if (p->bad || p->torn) {
+        vmt_error_set(VMT_EIO, "%s", p->why);
+        return NULL;
+    }
+    if (dd_pack_file(s, p->num, DD_BF_READ, &f) != 0)
+        return NULL;
+    int rc = s->be->ops->map(f, p->map_len, &m);
+    s->be->ops->close(f);
+    if (rc != 0)
+        return NULL;
+    /* Two readers may fetch at once: the first view stays, the other goes. */
+    if (!__atomic_compare_exchange_n(&p->map, &none, m, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        s->be->ops->unmap(s->be, m, p->map_len);
+        m = none;
+    }
+    return m;
 }
 
 int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out)
@@ -167,10 +204,13 @@ int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out)
     if (p->size == 0) {
         p->torn = true;
         snprintf(p->why, sizeof(p->why), "pack %u: empty file", num);
-    } else
+    } else if (!reserve && s->be->lazy_views) {
+        lazy_header(s, p); /* the view comes at the first read (dd_pack_view) */
+    } else {
         map_pack(s, p, reserve ? VMT_MAX(reserve_len(s), (size_t)p->size) : (size_t)p->size);
+    }
     if (p->map)
-        check_header(s, p);
+        check_header(s, p, p->map);
     if (!reserve) {
         ops->close(p->f);
         p->f = NULL;

@@ -107,7 +107,9 @@ int vmt_codec_parse(const char *name, vmt_codec *out);
 
 /* Settings recorded in the store when it is created. */
 typedef struct vmt_store_config {
-    uint64_t pack_size;    /* packs are sealed at this size; [PACK_MIN, PACK_MAX] */
+    uint64_t pack_size;    /* packs are sealed at this size; [PACK_MIN, PACK_MAX].  A RADOS
+                              store takes 16 MiB for PACK_DEFAULT and refuses more
+                              than 64 MiB (docs/store-backends.md) */
     vmt_codec codec;       /* default codec for puts (default LZ4) */
     int zstd_level;        /* 1..19 (default 6: see docs/store.md) */
     int lz4_accel;         /* LZ4 acceleration 1..64 (default 1) */
@@ -120,8 +122,12 @@ void vmt_store_config_init(vmt_store_config *cfg);
 /*
  * Creates an empty store at `dir` (created with its parents if missing; an
  * existing directory must be empty).  `cfg` may be NULL for the defaults.
- * Returns VMT_EEXIST when `dir` already holds a store or other files,
- * VMT_EINVAL for a bad setting, VMT_EIO otherwise.  Durable on return.
+ * `dir` may instead be rados://POOL[/NAMESPACE][?conf=PATH][&id=CLIENT]:
+ * the store then lives in that existing pool and namespace, which must hold
+ * no objects (docs/store-backends.md); builds without librados refuse it
+ * with VMT_EUNSUPPORTED.  The same locations work for every function taking
+ * `dir` below.  Returns VMT_EEXIST when `dir` already holds a store or other
+ * files, VMT_EINVAL for a bad setting, VMT_EIO otherwise.  Durable on return.
  */
 int vmt_store_init(const char *dir, const vmt_store_config *cfg);
 
