@@ -38,5 +38,6 @@ int vmt_bench_restore(const vmt_bench_opts *o);
 int vmt_bench_snapshot(const vmt_bench_opts *o);
 int vmt_bench_net(const vmt_bench_opts *o);
 int vmt_bench_golden(const vmt_bench_opts *o);
+int vmt_bench_rados(const vmt_bench_opts *o);
 
 #endif

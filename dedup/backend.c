@@ -1,4 +1,5 @@
 /* Backend selection and the whole-object helpers every backend shares. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,42 @@ int dd_backend_open(const char *where, bool create, dd_backend **out)
     if (dd_backend_is_rados(where))
         return dd_be_rados_open(where, create, out);
     return dd_be_dir_open(where, create, out);
+}
+
+static int remove_in(void *ctx, const char *name)
+{
+    void **c = ctx;
+    dd_backend *b = c[0];
+    char full[128];
+    snprintf(full, sizeof(full), "%s/%s", (const char *)c[1], name);
+    return b->ops->remove(b, full);
+}
+
+int vmt_store_remove(const char *dir)
+{
+    dd_backend *b;
+    int rc = dd_backend_open(dir, false, &b);
+    if (rc != 0)
+        return rc;
+    dd_bfile *f;
+    if ((rc = b->ops->open(b, DD_STORE_FILE, DD_BF_READ, &f)) == 0)
+        b->ops->close(f);
+    else if (rc == VMT_ENOENT)
+        rc = vmt_error_set(VMT_ENOENT, "no store at %s: nothing removed", dir);
+    if (rc == 0)
+        rc = b->ops->lock(b);
+    /* STORE goes first: what is left of a removal cut short is no store. */
+    if (rc == 0)
+        rc = b->ops->remove(b, DD_STORE_FILE);
+    const char *folders[] = {DD_PACKS_DIR, DD_DICTS_DIR};
+    for (size_t i = 0; rc == 0 && i < 2; i++)
+        rc = b->ops->list(b, folders[i], remove_in, (void *[]){b, (void *)folders[i]});
+    if (rc == 0)
+        rc = b->ops->remove(b, DD_INDEX_FILE);
+    if (rc == 0)
+        return b->ops->purge(b);
+    b->ops->destroy(b);
+    return vmt_error_wrap(rc, "removing store %s", dir);
 }
 
 int dd_backend_put(dd_backend *b, const char *name, const void *data, size_t len)

@@ -70,6 +70,10 @@ typedef struct dd_backend_ops {
     /* Takes the single-writer lock for the handle's life; VMT_EBUSY naming
      * the holder when another writer has it. */
     int (*lock)(dd_backend *b);
+    /* After every object of the store was removed: releases the lock and
+     * removes what is left (the folders, the lock, the directory itself),
+     * then destroys b. */
+    int (*purge)(dd_backend *b);
     void (*destroy)(dd_backend *b); /* releases the lock; accepts NULL */
 } dd_backend_ops;
 

@@ -300,6 +300,18 @@ static void dir_destroy(dd_backend *base)
     free(b);
 }
 
+static int dir_purge(dd_backend *base)
+{
+    dir_be *b = (dir_be *)base;
+    int rc = 0;
+    if (unlinkat(b->dirfd, DD_PACKS_DIR, AT_REMOVEDIR) != 0 ||
+        unlinkat(b->dirfd, DD_DICTS_DIR, AT_REMOVEDIR) != 0 ||
+        unlinkat(b->dirfd, DD_LOCK_FILE, 0) != 0 || rmdir(b->dir) != 0)
+        rc = vmt_error_errno(VMT_EIO, errno, "removing %s (something else is in it?)", b->dir);
+    dir_destroy(base);
+    return rc;
+}
+
 static const dd_backend_ops dir_ops = {
     .scheme = "dir",
     .init = dir_init,
@@ -317,6 +329,7 @@ static const dd_backend_ops dir_ops = {
     .list = dir_list,
     .sync_folder = dir_sync_folder,
     .lock = dir_lock,
+    .purge = dir_purge,
     .destroy = dir_destroy,
 };
 

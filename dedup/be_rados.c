@@ -448,6 +448,16 @@ static void rb_destroy(dd_backend *base)
     free(b);
 }
 
+static int rb_purge(dd_backend *base)
+{
+    rados_be *b = (rados_be *)base;
+    if (b->locked && rados_unlock(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, b->cookie) == 0)
+        b->locked = false;
+    int rc = rb_remove(base, DD_LOCK_FILE);
+    rb_destroy(base);
+    return rc;
+}
+
 static const dd_backend_ops rados_ops = {
     .scheme = "rados",
     .init = rb_init,
@@ -465,6 +475,7 @@ static const dd_backend_ops rados_ops = {
     .list = rb_list,
     .sync_folder = rb_sync_folder,
     .lock = rb_lock,
+    .purge = rb_purge,
     .destroy = rb_destroy,
 };
 

@@ -209,6 +209,34 @@ static void test_gets_run_beside_puts(void)
     ddt_cleanup(dir);
 }
 
+static void test_remove_deletes_the_whole_store(void)
+{
+    char *dir = ddt_store_small("remove", 1u << 20);
+    vmt_store *s = ddt_open(dir, false, 2);
+    uint8_t *pages = malloc(600 * VMT_STORE_PAGE_SIZE);
+    const void *ptr[600];
+    vmt_id ids[600];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pages);
+    for (size_t i = 0; i < 600; i++) {
+        ddt_random_page(i, pages + i * VMT_STORE_PAGE_SIZE);
+        ptr[i] = pages + i * VMT_STORE_PAGE_SIZE;
+    }
+    DDT_OK(vmt_store_put_pages(s, ptr, 600, ids, NULL, NULL));
+    DDT_OK(vmt_store_commit(s));
+    CU_ASSERT(ddt_pack_bytes(dir) > 2u << 20); /* several packs */
+    CU_ASSERT_EQUAL(vmt_store_remove(dir), VMT_EBUSY); /* the writer is still there */
+    vmt_store_close(s);
+    DDT_OK(vmt_store_remove(dir));
+    CU_ASSERT_EQUAL(vmt_store_open(&s, dir, NULL), VMT_ENOENT);
+    CU_ASSERT_EQUAL(vmt_store_remove(dir), VMT_ENOENT);
+    if (!ddt_rados())
+        CU_ASSERT_EQUAL(access(dir, F_OK), -1); /* the directory went too */
+    /* Nothing is left: the location takes a new store. */
+    DDT_OK(vmt_store_init(dir, NULL));
+    free(pages);
+    ddt_cleanup(dir);
+}
+
 int main(void)
 {
     static const vmt_test_case cases[] = {
@@ -218,6 +246,7 @@ int main(void)
         {"missing store and the default location", test_missing_store_and_default_dir},
         {"init refuses a used directory", test_init_refuses_a_used_directory},
         {"a damaged STORE file is a clear error", test_store_file_damage_is_a_clear_error},
+        {"remove deletes the whole store", test_remove_deletes_the_whole_store},
         {"gets run beside puts", test_gets_run_beside_puts},
         {NULL, NULL},
     };

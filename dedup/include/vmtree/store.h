@@ -132,6 +132,16 @@ void vmt_store_config_init(vmt_store_config *cfg);
 int vmt_store_init(const char *dir, const vmt_store_config *cfg);
 
 /*
+ * Deletes the store at `dir` (a directory or a rados:// location) and
+ * everything in it: STORE first, so a removal cut short leaves no store,
+ * then packs, dictionaries, the index; then the directory itself (which
+ * must hold nothing else).  Takes the writer lock: VMT_EBUSY while a writer
+ * has the store open; VMT_ENOENT when there is no store.  Open read-only
+ * handles elsewhere fail their later reads.
+ */
+int vmt_store_remove(const char *dir);
+
+/*
  * Writes the default store directory into buf: $VMTREE_STORE if set, else
  * $XDG_DATA_HOME/vmtree/store, else $HOME/.local/share/vmtree/store.
  * VMT_ERANGE when it does not fit, VMT_ENOENT when none can be found.
