@@ -430,6 +430,13 @@ static int refuse_entry(void *ctx, const char *name)
 static int rb_init(dd_backend *base)
 {
     rados_be *b = (rados_be *)base;
+    uint64_t size;
+    time_t mtime;
+    int r = rados_stat(b->io, DD_STORE_FILE, &size, &mtime);
+    if (r == 0)
+        return vmt_error_set(VMT_EEXIST, "%s already holds a store", b->url);
+    if (r != -ENOENT)
+        return rerr(r, "stat of", DD_STORE_FILE);
     return rb_list(base, ".", refuse_entry, b->url);
 }
 
