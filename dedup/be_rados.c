@@ -11,9 +11,8 @@
  * to do.  Small objects (STORE, index, dictionaries) are staged in memory
  * and replaced with one write_full, which RADOS applies atomically.  A
  * pack's read-only view is an anonymous mapping filled with one read at
- * open; writes through the handle are copied into it.  The writer lock is a
- * RADOS exclusive lock on the object "lock" (cls_lock), whose cookie names
- * the holder's host and PID.
+ * open; writes through the handle are copied into it.  The writer lock is in
+ * be_rados_lock.c.
  */
 #include <errno.h>
 #include <limits.h>
@@ -27,25 +26,16 @@
 #include <rados/librados.h>
 
 #include "backend.h"
+#include "be_rados.h"
 #include "internal.h"
 
 #define RADOS_IO_CHUNK (8u << 20)     /* bytes per read request */
 #define RADOS_STAGE_MAX (96u << 20)   /* below osd_max_object_size (128 MiB) */
-#define RADOS_LOCK_NAME "vmtree-writer"
 #define RADOS_OP_TIMEOUT "30"         /* seconds before a stuck request fails */
 /* Packs are objects: well below osd_max_object_size (128 MiB by default),
  * leaving room for a 16 MiB object past the seal and the markers. */
 #define RADOS_PACK_MAX (64ull << 20)
 #define RADOS_PACK_DEFAULT (16ull << 20)
-
-typedef struct rados_be {
-    dd_backend base;
-    char *url;
-    rados_t cluster;
-    rados_ioctx_t io;
-    bool connected, locked;
-    char cookie[128];
-} rados_be;
 
 struct dd_bfile {
     rados_be *b;
@@ -58,7 +48,7 @@ struct dd_bfile {
     size_t view_len;
 };
 
-static int rerr(int r, const char *what, const char *name)
+int dd_rados_err(int r, const char *what, const char *name)
 {
     int code = r == -ENOENT ? VMT_ENOENT
                : r == -EEXIST ? VMT_EEXIST
@@ -72,6 +62,7 @@ static int rerr(int r, const char *what, const char *name)
 
 typedef struct rados_loc {
     char pool[128], ns[128], conf[1024], id[64];
+    unsigned lock_timeout;
 } rados_loc;
 
 static int copy_field(char *dst, size_t cap, const char *src, size_t n, const char *what)
@@ -81,6 +72,17 @@ static int copy_field(char *dst, size_t cap, const char *src, size_t n, const ch
                              what, cap - 1);
     memcpy(dst, src, n);
     dst[n] = '\0';
+    return 0;
+}
+
+static int parse_timeout(rados_loc *l, const char *v, size_t n)
+{
+    char buf[16];
+    uint64_t t;
+    if (copy_field(buf, sizeof(buf), v, n, "lock_timeout") != 0 ||
+        vmt_parse_u64(buf, 3, 3600, &t) != 0)
+        return vmt_error_set(VMT_EINVAL, "rados location: lock_timeout is 3..3600 seconds");
+    l->lock_timeout = (unsigned)t;
     return 0;
 }
 
@@ -94,9 +96,12 @@ static int parse_query(rados_loc *l, const char *q)
             rc = copy_field(l->conf, sizeof(l->conf), q + 5, n - 5, "conf");
         else if (n > 3 && strncmp(q, "id=", 3) == 0)
             rc = copy_field(l->id, sizeof(l->id), q + 3, n - 3, "id");
+        else if (n > 13 && strncmp(q, "lock_timeout=", 13) == 0)
+            rc = parse_timeout(l, q + 13, n - 13);
         else
             rc = vmt_error_set(VMT_EINVAL, "rados location: unknown parameter '%.*s' (known: "
-                                           "conf=PATH, id=CLIENT)", (int)n, q);
+                                           "conf=PATH, id=CLIENT, lock_timeout=SECONDS)",
+                               (int)n, q);
         if (rc != 0)
             return rc;
         q = amp ? amp + 1 : NULL;
@@ -130,10 +135,10 @@ static int connect_cluster(rados_be *b, const rados_loc *l)
 {
     int r = rados_create(&b->cluster, l->id);
     if (r < 0)
-        return rerr(r, "creating a cluster handle for client", l->id);
+        return dd_rados_err(r, "creating a cluster handle for client", l->id);
     r = rados_conf_read_file(b->cluster, l->conf[0] ? l->conf : NULL);
     if (r < 0)
-        return rerr(r, "reading the configuration", l->conf[0] ? l->conf : "(default search path)");
+        return dd_rados_err(r, "reading the configuration", l->conf[0] ? l->conf : "(default search path)");
     rados_conf_parse_env(b->cluster, NULL);
     /* A stopped OSD or monitor must fail a request, not hang it forever. */
     const char *opts[][2] = {{"rados_osd_op_timeout", RADOS_OP_TIMEOUT},
@@ -141,17 +146,17 @@ static int connect_cluster(rados_be *b, const rados_loc *l)
                              {"client_mount_timeout", RADOS_OP_TIMEOUT}};
     for (size_t i = 0; i < VMT_ARRAY_SIZE(opts); i++) {
         if ((r = rados_conf_set(b->cluster, opts[i][0], opts[i][1])) < 0)
-            return rerr(r, "setting", opts[i][0]);
+            return dd_rados_err(r, "setting", opts[i][0]);
     }
     if ((r = rados_connect(b->cluster)) < 0)
-        return rerr(r, "connecting to the cluster of", l->conf[0] ? l->conf : "(default conf)");
+        return dd_rados_err(r, "connecting to the cluster of", l->conf[0] ? l->conf : "(default conf)");
     b->connected = true;
     if ((r = rados_ioctx_create(b->cluster, l->pool, &b->io)) < 0) {
         b->io = NULL;
         if (r == -ENOENT)
             return vmt_error_set(VMT_ENOENT, "rados: pool %s does not exist (create it with "
                                              "'ceph osd pool create %s')", l->pool, l->pool);
-        return rerr(r, "opening pool", l->pool);
+        return dd_rados_err(r, "opening pool", l->pool);
     }
     rados_ioctx_set_namespace(b->io, l->ns[0] ? l->ns : NULL);
     return 0;
@@ -171,14 +176,14 @@ static int rb_open(dd_backend *base, const char *name, dd_bmode mode, dd_bfile *
         int r = rados_stat(b->io, name, &size, &mtime);
         if (r < 0)
             rc = r == -ENOENT ? vmt_error_set(VMT_ENOENT, "%s: %s does not exist", b->url, name)
-                              : rerr(r, "stat of", name);
+                              : dd_rados_err(r, "stat of", name);
     } else if (mode == DD_BF_CREATE) {
         rados_write_op_t op = rados_create_write_op();
         rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
         int r = rados_write_op_operate(op, b->io, name, NULL, 0);
         rados_release_write_op(op);
         if (r < 0)
-            rc = rerr(r, "creating", name);
+            rc = dd_rados_err(r, "creating", name);
     }
     if (rc != 0)
         return rc;
@@ -208,7 +213,7 @@ static int rb_pread(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *go
         size_t want = VMT_MIN(len - n, (size_t)RADOS_IO_CHUNK);
         int r = rados_read(f->b->io, f->name, (char *)buf + n, want, off + n);
         if (r < 0)
-            return rerr(r, "reading", f->name);
+            return dd_rados_err(r, "reading", f->name);
         n += (size_t)r;
         if ((size_t)r < want)
             break; /* the object's end */
@@ -249,6 +254,9 @@ static int rb_pwritev(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
 {
     if (f->staged)
         return stage(f, iov, n, off);
+    int rc = dd_rados_may_write(f->b);
+    if (rc != 0)
+        return rc;
     rados_write_op_t op = rados_create_write_op();
     if (!op)
         return vmt_error_set(VMT_ENOMEM, "out of memory");
@@ -264,7 +272,7 @@ static int rb_pwritev(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
     int r = rados_write_op_operate(op, f->b->io, f->name, NULL, 0);
     rados_release_write_op(op);
     if (r < 0)
-        return rerr(r, "writing", f->name);
+        return dd_rados_err(r, "writing", f->name);
     f->size = VMT_MAX(f->size, at);
     at = off;
     for (int i = 0; i < n && f->view; i++) {
@@ -284,9 +292,11 @@ static int rb_sync(dd_bfile *f)
 
 static int rb_truncate(dd_bfile *f, uint64_t len)
 {
+    if (dd_rados_may_write(f->b) != 0)
+        return VMT_EBUSY;
     int r = rados_trunc(f->b->io, f->name, len);
     if (r < 0)
-        return rerr(r, "truncating", f->name);
+        return dd_rados_err(r, "truncating", f->name);
     f->size = len;
     return 0;
 }
@@ -337,10 +347,12 @@ static int rb_publish(dd_bfile *f)
     int rc = 0;
     if (!f->staged)
         rc = vmt_error_set(VMT_ERR, "internal: publish of a plain object");
+    if (rc == 0)
+        rc = dd_rados_may_write(f->b);
     if (rc == 0) {
         int r = rados_write_full(f->b->io, f->name, (const char *)f->buf, f->len);
         if (r < 0)
-            rc = rerr(r, "writing", f->name);
+            rc = dd_rados_err(r, "writing", f->name);
     }
     rb_close(f);
     return rc;
@@ -349,8 +361,10 @@ static int rb_publish(dd_bfile *f)
 static int rb_remove(dd_backend *base, const char *name)
 {
     rados_be *b = (rados_be *)base;
+    if (dd_rados_may_write(b) != 0)
+        return VMT_EBUSY;
     int r = rados_remove(b->io, name);
-    return r < 0 && r != -ENOENT ? rerr(r, "removing", name) : 0;
+    return r < 0 && r != -ENOENT ? dd_rados_err(r, "removing", name) : 0;
 }
 
 /* Lists the namespace; "." means every object, else the folder's. */
@@ -361,7 +375,7 @@ static int rb_list(dd_backend *base, const char *folder, dd_blist_fn fn, void *c
     size_t flen = strcmp(folder, ".") ? strlen(folder) : 0;
     int r = rados_nobjects_list_open(b->io, &lc);
     if (r < 0)
-        return rerr(r, "listing", b->url);
+        return dd_rados_err(r, "listing", b->url);
     int rc = 0;
     const char *entry;
     while (rc == 0 && (r = rados_nobjects_list_next(lc, &entry, NULL, NULL)) == 0) {
@@ -372,7 +386,7 @@ static int rb_list(dd_backend *base, const char *folder, dd_blist_fn fn, void *c
     }
     rados_nobjects_list_close(lc);
     if (rc == 0 && r < 0 && r != -ENOENT)
-        rc = rerr(r, "listing", b->url);
+        rc = dd_rados_err(r, "listing", b->url);
     return rc;
 }
 
@@ -381,44 +395,6 @@ static int rb_sync_folder(dd_backend *b, const char *folder)
     (void)b;
     (void)folder;
     return 0; /* creations and removals are durable when acknowledged */
-}
-
-/* VMT_EBUSY naming the lock's holder, from its cookie "host:pid:time". */
-static int holder_error(rados_be *b)
-{
-    int excl = 0;
-    char tag[128], clients[256] = "", cookies[256] = "", addrs[256];
-    size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
-    if (rados_list_lockers(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, &excl, tag, &tl, clients, &cl,
-                           cookies, &kl, addrs, &al) < 0)
-        clients[0] = cookies[0] = '\0';
-    clients[sizeof(clients) - 1] = cookies[sizeof(cookies) - 1] = '\0';
-    char host[128] = "?", pid[32] = "?";
-    sscanf(cookies, "%127[^:]:%31[^:]", host, pid);
-    return vmt_error_set(VMT_EBUSY,
-                         "store %s is open for writing by process %s on host %s (if that process "
-                         "is gone: rados lock break lock " RADOS_LOCK_NAME " %s --lock-cookie %s "
-                         "in the store's pool and namespace)",
-                         b->url, pid, host, clients[0] ? clients : "CLIENT",
-                         cookies[0] ? cookies : "COOKIE");
-}
-
-static int rb_lock(dd_backend *base)
-{
-    rados_be *b = (rados_be *)base;
-    char host[64] = "?";
-    gethostname(host, sizeof(host) - 1);
-    snprintf(b->cookie, sizeof(b->cookie), "%s:%ld:%lx", host, (long)getpid(),
-             (unsigned long)time(NULL));
-    int r = rados_lock_exclusive(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, b->cookie,
-                                 "vmtree store writer", NULL, 0);
-    if (r == 0) {
-        b->locked = true;
-        return 0;
-    }
-    if (r != -EBUSY && r != -EEXIST)
-        return rerr(r, "locking", b->url);
-    return holder_error(b);
 }
 
 static int refuse_entry(void *ctx, const char *name)
@@ -436,7 +412,7 @@ static int rb_init(dd_backend *base)
     if (r == 0)
         return vmt_error_set(VMT_EEXIST, "%s already holds a store", b->url);
     if (r != -ENOENT)
-        return rerr(r, "stat of", DD_STORE_FILE);
+        return dd_rados_err(r, "stat of", DD_STORE_FILE);
     return rb_list(base, ".", refuse_entry, b->url);
 }
 
@@ -445,12 +421,13 @@ static void rb_destroy(dd_backend *base)
     rados_be *b = (rados_be *)base;
     if (!b)
         return;
-    if (b->locked)
-        rados_unlock(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, b->cookie);
+    dd_rados_unlock(b);
     if (b->io)
         rados_ioctx_destroy(b->io);
     if (b->cluster)
         rados_shutdown(b->cluster);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
     free(b->url);
     free(b);
 }
@@ -458,8 +435,7 @@ static void rb_destroy(dd_backend *base)
 static int rb_purge(dd_backend *base)
 {
     rados_be *b = (rados_be *)base;
-    if (b->locked && rados_unlock(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, b->cookie) == 0)
-        b->locked = false;
+    dd_rados_unlock(b);
     int rc = rb_remove(base, DD_LOCK_FILE);
     rb_destroy(base);
     return rc;
@@ -481,7 +457,7 @@ static const dd_backend_ops rados_ops = {
     .remove = rb_remove,
     .list = rb_list,
     .sync_folder = rb_sync_folder,
-    .lock = rb_lock,
+    .lock = dd_rados_lock,
     .purge = rb_purge,
     .destroy = rb_destroy,
 };
@@ -503,6 +479,9 @@ int dd_be_rados_open(const char *url, bool create, dd_backend **out)
     b->base.pack_max = RADOS_PACK_MAX;
     b->base.pack_default = RADOS_PACK_DEFAULT;
     b->base.lazy_views = true;
+    b->lock_timeout = l.lock_timeout ? l.lock_timeout : RADOS_LOCK_TIMEOUT_DEFAULT;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
     rc = connect_cluster(b, &l);
     if (rc != 0) {
         rb_destroy(&b->base);
