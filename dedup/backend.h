@@ -33,6 +33,9 @@ typedef enum dd_bmode {
     DD_BF_REPLACE, /* staged writes that replace the object atomically at publish */
 } dd_bmode;
 
+/* Called by idx_load for each entry: 32 bytes in the index file's layout. */
+typedef int (*dd_idx_load_fn)(void *ctx, const uint8_t rec[32]);
+
 /* Called by list for each name in a folder; non-zero stops the listing. */
 typedef int (*dd_blist_fn)(void *ctx, const char *name);
 
@@ -75,6 +78,17 @@ typedef struct dd_backend_ops {
      * then destroys b. */
     int (*purge)(dd_backend *b);
     void (*destroy)(dd_backend *b); /* releases the lock; accepts NULL */
+    /*
+     * Optional (NULL: the entries live in the index file).  The backend
+     * keeps the index entries itself in idx_shards shards chosen by
+     * id byte 0 % idx_shards (RADOS: omap of shard objects).  idx_add sets
+     * n entries (32-byte records, index-file layout; it may reorder them)
+     * in a shard, and with `replace` then removes the shard's other entries;
+     * idx_load calls fn for every entry.
+     */
+    unsigned idx_shards;
+    int (*idx_add)(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
+    int (*idx_load)(dd_backend *b, dd_idx_load_fn fn, void *ctx);
 } dd_backend_ops;
 
 /* Every backend handle starts with this. */

@@ -435,8 +435,10 @@ static void rb_destroy(dd_backend *base)
 static int rb_purge(dd_backend *base)
 {
     rados_be *b = (rados_be *)base;
+    int rc = dd_rados_idx_remove(b);
     dd_rados_unlock(b);
-    int rc = rb_remove(base, DD_LOCK_FILE);
+    if (rc == 0)
+        rc = rb_remove(base, DD_LOCK_FILE);
     rb_destroy(base);
     return rc;
 }
@@ -460,6 +462,9 @@ static const dd_backend_ops rados_ops = {
     .lock = dd_rados_lock,
     .purge = rb_purge,
     .destroy = rb_destroy,
+    .idx_shards = DD_RADOS_IDX_SHARDS,
+    .idx_add = dd_rados_idx_add,
+    .idx_load = dd_rados_idx_load,
 };
 
 int dd_be_rados_open(const char *url, bool create, dd_backend **out)

@@ -34,6 +34,14 @@ typedef struct rados_be {
     bool stop;
 } rados_be;
 
+#define DD_RADOS_IDX_SHARDS 256u
+
+/* Index entries in omap (be_rados_idx.c): ops idx_add, idx_load. */
+int dd_rados_idx_add(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
+int dd_rados_idx_load(dd_backend *b, dd_idx_load_fn fn, void *ctx);
+/* Removes every index shard object (store removal). */
+int dd_rados_idx_remove(rados_be *b);
+
 /* A VMT_E* code and message for a negative librados result. */
 int dd_rados_err(int r, const char *what, const char *name);
 

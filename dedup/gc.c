@@ -307,6 +307,7 @@ static int compact(sweep *w, const vmt_store_gc_opts *o, vmt_store_gc_stats *st)
     if (rc != 0)
         return rc;
     rc = dd_index_edit(&s->ix, relocate, w);
+    s->idx_all = true; /* the saved entries lose the dead ones, not only gain the moved */
     if (rc == 0)
         rc = dd_idx_save(s);
     if (rc == 0)

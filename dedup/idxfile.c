@@ -45,7 +45,7 @@ static int flush(idx_writer *w)
     return w->err;
 }
 
-static void put_entry(uint8_t *p, const dd_entry *e)
+void dd_idx_put_entry(uint8_t *p, const dd_entry *e)
 {
     memcpy(p, e->id.b, 16);
     dd_put32(p + 16, e->pack);
@@ -62,17 +62,18 @@ static int visit_save(void *ctx, const dd_entry *e)
         return 0; /* not committed: the next open drops its record */
     if (w->len + IDX_ENTRY > IDX_BUF && flush(w) != 0)
         return w->err;
-    put_entry(w->buf + w->len, e);
+    dd_idx_put_entry(w->buf + w->len, e);
     w->len += IDX_ENTRY;
     w->count++;
     return 0;
 }
 
-static void encode_header(uint8_t *h, const vmt_store *s, uint64_t count)
+void dd_idx_encode_header(uint8_t *h, const vmt_store *s, uint64_t count, uint32_t flags)
 {
     memset(h, 0, IDX_HDR);
     memcpy(h, IDX_MAGIC, 8);
     dd_put32(h + 8, IDX_VERSION);
+    dd_put32(h + 12, flags);
     memcpy(h + 16, s->uuid, 16);
     dd_put64(h + 32, count);
     dd_put32(h + 40, s->committed.pack);
@@ -102,7 +103,7 @@ static int write_tmp(vmt_store *s, dd_bfile *f)
         rc = flush(&w);
     if (rc == 0) {
         dd_put64(tail, XXH3_64bits_digest(w.xs));
-        encode_header(hdr, s, w.count);
+        dd_idx_encode_header(hdr, s, w.count, 0);
         struct iovec t = {tail, 8}, h = {hdr, IDX_HDR};
         rc = s->be->ops->pwritev(f, &t, 1, w.off);
         if (rc == 0)
@@ -115,6 +116,8 @@ static int write_tmp(vmt_store *s, dd_bfile *f)
 
 int dd_idx_save(vmt_store *s)
 {
+    if (s->be->ops->idx_add)
+        return dd_idxomap_save(s);
     dd_bfile *f;
     int rc = s->be->ops->open(s->be, DD_INDEX_FILE, DD_BF_REPLACE, &f);
     if (rc == 0) {
@@ -156,6 +159,23 @@ static int read_at(vmt_store *s, dd_bfile *f, void *buf, size_t len, uint64_t of
     return rc;
 }
 
+int dd_idx_insert(vmt_store *s, const uint8_t *p)
+{
+    dd_entry e;
+    bool existed;
+    memcpy(e.id.b, p, 16);
+    e.pack = dd_get32(p + 16);
+    e.off = dd_get32(p + 20);
+    e.slen = dd_get32(p + 24);
+    e.meta = dd_get32(p + 28);
+    int rc = check_entry(s, &e);
+    if (rc == 0)
+        rc = dd_index_insert(&s->ix, &e, &existed, NULL);
+    if (rc == 0 && existed)
+        rc = vmt_error_set(VMT_ECORRUPT, "index lists an id twice");
+    return rc;
+}
+
 static int load_entries(vmt_store *s, dd_bfile *f, uint64_t count, XXH3_state_t *xs)
 {
     uint8_t *buf = malloc(IDX_BUF);
@@ -168,21 +188,8 @@ static int load_entries(vmt_store *s, dd_bfile *f, uint64_t count, XXH3_state_t 
         if ((rc = read_at(s, f, buf, n * IDX_ENTRY, off)) != 0)
             break;
         XXH3_64bits_update(xs, buf, n * IDX_ENTRY);
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            const uint8_t *p = buf + i * IDX_ENTRY;
-            dd_entry e;
-            bool existed;
-            memcpy(e.id.b, p, 16);
-            e.pack = dd_get32(p + 16);
-            e.off = dd_get32(p + 20);
-            e.slen = dd_get32(p + 24);
-            e.meta = dd_get32(p + 28);
-            rc = check_entry(s, &e);
-            if (rc == 0)
-                rc = dd_index_insert(&s->ix, &e, &existed, NULL);
-            if (rc == 0 && existed)
-                rc = vmt_error_set(VMT_ECORRUPT, "index lists an id twice");
-        }
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = dd_idx_insert(s, buf + i * IDX_ENTRY);
         off += n * IDX_ENTRY;
         left -= n;
     }
@@ -242,6 +249,12 @@ static int load_file(vmt_store *s, dd_bfile *f)
     if (rc == 0 && (read_at(s, f, tail, 8, size - 8) != 0 || dd_get64(tail) != XXH3_64bits_digest(xs)))
         rc = vmt_error_set(VMT_ECORRUPT, "index checksum mismatch");
     XXH3_freeState(xs);
+    if (rc == 0 && (dd_get32(h + 12) & DD_IDX_OMAP)) {
+        if (count != 0 || !s->be->ops->idx_load)
+            return vmt_error_set(VMT_ECORRUPT, "index flags entries kept by a %s backend",
+                                 s->be->ops->idx_load ? "sharded" : "different");
+        rc = dd_idxomap_load(s);
+    }
     return rc;
 }
 

@@ -95,6 +95,8 @@ struct vmt_store {
     uint32_t dirty_from;  /* first pack written since the last commit, 0: none */
     bool dir_dirty;       /* a pack was created or removed since the last fsync */
     uint64_t since_index; /* bytes appended since the index file was saved */
+    bool idx_all;         /* the next save rewrites every entry (after gc or a rebuild);
+                             else a backend keeping entries itself adds the new ones */
     int sticky;           /* write error that stops further writes */
 
     pthread_mutex_t spare_mu; /* spare scratches for calls that run alone */
@@ -155,6 +157,18 @@ int dd_config_load(vmt_store *s);
 int dd_idx_load(vmt_store *s);
 /* Writes the committed entries durably (tmp, fsync, rename, fsync dir). */
 int dd_idx_save(vmt_store *s);
+/* Shared with idxomap.c: the header (flags: DD_IDX_OMAP), an entry's 32
+ * bytes, the checks and insertion of a loaded entry. */
+#define DD_IDX_HDR 128u
+#define DD_IDX_OMAP 1u /* header flag: the entries live in the backend's shards */
+void dd_idx_encode_header(uint8_t *h, const vmt_store *s, uint64_t count, uint32_t flags);
+void dd_idx_put_entry(uint8_t *p, const dd_entry *e);
+int dd_idx_insert(vmt_store *s, const uint8_t *p);
+
+/* ---- idxomap.c ---- */
+/* dd_idx_save / the entries of dd_idx_load for a backend with idx_add. */
+int dd_idxomap_save(vmt_store *s);
+int dd_idxomap_load(vmt_store *s);
 
 /* ---- recover.c ---- */
 int dd_recover(vmt_store *s, bool rebuild);

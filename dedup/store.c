@@ -147,6 +147,7 @@ static int load_index(vmt_store *s)
         if (rc != VMT_ENOENT || s->last_pack > 0)
             vmt_warn("store %s: rebuilding the index: %s", s->dir, vmt_error_last());
         rc = dd_recover(s, true);
+        s->idx_all = true; /* a backend's own entries may be stale: rewrite them */
         if (rc == 0 && s->last_pack == 0)
             s->rec.index_rebuilt = false; /* a new store: nothing to rebuild */
     }
