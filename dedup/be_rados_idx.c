@@ -92,7 +92,7 @@ static int prune(rados_be *b, const char *oid, const uint8_t *recs, size_t n)
                key) {
             uint8_t id[16];
             snprintf(after, sizeof(after), "%.*s", (int)VMT_MIN(klen, (size_t)HEXLEN), key);
-            if (from_hex(key, klen, id) != 0 || !bsearch(id, recs, n, 32, cmp_rec))
+            if (from_hex(key, klen, id) != 0 || !n || !bsearch(id, recs, n, 32, cmp_rec))
                 snprintf(dead[nd++], HEXLEN + 1, "%s", after);
         }
         if (it)
@@ -131,7 +131,8 @@ int dd_rados_idx_add(dd_backend *base, unsigned shard, uint8_t *recs, size_t n, 
     for (size_t i = 0; rc == 0 && i < n; i += OMAP_BATCH)
         rc = set_batch(b, oid, recs + 32 * i, VMT_MIN((size_t)OMAP_BATCH, n - i));
     if (rc == 0 && replace) {
-        qsort(recs, n, 32, cmp_rec);
+        if (n > 1)
+            qsort(recs, n, 32, cmp_rec);
         rc = prune(b, oid, recs, n);
     }
     return rc;
