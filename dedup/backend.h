@@ -86,6 +86,14 @@ typedef struct dd_backend_ops {
      * in a shard, and with `replace` then removes the shard's other entries;
      * idx_load calls fn for every entry.
      */
+    /*
+     * Compare-and-swap of a ref object: when the u64 at its first 8 bytes
+     * is `expect` (0: the object does not exist), replaces it with rec
+     * (whose first 8 bytes are the new version), atomically and durably;
+     * else VMT_EBUSY.  Works without the writer lock: any handle, any host.
+     */
+    int (*ref_cas)(dd_backend *b, const char *name, uint64_t expect, const uint8_t *rec,
+                   size_t len);
     unsigned idx_shards;
     int (*idx_add)(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
     int (*idx_load)(dd_backend *b, dd_idx_load_fn fn, void *ctx);

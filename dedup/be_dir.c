@@ -304,11 +304,53 @@ static int dir_purge(dd_backend *base)
 {
     dir_be *b = (dir_be *)base;
     int rc = 0;
-    if (unlinkat(b->dirfd, DD_PACKS_DIR, AT_REMOVEDIR) != 0 ||
+    if ((unlinkat(b->dirfd, DD_REFS_DIR, AT_REMOVEDIR) != 0 && errno != ENOENT) ||
+        unlinkat(b->dirfd, DD_PACKS_DIR, AT_REMOVEDIR) != 0 ||
         unlinkat(b->dirfd, DD_DICTS_DIR, AT_REMOVEDIR) != 0 ||
         unlinkat(b->dirfd, DD_LOCK_FILE, 0) != 0 || rmdir(b->dir) != 0)
         rc = vmt_error_errno(VMT_EIO, errno, "removing %s (something else is in it?)", b->dir);
     dir_destroy(base);
+    return rc;
+}
+
+/* The ref's current version: 0 when absent. */
+static int ref_version(dir_be *b, const char *name, uint64_t *v)
+{
+    uint8_t buf[8];
+    int fd = openat(b->dirfd, name, O_RDONLY | O_CLOEXEC);
+    *v = 0;
+    if (fd < 0)
+        return errno == ENOENT ? 0 : vmt_error_errno(VMT_EIO, errno, "opening %s", name);
+    ssize_t n = pread(fd, buf, 8, 0);
+    close(fd);
+    if (n != 8)
+        return vmt_error_set(VMT_ECORRUPT, "%s/%s is damaged", b->dir, name);
+    memcpy(v, buf, 8);
+    return 0;
+}
+
+/* Compare-and-swap under an exclusive flock of refs/.lock, which every
+ * process updating a ref of this store takes. */
+static int dir_ref_cas(dd_backend *base, const char *name, uint64_t expect, const uint8_t *rec,
+                       size_t len)
+{
+    dir_be *b = (dir_be *)base;
+    uint64_t cur;
+    if (mkdirat(b->dirfd, DD_REFS_DIR, 0755) != 0 && errno != EEXIST)
+        return vmt_error_errno(VMT_EIO, errno, "creating %s/%s", b->dir, DD_REFS_DIR);
+    int lfd = openat(b->dirfd, DD_REFS_DIR "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lfd < 0)
+        return vmt_error_errno(VMT_EIO, errno, "opening %s/%s/.lock", b->dir, DD_REFS_DIR);
+    int r;
+    while ((r = flock(lfd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    int rc = r != 0 ? vmt_error_errno(VMT_EIO, errno, "locking the refs of %s", b->dir)
+                    : ref_version(b, name, &cur);
+    if (rc == 0 && cur != expect)
+        rc = VMT_EBUSY;
+    if (rc == 0)
+        rc = dd_backend_put(base, name, rec, len);
+    close(lfd); /* releases the flock */
     return rc;
 }
 
@@ -330,6 +372,7 @@ static const dd_backend_ops dir_ops = {
     .sync_folder = dir_sync_folder,
     .lock = dir_lock,
     .purge = dir_purge,
+    .ref_cas = dir_ref_cas,
     .destroy = dir_destroy,
 };
 

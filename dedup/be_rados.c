@@ -443,6 +443,31 @@ static int rb_purge(dd_backend *base)
     return rc;
 }
 
+/* One compound op: the version check (exclusive create for the first) and
+ * the new content, applied together or not at all. */
+static int rb_ref_cas(dd_backend *base, const char *name, uint64_t expect, const uint8_t *rec,
+                      size_t len)
+{
+    rados_be *b = (rados_be *)base;
+    uint8_t exp[8];
+    int cmp = 0;
+    memcpy(exp, &expect, 8);
+    rados_write_op_t op = rados_create_write_op();
+    if (!op)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    if (expect == 0)
+        rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
+    else
+        rados_write_op_cmpext(op, (const char *)exp, 8, 0, &cmp);
+    rados_write_op_write_full(op, (const char *)rec, len);
+    int r = rados_write_op_operate(op, b->io, name, NULL, 0);
+    rados_release_write_op(op);
+    /* cmpext reports a mismatch as -MAX_ERRNO - offset */
+    if (r == -EEXIST || r == -ENOENT || r <= -4095)
+        return VMT_EBUSY;
+    return r < 0 ? dd_rados_err(r, "updating", name) : 0;
+}
+
 static const dd_backend_ops rados_ops = {
     .scheme = "rados",
     .init = rb_init,
@@ -461,6 +486,7 @@ static const dd_backend_ops rados_ops = {
     .sync_folder = rb_sync_folder,
     .lock = dd_rados_lock,
     .purge = rb_purge,
+    .ref_cas = rb_ref_cas,
     .destroy = rb_destroy,
     .idx_shards = DD_RADOS_IDX_SHARDS,
     .idx_add = dd_rados_idx_add,

@@ -29,6 +29,7 @@
 #define DD_INDEX_FILE "index"
 #define DD_PACKS_DIR "packs"
 #define DD_DICTS_DIR "dicts"
+#define DD_REFS_DIR "refs"
 
 #define DD_WINDOW_ITEMS 4096u       /* objects per put window */
 #define DD_WINDOW_BYTES (32u << 20) /* content bytes per put window */

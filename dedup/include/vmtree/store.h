@@ -292,6 +292,32 @@ typedef struct vmt_store_objinfo {
 /* Describes one object; VMT_ENOENT when absent (or the zero page). */
 int vmt_store_stat(vmt_store *s, const vmt_id *id, vmt_store_objinfo *out);
 
+/* ---- refs ---------------------------------------------------------------- */
+
+/* Largest value of a ref, bytes. */
+#define VMT_STORE_REF_MAX 4096u
+
+/*
+ * Reads ref `name` (1..128 of letters, digits, -_.@) into buf: *len gets its
+ * length, *version its version (1 for the first value, +1 per update).
+ * VMT_ENOENT when there is none, VMT_ERANGE when cap is short (*len says
+ * how much is needed).  Any handle, read-only too; thread-safe.
+ */
+int vmt_store_ref_get(vmt_store *s, const char *name, void *buf, size_t cap, size_t *len,
+                      uint64_t *version);
+
+/*
+ * Sets ref `name` to len bytes of data (at most VMT_STORE_REF_MAX) if its
+ * version is still `expect` (0: the ref must not exist yet): compare-and-
+ * swap, atomic and durable, across processes and hosts (on RADOS, one
+ * compound operation).  *version (may be NULL) gets the new version.  The
+ * loser of a race gets VMT_EBUSY ("changed under you") and should read the
+ * ref again.  Refs live beside the objects (refs/NAME); gc does not treat
+ * them as roots (the caller passes its roots).  Any handle, read-only too.
+ */
+int vmt_store_ref_set(vmt_store *s, const char *name, uint64_t expect, const void *data,
+                      size_t len, uint64_t *version);
+
 /* ---- dictionaries ------------------------------------------------------ */
 
 /* Dictionary training settings. */
