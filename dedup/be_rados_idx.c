@@ -138,10 +138,30 @@ int dd_rados_idx_add(dd_backend *base, unsigned shard, uint8_t *recs, size_t n, 
     return rc;
 }
 
-/* Loads one shard's entries, page by page. */
-static int load_shard(rados_be *b, unsigned shard, dd_idx_load_fn fn, void *ctx)
+/* Calls fn for each entry of one page of shard's omap; `after` gets the
+ * last key (where the next page starts). */
+static int consume(unsigned shard, rados_omap_iter_t it, char after[HEXLEN + 1],
+                   dd_idx_load_fn fn, void *ctx)
 {
-    char oid[16], after[HEXLEN + 1] = "";
+    char *key, *val;
+    size_t klen, vlen;
+    int rc = 0;
+    while (rc == 0 && rados_omap_get_next2(it, &key, &val, &klen, &vlen) == 0 && key) {
+        uint8_t rec[32];
+        if (from_hex(key, klen, rec) != 0 || vlen != 16 || rec[0] % DD_RADOS_IDX_SHARDS != shard)
+            return vmt_error_set(VMT_ECORRUPT, "index.%02x: a malformed index entry", shard);
+        memcpy(rec + 16, val, 16);
+        snprintf(after, HEXLEN + 1, "%.*s", (int)klen, key);
+        rc = fn(ctx, rec);
+    }
+    return rc;
+}
+
+/* Loads the rest of a shard after key `after`, page by page. */
+static int load_rest(rados_be *b, unsigned shard, char after[HEXLEN + 1], dd_idx_load_fn fn,
+                     void *ctx)
+{
+    char oid[16];
     unsigned char more = 1;
     shard_name(oid, shard);
     while (more) {
@@ -150,24 +170,11 @@ static int load_shard(rados_be *b, unsigned shard, dd_idx_load_fn fn, void *ctx)
         rados_read_op_t rop = rados_create_read_op();
         rados_read_op_omap_get_vals2(rop, after, NULL, OMAP_BATCH, &it, &more, &prval);
         int r = rados_read_op_operate(rop, b->io, oid, 0);
-        char *key, *val;
-        size_t klen, vlen;
-        while (rc == 0 && r == 0 && prval == 0 &&
-               rados_omap_get_next2(it, &key, &val, &klen, &vlen) == 0 && key) {
-            uint8_t rec[32];
-            if (from_hex(key, klen, rec) != 0 || vlen != 16 || rec[0] != shard) {
-                rc = vmt_error_set(VMT_ECORRUPT, "%s: a malformed index entry", oid);
-                break;
-            }
-            memcpy(rec + 16, val, 16);
-            snprintf(after, sizeof(after), "%.*s", (int)klen, key);
-            rc = fn(ctx, rec);
-        }
+        if (r == 0 && prval == 0)
+            rc = consume(shard, it, after, fn, ctx);
         if (it)
             rados_omap_get_end(it);
         rados_release_read_op(rop);
-        if (r == -ENOENT)
-            return 0;
         if (r < 0 || prval < 0)
             return dd_rados_err(r < 0 ? r : prval, "reading index entries of", oid);
         if (rc != 0)
@@ -176,15 +183,65 @@ static int load_shard(rados_be *b, unsigned shard, dd_idx_load_fn fn, void *ctx)
     return 0;
 }
 
+/* One shard's first page, read asynchronously. */
+typedef struct shard_read {
+    rados_read_op_t op;
+    rados_completion_t c;
+    rados_omap_iter_t it;
+    unsigned char more;
+    int prval;
+} shard_read;
+
+static int finish_one(rados_be *b, unsigned i, shard_read *r, dd_idx_load_fn fn, void *ctx)
+{
+    char oid[16], after[HEXLEN + 1] = "";
+    shard_name(oid, i);
+    rados_aio_wait_for_complete(r->c);
+    int ret = rados_aio_get_return_value(r->c);
+    if (ret == -ENOENT)
+        return 0; /* a shard nothing was ever saved to */
+    if (ret < 0 || r->prval < 0)
+        return dd_rados_err(ret < 0 ? ret : r->prval, "reading index entries of", oid);
+    int rc = consume(i, r->it, after, fn, ctx);
+    return rc == 0 && r->more ? load_rest(b, i, after, fn, ctx) : rc;
+}
+
+/* Every shard's first page is requested at once: opening pays about one
+ * round trip for a small index, not 256. */
 int dd_rados_idx_load(dd_backend *base, dd_idx_load_fn fn, void *ctx)
 {
     rados_be *b = (rados_be *)base;
-    for (unsigned shard = 0; shard < DD_RADOS_IDX_SHARDS; shard++) {
-        int rc = load_shard(b, shard, fn, ctx);
-        if (rc != 0)
-            return rc;
+    shard_read *r = calloc(DD_RADOS_IDX_SHARDS, sizeof(*r));
+    if (!r)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    int rc = 0;
+    unsigned issued = 0;
+    for (; rc == 0 && issued < DD_RADOS_IDX_SHARDS; issued++) {
+        char oid[16];
+        shard_read *s = &r[issued];
+        shard_name(oid, issued);
+        s->op = rados_create_read_op();
+        rados_read_op_omap_get_vals2(s->op, "", NULL, OMAP_BATCH, &s->it, &s->more, &s->prval);
+        int e = rados_aio_create_completion2(NULL, NULL, &s->c);
+        if (e == 0)
+            e = rados_aio_read_op_operate(s->op, b->io, s->c, oid, 0);
+        if (e < 0)
+            rc = dd_rados_err(e, "reading index entries of", oid);
     }
-    return 0;
+    for (unsigned i = 0; i < issued; i++) {
+        /* Every request issued is waited for, also after an error. */
+        if (rc == 0)
+            rc = finish_one(b, i, &r[i], fn, ctx);
+        else if (r[i].c)
+            rados_aio_wait_for_complete(r[i].c);
+        if (r[i].it)
+            rados_omap_get_end(r[i].it);
+        if (r[i].c)
+            rados_aio_release(r[i].c);
+        rados_release_read_op(r[i].op);
+    }
+    free(r);
+    return rc;
 }
 
 static int remove_shard(void *ctx, const char *name)
