@@ -94,6 +94,12 @@ typedef struct dd_backend_ops {
      */
     int (*ref_cas)(dd_backend *b, const char *name, uint64_t expect, const uint8_t *rec,
                    size_t len);
+    /* Optional: calls fn(ctx) from a backend thread whenever ref object
+     * `name` is updated through ref_cas anywhere (and when the watch breaks);
+     * *handle is released with ref_unwatch. */
+    int (*ref_watch)(dd_backend *b, const char *name, void (*fn)(void *ctx), void *ctx,
+                     void **handle);
+    void (*ref_unwatch)(dd_backend *b, void *handle);
     unsigned idx_shards;
     int (*idx_add)(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
     int (*idx_load)(dd_backend *b, dd_idx_load_fn fn, void *ctx);

@@ -36,6 +36,7 @@
  * leaving room for a 16 MiB object past the seal and the markers. */
 #define RADOS_PACK_MAX (64ull << 20)
 #define RADOS_PACK_DEFAULT (16ull << 20)
+#define RADOS_NOTIFY_MS 2000u /* how long a ref update waits for watchers' acks */
 
 struct dd_bfile {
     rados_be *b;
@@ -465,7 +466,69 @@ static int rb_ref_cas(dd_backend *base, const char *name, uint64_t expect, const
     /* cmpext reports a mismatch as -MAX_ERRNO - offset */
     if (r == -EEXIST || r == -ENOENT || r <= -4095)
         return VMT_EBUSY;
-    return r < 0 ? dd_rados_err(r, "updating", name) : 0;
+    if (r < 0)
+        return dd_rados_err(r, "updating", name);
+    /* Watchers elsewhere learn of it (ref_watch).  The update stands
+     * whatever the notify says: a dead watcher only costs its timeout. */
+    rados_notify2(b->io, name, NULL, 0, RADOS_NOTIFY_MS, NULL, NULL);
+    return 0;
+}
+
+typedef struct ref_watcher {
+    rados_be *b;
+    uint64_t cookie;
+    void (*fn)(void *ctx);
+    void *ctx;
+    char oid[64];
+} ref_watcher;
+
+static void on_notify(void *arg, uint64_t notify_id, uint64_t handle, uint64_t notifier_id,
+                      void *data, size_t len)
+{
+    ref_watcher *w = arg;
+    (void)notifier_id;
+    (void)data;
+    (void)len;
+    rados_notify_ack(w->b->io, w->oid, notify_id, handle, NULL, 0);
+    w->fn(w->ctx);
+}
+
+static void on_watch_error(void *arg, uint64_t cookie, int err)
+{
+    ref_watcher *w = arg;
+    (void)cookie;
+    vmt_warn("%s: the watch of %s broke (%s); updates may be missed until watched again",
+             w->b->url, w->oid, strerror(-err));
+    w->fn(w->ctx); /* the caller reads the ref again */
+}
+
+static int rb_ref_watch(dd_backend *base, const char *name, void (*fn)(void *ctx), void *ctx,
+                        void **handle)
+{
+    rados_be *b = (rados_be *)base;
+    ref_watcher *w = calloc(1, sizeof(*w));
+    if (!w)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    *w = (ref_watcher){.b = b, .fn = fn, .ctx = ctx};
+    snprintf(w->oid, sizeof(w->oid), "%s", name);
+    int r = rados_watch2(b->io, w->oid, &w->cookie, on_notify, on_watch_error, w);
+    if (r < 0) {
+        free(w);
+        return dd_rados_err(r, "watching", name);
+    }
+    *handle = w;
+    return 0;
+}
+
+static void rb_ref_unwatch(dd_backend *base, void *handle)
+{
+    rados_be *b = (rados_be *)base;
+    ref_watcher *w = handle;
+    if (!w)
+        return;
+    rados_unwatch2(b->io, w->cookie);
+    rados_watch_flush(b->cluster); /* no callback runs after this */
+    free(w);
 }
 
 static const dd_backend_ops rados_ops = {
@@ -487,6 +550,8 @@ static const dd_backend_ops rados_ops = {
     .lock = dd_rados_lock,
     .purge = rb_purge,
     .ref_cas = rb_ref_cas,
+    .ref_watch = rb_ref_watch,
+    .ref_unwatch = rb_ref_unwatch,
     .destroy = rb_destroy,
     .idx_shards = DD_RADOS_IDX_SHARDS,
     .idx_add = dd_rados_idx_add,

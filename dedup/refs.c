@@ -61,6 +61,54 @@ int vmt_store_ref_get(vmt_store *s, const char *name, void *buf, size_t cap, siz
     return rc;
 }
 
+struct vmt_store_ref_watch {
+    dd_backend *be;
+    void *handle;
+    vmt_store_ref_fn fn;
+    void *ctx;
+    char name[REF_NAME_MAX + 1];
+};
+
+static void watch_fired(void *arg)
+{
+    vmt_store_ref_watch *w = arg;
+    w->fn(w->ctx, w->name);
+}
+
+int vmt_store_ref_watch_start(vmt_store *s, const char *name, vmt_store_ref_fn fn, void *ctx,
+                              vmt_store_ref_watch **out)
+{
+    char oid[16 + REF_NAME_MAX];
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    if (!s->be->ops->ref_watch)
+        return vmt_error_set(VMT_EUNSUPPORTED,
+                             "watching refs needs a shared store (rados://); a %s store has "
+                             "one host, which sees its own updates", s->be->ops->scheme);
+    vmt_store_ref_watch *w = calloc(1, sizeof(*w));
+    if (!w)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    *w = (vmt_store_ref_watch){.be = s->be, .fn = fn, .ctx = ctx};
+    snprintf(w->name, sizeof(w->name), "%s", name);
+    snprintf(oid, sizeof(oid), DD_REFS_DIR "/%s", name);
+    rc = s->be->ops->ref_watch(s->be, oid, watch_fired, w, &w->handle);
+    if (rc != 0) {
+        free(w);
+        return rc == VMT_ENOENT ? vmt_error_set(VMT_ENOENT, "no ref %s to watch", name) : rc;
+    }
+    *out = w;
+    return 0;
+}
+
+void vmt_store_ref_watch_stop(vmt_store_ref_watch *w)
+{
+    if (!w)
+        return;
+    w->be->ops->ref_unwatch(w->be, w->handle);
+    free(w);
+}
+
 int vmt_store_ref_set(vmt_store *s, const char *name, uint64_t expect, const void *data,
                       size_t len, uint64_t *version)
 {

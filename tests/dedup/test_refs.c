@@ -1,5 +1,7 @@
 /* Refs: compare-and-swap across processes (on a directory or on RADOS). */
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +85,27 @@ static void test_racing_writers_lose_no_update(void)
     uint64_t zero = 0, n = 0, v;
     size_t len;
     DDT_OK(vmt_store_ref_set(s, "counter", 0, &zero, sizeof(zero), NULL));
+    /* A forced race first: both read version 1, another process writes
+     * first, so this one must lose with the conflict error. */
+    DDT_OK(vmt_store_ref_get(s, "counter", &n, sizeof(n), &len, &v));
+    pid_t first = fork();
+    CU_ASSERT_FATAL(first >= 0);
+    if (first == 0) {
+        vmt_store *c = NULL;
+        vmt_store_open_opts o;
+        vmt_store_open_opts_init(&o);
+        o.read_only = true;
+        _exit(vmt_store_open(&c, dir, &o) == 0 &&
+                      vmt_store_ref_set(c, "counter", v, &zero, sizeof(zero), NULL) == 0
+                  ? 0
+                  : 1);
+    }
+    int fst;
+    while (waitpid(first, &fst, 0) < 0 && errno == EINTR)
+        ;
+    CU_ASSERT(WIFEXITED(fst) && WEXITSTATUS(fst) == 0);
+    CU_ASSERT_EQUAL(vmt_store_ref_set(s, "counter", v, &zero, sizeof(zero), NULL), VMT_EBUSY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "changed under you"));
     vmt_store_close(s);
     pid_t pids[WRITERS];
     for (int i = 0; i < WRITERS; i++) {
@@ -104,8 +127,86 @@ static void test_racing_writers_lose_no_update(void)
     vmt_store_close(s);
     /* Every increment landed once: no update lost, none applied twice. */
     CU_ASSERT_EQUAL(n, (uint64_t)WRITERS * INCREMENTS);
-    CU_ASSERT_EQUAL(v, (uint64_t)WRITERS * INCREMENTS + 1);
+    CU_ASSERT_EQUAL(v, (uint64_t)WRITERS * INCREMENTS + 2);
     fprintf(stderr, "(%d conflicts) ", conflicts);
+    ddt_cleanup(dir);
+}
+
+typedef struct seen {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    char name[64];
+} seen;
+
+static void on_change(void *ctx, const char *name)
+{
+    seen *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->calls++;
+    snprintf(w->name, sizeof(w->name), "%s", name);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits up to 10 s for the watch to have fired `n` times. */
+static bool wait_calls(seen *w, int n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&w->mu);
+    while (w->calls < n && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
+        ;
+    bool ok = w->calls >= n;
+    pthread_mutex_unlock(&w->mu);
+    return ok;
+}
+
+/* Another process (another host, as far as RADOS knows) sets the ref; the
+ * watch here hears of it without polling. */
+static void test_watch_sees_another_process(void)
+{
+    char *dir = ddt_store("watch", NULL);
+    vmt_store *s = ddt_open(dir, true, 1);
+    seen w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    vmt_store_ref_watch *h = NULL;
+    CU_ASSERT_EQUAL(vmt_store_ref_watch_start(s, "head", on_change, &w, &h), ddt_rados() ? VMT_ENOENT : VMT_EUNSUPPORTED);
+    DDT_OK(vmt_store_ref_set(s, "head", 0, "a", 1, NULL));
+    if (!ddt_rados()) {
+        CU_ASSERT_EQUAL(vmt_store_ref_watch_start(s, "head", on_change, &w, &h), VMT_EUNSUPPORTED);
+        CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "rados://"));
+        vmt_store_close(s);
+        ddt_cleanup(dir);
+        return;
+    }
+    DDT_OK(vmt_store_ref_watch_start(s, "head", on_change, &w, &h));
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        vmt_store *c = NULL;
+        vmt_store_open_opts o;
+        vmt_store_open_opts_init(&o);
+        o.read_only = true;
+        o.threads = 1;
+        _exit(vmt_store_open(&c, dir, &o) == 0 && vmt_store_ref_set(c, "head", 1, "b", 1, NULL) == 0
+                  ? 0 : 1);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CU_ASSERT_TRUE(wait_calls(&w, 1));
+    CU_ASSERT_STRING_EQUAL(w.name, "head");
+    /* An update from this process is heard too; after stop, nothing. */
+    DDT_OK(vmt_store_ref_set(s, "head", 2, "c", 1, NULL));
+    CU_ASSERT_TRUE(wait_calls(&w, 2));
+    vmt_store_ref_watch_stop(h);
+    int before = w.calls;
+    DDT_OK(vmt_store_ref_set(s, "head", 3, "d", 1, NULL));
+    usleep(200000);
+    CU_ASSERT_EQUAL(w.calls, before);
+    vmt_store_close(s);
     ddt_cleanup(dir);
 }
 
@@ -114,6 +215,7 @@ int main(void)
     static const vmt_test_case cases[] = {
         {"get, set and conflicts", test_get_set_and_conflicts},
         {"racing writers lose no update", test_racing_writers_lose_no_update},
+        {"a watch sees another process's update", test_watch_sees_another_process},
         {NULL, NULL},
     };
     return vmt_test_run("dedup/refs", cases, NULL, NULL);

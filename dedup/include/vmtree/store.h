@@ -318,6 +318,26 @@ int vmt_store_ref_get(vmt_store *s, const char *name, void *buf, size_t cap, siz
 int vmt_store_ref_set(vmt_store *s, const char *name, uint64_t expect, const void *data,
                       size_t len, uint64_t *version);
 
+/* Called when a watched ref changed (or its watch broke: read it again). */
+typedef void (*vmt_store_ref_fn)(void *ctx, const char *name);
+
+/* A watch of one ref (vmt_store_ref_watch_start). */
+typedef struct vmt_store_ref_watch vmt_store_ref_watch;
+
+/*
+ * Calls fn(ctx, name) from a backend thread each time ref `name` is set,
+ * by any process on any host, so a host learns of new heads and tags
+ * without polling; fn must be quick and thread-safe and should read the
+ * ref.  The ref must exist (VMT_ENOENT).  RADOS stores only: a directory
+ * store answers VMT_EUNSUPPORTED.  *out is stopped with
+ * vmt_store_ref_watch_stop before the store is closed.
+ */
+int vmt_store_ref_watch_start(vmt_store *s, const char *name, vmt_store_ref_fn fn, void *ctx,
+                              vmt_store_ref_watch **out);
+
+/* Stops a watch; no call of its fn runs once this returns.  Accepts NULL. */
+void vmt_store_ref_watch_stop(vmt_store_ref_watch *w);
+
 /* ---- dictionaries ------------------------------------------------------ */
 
 /* Dictionary training settings. */
