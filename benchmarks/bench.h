@@ -46,5 +46,6 @@ int vmt_bench_golden(const vmt_bench_opts *o);
 int vmt_bench_migrate(const vmt_bench_opts *o);
 /* Part of `net`: bare transport and bulk placement throughput, TCP and RDMA. */
 int vmt_bench_net_transports(const vmt_bench_opts *o, const char *rdma_addr);
+int vmt_bench_rados(const vmt_bench_opts *o);
 
 #endif

@@ -17,6 +17,9 @@ static const struct {
 #ifdef VMT_BENCH_HAVE_STORE
     {"store", vmt_bench_store, "page store ingest, read-back, dictionary ratio"},
 #endif
+#ifdef VMT_BENCH_HAVE_STORE
+    {"rados", vmt_bench_rados, "page store on RADOS vs a directory: ingest, open, read-back"},
+#endif
 #ifdef VMT_BENCH_HAVE_RESTORE
     {"restore", vmt_bench_restore, "restore into guest RAM: eager GB/s, lazy ready/complete"},
 #endif

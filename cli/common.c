@@ -85,6 +85,14 @@ int vmt_cli_resolve_store(vmt_cli_common *c)
         if (strlen(c->store_opt) >= sizeof(c->store))
             return vmt_error_set(VMT_ERANGE, "--store: path longer than %zu bytes",
                                  sizeof(c->store) - 1);
+        /* The catalog of refs and the VM run directories live beside a
+         * directory store; a RADOS store has neither yet. */
+        if (strncmp(c->store_opt, "rados://", 8) == 0)
+            return vmt_error_set(VMT_EUNSUPPORTED,
+                                 "--store %s: a RADOS store works with 'vmtree store' commands "
+                                 "only so far; snapshots, VMs and refs need refs kept in RADOS "
+                                 "(not implemented yet: docs/store-backends.md)",
+                                 c->store_opt);
         snprintf(c->store, sizeof(c->store), "%s", c->store_opt);
         return 0;
     }

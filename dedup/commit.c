@@ -19,15 +19,16 @@ static int sync_sealed(vmt_store *s)
 {
     for (uint32_t i = s->dirty_from; i && i < s->active->num; i++) {
         dd_pack *p = dd_pack_get(s, i);
-        if (!p || p->fd < 0)
+        if (!p || !p->f)
             continue;
-        if (fdatasync(p->fd) != 0)
-            return vmt_error_errno(VMT_EIO, errno, "fdatasync of pack %u", i);
-        close(p->fd);
-        p->fd = -1;
+        int rc = s->be->ops->sync(p->f);
+        if (rc != 0)
+            return vmt_error_wrap(rc, "pack %u", i);
+        s->be->ops->close(p->f);
+        p->f = NULL;
     }
     if (s->dir_dirty) {
-        int rc = dd_fsync_dir(s->packs_fd, s->dir);
+        int rc = dd_sync_packs_dir(s);
         if (rc != 0)
             return rc;
         s->dir_dirty = false;
@@ -42,8 +43,8 @@ static int write_marker(vmt_store *s)
     dd_marker_encode(rec, &m);
     struct iovec iov = {rec, sizeof(rec)};
     int rc = dd_append(s, &iov, 1, sizeof(rec));
-    if (rc == 0 && fdatasync(s->active->fd) != 0)
-        rc = vmt_error_errno(VMT_EIO, errno, "fdatasync of pack %u", s->active->num);
+    if (rc == 0)
+        rc = s->be->ops->sync(s->active->f);
     if (rc != 0)
         return rc;
     s->gen = m.gen;
@@ -67,8 +68,8 @@ int dd_commit_locked(vmt_store *s)
     if (!dd_fits(s, DD_REC_HDR + DD_MARKER_LEN, 0) && (rc = dd_roll(s)) != 0)
         return rc;
     rc = sync_sealed(s);
-    if (rc == 0 && s->dirty_from && fdatasync(s->active->fd) != 0)
-        rc = vmt_error_errno(VMT_EIO, errno, "fdatasync of pack %u", s->active->num);
+    if (rc == 0 && s->dirty_from)
+        rc = s->be->ops->sync(s->active->f);
     if (rc == 0)
         rc = write_marker(s);
     if (rc != 0)

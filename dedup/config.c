@@ -74,69 +74,13 @@ static int format_config(char *buf, size_t cap, const vmt_store_config *c, const
     return n > 0 && (size_t)n < cap ? n : -1;
 }
 
-/* Writes name durably in dirfd: tmp file, fsync, rename, fsync dir. */
-static int write_durable(int dirfd, const char *name, const void *data, size_t len)
-{
-    char tmp[64];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return vmt_error_errno(VMT_EIO, errno, "creating %s", tmp);
-    bool ok = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
-    int e = errno;
-    close(fd);
-    if (!ok || renameat(dirfd, tmp, dirfd, name) != 0)
-        return vmt_error_errno(VMT_EIO, ok ? errno : e, "writing %s", name);
-    return dd_fsync_dir(dirfd, name);
-}
-
-static int mkdir_p(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-        return vmt_error_set(VMT_ERANGE, "path too long");
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return vmt_error_errno(VMT_EIO, errno, "creating %s", path);
-        *p = '/';
-    }
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return vmt_error_errno(VMT_EIO, errno, "creating %s", path);
-    return 0;
-}
-
-static int check_empty(int dirfd, const char *dir)
-{
-    if (faccessat(dirfd, DD_STORE_FILE, F_OK, 0) == 0)
-        return vmt_error_set(VMT_EEXIST, "%s already holds a store", dir);
-    int fd = dup(dirfd);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0)
-            close(fd);
-        return vmt_error_errno(VMT_EIO, errno, "reading %s", dir);
-    }
-    int rc = 0;
-    for (struct dirent *de; (de = readdir(d));) {
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            rc = vmt_error_set(VMT_EEXIST, "%s is not empty (found '%s')", dir, de->d_name);
-            break;
-        }
-    }
-    closedir(d);
-    return rc;
-}
-
 /* An empty index, so that a store never written by a closing writer still
  * opens by replaying its packs rather than by "rebuilding" a lost index. */
-static int save_empty_index(int dirfd, const char *dir, const uint8_t uuid[16])
+static int save_empty_index(dd_backend *be, const char *dir, const uint8_t uuid[16])
 {
     vmt_store tmp;
     memset(&tmp, 0, sizeof(tmp));
-    tmp.dirfd = dirfd;
+    tmp.be = be;
     tmp.dir = (char *)dir;
     memcpy(tmp.uuid, uuid, 16);
     int rc = dd_index_init(&tmp.ix, 0);
@@ -146,26 +90,33 @@ static int save_empty_index(int dirfd, const char *dir, const uint8_t uuid[16])
     return rc;
 }
 
-static int init_in(int dirfd, const char *dir, const vmt_store_config *c)
+static int init_in(dd_backend *be, const char *dir, const vmt_store_config *cfg)
 {
     uint8_t uuid[16];
     char text[STORE_FILE_MAX];
-    int rc = check_empty(dirfd, dir);
+    vmt_store_config cc = *cfg, *c = &cc;
+    if (c->pack_size > be->pack_max) {
+        /* The generic default is the local one; a backend with smaller
+         * objects has its own.  An explicit size it cannot hold is refused. */
+        if (c->pack_size != VMT_STORE_PACK_DEFAULT)
+            return vmt_error_set(VMT_EINVAL, "pack-size %llu is more than a %s store's objects "
+                                             "hold (at most %llu)", (unsigned long long)c->pack_size,
+                                 be->ops->scheme, (unsigned long long)be->pack_max);
+        c->pack_size = be->pack_default;
+    }
+    int rc = be->ops->init(be);
     if (rc != 0)
         return rc;
     if (getrandom(uuid, sizeof(uuid), 0) != (ssize_t)sizeof(uuid))
         return vmt_error_errno(VMT_EIO, errno, "getrandom");
-    if ((mkdirat(dirfd, DD_PACKS_DIR, 0755) != 0 && errno != EEXIST) ||
-        (mkdirat(dirfd, DD_DICTS_DIR, 0755) != 0 && errno != EEXIST))
-        return vmt_error_errno(VMT_EIO, errno, "creating subdirectories of %s", dir);
     int n = format_config(text, sizeof(text), c, uuid);
     if (n < 0)
         return vmt_error_set(VMT_ERR, "internal: store file too long");
-    rc = save_empty_index(dirfd, dir, uuid);
+    rc = save_empty_index(be, dir, uuid);
     if (rc != 0)
         return rc;
     /* STORE is written last: its presence means the store is complete. */
-    return write_durable(dirfd, DD_STORE_FILE, text, (size_t)n);
+    return dd_backend_put(be, DD_STORE_FILE, text, (size_t)n);
 }
 
 int vmt_store_init(const char *dir, const vmt_store_config *cfg)
@@ -175,16 +126,14 @@ int vmt_store_init(const char *dir, const vmt_store_config *cfg)
         vmt_store_config_init(&def);
         cfg = &def;
     }
+    dd_backend *be = NULL;
     int rc = check_config(cfg);
     if (rc == 0)
-        rc = mkdir_p(dir);
+        rc = dd_backend_open(dir, true, &be);
     if (rc != 0)
         return rc;
-    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dirfd < 0)
-        return vmt_error_errno(VMT_EIO, errno, "opening %s", dir);
-    rc = init_in(dirfd, dir, cfg);
-    close(dirfd);
+    rc = init_in(be, dir, cfg);
+    be->ops->destroy(be);
     if (rc != 0)
         return vmt_error_wrap(rc, "creating a store in %s", dir);
     return 0;
@@ -260,30 +209,21 @@ static int parse_config(vmt_store *s, char *text)
 int dd_config_load(vmt_store *s)
 {
     char text[STORE_FILE_MAX + 1];
-    int fd = openat(s->dirfd, DD_STORE_FILE, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT)
+    uint8_t *data;
+    size_t n;
+    int rc = dd_backend_get(s->be, DD_STORE_FILE, STORE_FILE_MAX, &data, &n);
+    if (rc == VMT_ENOENT)
         return vmt_error_set(VMT_ENOENT, "no store at %s (create one with 'vmtree store init')",
                              s->dir);
-    if (fd < 0)
-        return vmt_error_errno(VMT_EIO, errno, "opening %s/%s", s->dir, DD_STORE_FILE);
-    ssize_t n = read(fd, text, sizeof(text));
-    int e = errno;
-    close(fd);
-    if (n < 0)
-        return vmt_error_errno(VMT_EIO, e, "reading %s/%s", s->dir, DD_STORE_FILE);
-    if (n > STORE_FILE_MAX)
-        return vmt_error_set(VMT_ECORRUPT, "%s/%s is larger than %d bytes", s->dir, DD_STORE_FILE,
-                             STORE_FILE_MAX);
+    if (rc != 0)
+        return vmt_error_wrap(rc, "reading %s/%s", s->dir, DD_STORE_FILE);
+    memcpy(text, data, n);
+    free(data);
     text[n] = '\0';
-    if (memchr(text, '\0', (size_t)n))
+    if (memchr(text, '\0', n))
         return vmt_error_set(VMT_ECORRUPT, "%s/%s holds binary data", s->dir, DD_STORE_FILE);
-    int rc = parse_config(s, text);
+    rc = parse_config(s, text);
     if (rc != 0)
         return vmt_error_wrap(rc, "%s/%s", s->dir, DD_STORE_FILE);
     return 0;
-}
-
-int dd_write_durable(int dirfd, const char *name, const void *data, size_t len)
-{
-    return write_durable(dirfd, name, data, len);
 }

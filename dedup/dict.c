@@ -85,18 +85,15 @@ static int check_file(vmt_store *s, const uint8_t *buf, size_t n, unsigned v, si
 
 static int load_one(vmt_store *s, const char *name, unsigned v)
 {
-    uint8_t *buf = malloc(DICT_HDR + DD_DICT_MAX_LEN + 1);
-    int fd = openat(s->dicts_fd, name, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 && buf ? read(fd, buf, DICT_HDR + DD_DICT_MAX_LEN + 1) : -1;
-    int e = errno;
-    if (fd >= 0)
-        close(fd);
-    if (n < 0) {
-        free(buf);
-        return vmt_error_errno(buf ? VMT_EIO : VMT_ENOMEM, e, "reading %s", name);
-    }
+    char path[64];
+    uint8_t *buf;
+    size_t n;
+    snprintf(path, sizeof(path), DD_DICTS_DIR "/%s", name);
+    int rc = dd_backend_get(s->be, path, DICT_HDR + DD_DICT_MAX_LEN, &buf, &n);
+    if (rc != 0)
+        return rc;
     size_t len = 0;
-    int rc = check_file(s, buf, (size_t)n, v, &len);
+    rc = check_file(s, buf, n, v, &len);
     uint8_t *data = rc == 0 ? malloc(len) : NULL;
     if (rc == 0 && !data)
         rc = vmt_error_set(VMT_ENOMEM, "out of memory");
@@ -111,30 +108,34 @@ static int load_one(vmt_store *s, const char *name, unsigned v)
     return rc;
 }
 
+typedef struct dict_lister {
+    vmt_store *s;
+    bool load;
+    unsigned max;
+} dict_lister;
+
+static int list_one(void *ctx, const char *name)
+{
+    dict_lister *l = ctx;
+    unsigned v;
+    if (!parse_name(name, &v))
+        return 0;
+    l->max = VMT_MAX(l->max, v);
+    /* A damaged dictionary only fails the records that need it. */
+    if (l->load && load_one(l->s, name, v) != 0)
+        vmt_warn("store %s: dictionary %u unusable: %s", l->s->dir, v, vmt_error_last());
+    return 0;
+}
+
 /* Lists dictionary versions; *max gets the highest file version. */
 static int for_each_dict(vmt_store *s, bool load, unsigned *max)
 {
-    int fd = dup(s->dicts_fd);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0)
-            close(fd);
-        return vmt_error_errno(VMT_EIO, errno, "listing %s/%s", s->dir, DD_DICTS_DIR);
-    }
-    rewinddir(d);
-    *max = 0;
-    int rc = 0;
-    for (struct dirent *de; rc == 0 && (de = readdir(d));) {
-        unsigned v;
-        if (!parse_name(de->d_name, &v))
-            continue;
-        *max = VMT_MAX(*max, v);
-        /* A damaged dictionary only fails the records that need it. */
-        if (load && load_one(s, de->d_name, v) != 0)
-            vmt_warn("store %s: dictionary %u unusable: %s", s->dir, v, vmt_error_last());
-    }
-    closedir(d);
-    return rc;
+    dict_lister l = {.s = s, .load = load};
+    int rc = s->be->ops->list(s->be, DD_DICTS_DIR, list_one, &l);
+    *max = l.max;
+    if (rc != 0)
+        return vmt_error_wrap(rc, "listing the dictionaries of %s", s->dir);
+    return 0;
 }
 
 int dd_dicts_load(vmt_store *s)
@@ -211,8 +212,8 @@ static int save_dict(vmt_store *s, unsigned v, const uint8_t *dict, size_t len)
     dd_put64(file + 16, XXH3_64bits(dict, len));
     memcpy(file + 24, s->uuid, 16);
     memcpy(file + DICT_HDR, dict, len);
-    snprintf(name, sizeof(name), "dict-%05u.zdict", v);
-    int rc = dd_write_durable(s->dicts_fd, name, file, DICT_HDR + len);
+    snprintf(name, sizeof(name), DD_DICTS_DIR "/dict-%05u.zdict", v);
+    int rc = dd_backend_put(s->be, name, file, DICT_HDR + len);
     free(file);
     return rc;
 }

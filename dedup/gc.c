@@ -213,7 +213,10 @@ static int copy_one(sweep *w, dd_appender *ap, size_t k)
 {
     const dd_entry *e = &w->copy[k];
     dd_pack *p = dd_pack_get(w->s, e->pack);
-    const uint8_t *rec = p->map + e->off;
+    const uint8_t *view = dd_pack_view(w->s, p);
+    if (!view)
+        return vmt_error_wrap(VMT_EIO, "gc reading pack %u", e->pack);
+    const uint8_t *rec = view + e->off;
     dd_rec_hdr h;
     if ((uint64_t)e->off + DD_REC_HDR + e->slen > p->size || dd_rec_decode(rec, DD_REC_HDR, &h) ||
         !vmt_id_equal(&h.id, &e->id) || h.stored_len != e->slen ||
@@ -282,7 +285,7 @@ static int delete_doomed(sweep *w, const vmt_store_gc_opts *o, vmt_store_gc_stat
             o->progress(o->progress_ctx, "delete", st->packs_deleted, 0);
     }
     if (rc == 0)
-        rc = dd_fsync_dir(s->packs_fd, s->dir);
+        rc = dd_sync_packs_dir(s);
     s->dir_dirty = rc != 0;
     return rc;
 }
@@ -304,6 +307,7 @@ static int compact(sweep *w, const vmt_store_gc_opts *o, vmt_store_gc_stats *st)
     if (rc != 0)
         return rc;
     rc = dd_index_edit(&s->ix, relocate, w);
+    s->idx_all = true; /* the saved entries lose the dead ones, not only gain the moved */
     if (rc == 0)
         rc = dd_idx_save(s);
     if (rc == 0)

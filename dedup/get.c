@@ -38,7 +38,10 @@ int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bo
     uint64_t end = (uint64_t)e->off + DD_REC_HDR + e->slen;
     if (end > size || end > p->map_len)
         return damaged(e, "the record lies beyond the end of its pack");
-    const uint8_t *rec = p->map + e->off;
+    const uint8_t *view = dd_pack_view(s, p);
+    if (!view)
+        return vmt_error_wrap(VMT_EIO, "reading pack %u", e->pack);
+    const uint8_t *rec = view + e->off;
     int rc = check_header(e, rec, &h);
     if (rc != 0)
         return rc;

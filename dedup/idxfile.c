@@ -25,7 +25,7 @@
 
 typedef struct idx_writer {
     vmt_store *s;
-    int fd;
+    dd_bfile *f;
     uint8_t *buf;
     size_t len;
     uint64_t off, count;
@@ -37,15 +37,15 @@ static int flush(idx_writer *w)
 {
     if (w->len == 0 || w->err)
         return w->err;
-    if (pwrite(w->fd, w->buf, w->len, (off_t)w->off) != (ssize_t)w->len)
-        w->err = vmt_error_errno(VMT_EIO, errno, "writing the index");
+    struct iovec iov = {w->buf, w->len};
+    w->err = w->s->be->ops->pwritev(w->f, &iov, 1, w->off);
     XXH3_64bits_update(w->xs, w->buf, w->len);
     w->off += w->len;
     w->len = 0;
     return w->err;
 }
 
-static void put_entry(uint8_t *p, const dd_entry *e)
+void dd_idx_put_entry(uint8_t *p, const dd_entry *e)
 {
     memcpy(p, e->id.b, 16);
     dd_put32(p + 16, e->pack);
@@ -62,17 +62,18 @@ static int visit_save(void *ctx, const dd_entry *e)
         return 0; /* not committed: the next open drops its record */
     if (w->len + IDX_ENTRY > IDX_BUF && flush(w) != 0)
         return w->err;
-    put_entry(w->buf + w->len, e);
+    dd_idx_put_entry(w->buf + w->len, e);
     w->len += IDX_ENTRY;
     w->count++;
     return 0;
 }
 
-static void encode_header(uint8_t *h, const vmt_store *s, uint64_t count)
+void dd_idx_encode_header(uint8_t *h, const vmt_store *s, uint64_t count, uint32_t flags)
 {
     memset(h, 0, IDX_HDR);
     memcpy(h, IDX_MAGIC, 8);
     dd_put32(h + 8, IDX_VERSION);
+    dd_put32(h + 12, flags);
     memcpy(h + 16, s->uuid, 16);
     dd_put64(h + 32, count);
     dd_put32(h + 40, s->committed.pack);
@@ -85,10 +86,10 @@ static void encode_header(uint8_t *h, const vmt_store *s, uint64_t count)
     dd_put64(h + 120, XXH3_64bits(h, 120));
 }
 
-static int write_tmp(vmt_store *s, int fd)
+static int write_tmp(vmt_store *s, dd_bfile *f)
 {
     uint8_t hdr[IDX_HDR], tail[8];
-    idx_writer w = {.s = s, .fd = fd, .off = IDX_HDR};
+    idx_writer w = {.s = s, .f = f, .off = IDX_HDR};
     w.buf = malloc(IDX_BUF);
     w.xs = XXH3_createState();
     if (!w.buf || !w.xs) {
@@ -102,12 +103,12 @@ static int write_tmp(vmt_store *s, int fd)
         rc = flush(&w);
     if (rc == 0) {
         dd_put64(tail, XXH3_64bits_digest(w.xs));
-        encode_header(hdr, s, w.count);
-        if (pwrite(fd, tail, 8, (off_t)w.off) != 8 || pwrite(fd, hdr, IDX_HDR, 0) != IDX_HDR)
-            rc = vmt_error_errno(VMT_EIO, errno, "writing the index");
+        dd_idx_encode_header(hdr, s, w.count, 0);
+        struct iovec t = {tail, 8}, h = {hdr, IDX_HDR};
+        rc = s->be->ops->pwritev(f, &t, 1, w.off);
+        if (rc == 0)
+            rc = s->be->ops->pwritev(f, &h, 1, 0);
     }
-    if (rc == 0 && fsync(fd) != 0)
-        rc = vmt_error_errno(VMT_EIO, errno, "fsync of the index");
     free(w.buf);
     XXH3_freeState(w.xs);
     return rc;
@@ -115,16 +116,17 @@ static int write_tmp(vmt_store *s, int fd)
 
 int dd_idx_save(vmt_store *s)
 {
-    const char *tmp = DD_INDEX_FILE ".tmp";
-    int fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return vmt_error_errno(VMT_EIO, errno, "creating %s/%s", s->dir, tmp);
-    int rc = write_tmp(s, fd);
-    close(fd);
-    if (rc == 0 && renameat(s->dirfd, tmp, s->dirfd, DD_INDEX_FILE) != 0)
-        rc = vmt_error_errno(VMT_EIO, errno, "renaming the index");
-    if (rc == 0)
-        rc = dd_fsync_dir(s->dirfd, s->dir);
+    if (s->be->ops->idx_add)
+        return dd_idxomap_save(s);
+    dd_bfile *f;
+    int rc = s->be->ops->open(s->be, DD_INDEX_FILE, DD_BF_REPLACE, &f);
+    if (rc == 0) {
+        rc = write_tmp(s, f);
+        if (rc == 0)
+            rc = s->be->ops->publish(f); /* durable, then atomically in place */
+        else
+            s->be->ops->close(f);
+    }
     if (rc != 0)
         return vmt_error_wrap(rc, "saving the index of %s", s->dir);
     s->indexed = s->committed;
@@ -147,7 +149,34 @@ static int check_entry(vmt_store *s, const dd_entry *e)
     return 0;
 }
 
-static int load_entries(vmt_store *s, int fd, uint64_t count, XXH3_state_t *xs)
+/* Reads exactly len bytes at off. */
+static int read_at(vmt_store *s, dd_bfile *f, void *buf, size_t len, uint64_t off)
+{
+    size_t got = 0;
+    int rc = s->be->ops->pread(f, buf, len, off, &got);
+    if (rc == 0 && got != len)
+        rc = vmt_error_set(VMT_ECORRUPT, "index truncated while being read");
+    return rc;
+}
+
+int dd_idx_insert(vmt_store *s, const uint8_t *p)
+{
+    dd_entry e;
+    bool existed;
+    memcpy(e.id.b, p, 16);
+    e.pack = dd_get32(p + 16);
+    e.off = dd_get32(p + 20);
+    e.slen = dd_get32(p + 24);
+    e.meta = dd_get32(p + 28);
+    int rc = check_entry(s, &e);
+    if (rc == 0)
+        rc = dd_index_insert(&s->ix, &e, &existed, NULL);
+    if (rc == 0 && existed)
+        rc = vmt_error_set(VMT_ECORRUPT, "index lists an id twice");
+    return rc;
+}
+
+static int load_entries(vmt_store *s, dd_bfile *f, uint64_t count, XXH3_state_t *xs)
 {
     uint8_t *buf = malloc(IDX_BUF);
     if (!buf)
@@ -156,26 +185,11 @@ static int load_entries(vmt_store *s, int fd, uint64_t count, XXH3_state_t *xs)
     int rc = 0;
     while (rc == 0 && left > 0) {
         size_t n = (size_t)VMT_MIN(left, (uint64_t)(IDX_BUF / IDX_ENTRY));
-        if (pread(fd, buf, n * IDX_ENTRY, (off_t)off) != (ssize_t)(n * IDX_ENTRY)) {
-            rc = vmt_error_errno(VMT_EIO, errno, "reading the index");
+        if ((rc = read_at(s, f, buf, n * IDX_ENTRY, off)) != 0)
             break;
-        }
         XXH3_64bits_update(xs, buf, n * IDX_ENTRY);
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            const uint8_t *p = buf + i * IDX_ENTRY;
-            dd_entry e;
-            bool existed;
-            memcpy(e.id.b, p, 16);
-            e.pack = dd_get32(p + 16);
-            e.off = dd_get32(p + 20);
-            e.slen = dd_get32(p + 24);
-            e.meta = dd_get32(p + 28);
-            rc = check_entry(s, &e);
-            if (rc == 0)
-                rc = dd_index_insert(&s->ix, &e, &existed, NULL);
-            if (rc == 0 && existed)
-                rc = vmt_error_set(VMT_ECORRUPT, "index lists an id twice");
-        }
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = dd_idx_insert(s, buf + i * IDX_ENTRY);
         off += n * IDX_ENTRY;
         left -= n;
     }
@@ -208,18 +222,20 @@ static int check_header(vmt_store *s, const uint8_t *h, uint64_t fsize, uint64_t
     return 0;
 }
 
-static int load_fd(vmt_store *s, int fd)
+static int load_file(vmt_store *s, dd_bfile *f)
 {
-    struct stat st;
+    uint64_t size = 0;
     uint8_t h[IDX_HDR], tail[8];
     uint64_t count = 0;
-    if (fstat(fd, &st) != 0)
-        return vmt_error_errno(VMT_EIO, errno, "stat of the index");
-    if ((uint64_t)st.st_size < IDX_HDR + 8)
-        return vmt_error_set(VMT_ECORRUPT, "index truncated (%lld bytes)", (long long)st.st_size);
-    if (pread(fd, h, IDX_HDR, 0) != IDX_HDR)
-        return vmt_error_errno(VMT_EIO, errno, "reading the index");
-    int rc = check_header(s, h, (uint64_t)st.st_size, &count);
+    int rc = s->be->ops->size(f, &size);
+    if (rc != 0)
+        return rc;
+    if (size < IDX_HDR + 8)
+        return vmt_error_set(VMT_ECORRUPT, "index truncated (%llu bytes)",
+                             (unsigned long long)size);
+    if ((rc = read_at(s, f, h, IDX_HDR, 0)) != 0)
+        return rc;
+    rc = check_header(s, h, size, &count);
     if (rc != 0)
         return rc;
     dd_index_free(&s->ix);
@@ -229,23 +245,29 @@ static int load_fd(vmt_store *s, int fd)
     if (!xs)
         return vmt_error_set(VMT_ENOMEM, "out of memory");
     XXH3_64bits_reset(xs);
-    rc = load_entries(s, fd, count, xs);
-    if (rc == 0 && (pread(fd, tail, 8, (off_t)(st.st_size - 8)) != 8 ||
-                    dd_get64(tail) != XXH3_64bits_digest(xs)))
+    rc = load_entries(s, f, count, xs);
+    if (rc == 0 && (read_at(s, f, tail, 8, size - 8) != 0 || dd_get64(tail) != XXH3_64bits_digest(xs)))
         rc = vmt_error_set(VMT_ECORRUPT, "index checksum mismatch");
     XXH3_freeState(xs);
+    if (rc == 0 && (dd_get32(h + 12) & DD_IDX_OMAP)) {
+        if (count != 0 || !s->be->ops->idx_load)
+            return vmt_error_set(VMT_ECORRUPT, "index flags entries kept by a %s backend",
+                                 s->be->ops->idx_load ? "sharded" : "different");
+        rc = dd_idxomap_load(s);
+    }
     return rc;
 }
 
 int dd_idx_load(vmt_store *s)
 {
-    int fd = openat(s->dirfd, DD_INDEX_FILE, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT)
+    dd_bfile *f;
+    int rc = s->be->ops->open(s->be, DD_INDEX_FILE, DD_BF_READ, &f);
+    if (rc == VMT_ENOENT)
         return vmt_error_set(VMT_ENOENT, "%s/%s is missing", s->dir, DD_INDEX_FILE);
-    if (fd < 0)
-        return vmt_error_errno(VMT_EIO, errno, "opening %s/%s", s->dir, DD_INDEX_FILE);
-    int rc = load_fd(s, fd);
-    close(fd);
+    if (rc != 0)
+        return rc;
+    rc = load_file(s, f);
+    s->be->ops->close(f);
     if (rc != 0)
         return vmt_error_wrap(rc, "%s/%s", s->dir, DD_INDEX_FILE);
     return 0;

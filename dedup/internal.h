@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "backend.h"
 #include "codec.h"
 #include "index.h"
 #include "pool.h"
@@ -28,6 +29,7 @@
 #define DD_INDEX_FILE "index"
 #define DD_PACKS_DIR "packs"
 #define DD_DICTS_DIR "dicts"
+#define DD_REFS_DIR "refs"
 
 #define DD_WINDOW_ITEMS 4096u       /* objects per put window */
 #define DD_WINDOW_BYTES (32u << 20) /* content bytes per put window */
@@ -49,8 +51,9 @@ static inline int dd_pos_cmp(dd_pos a, dd_pos b)
 /* One pack file, mapped read-only. */
 typedef struct dd_pack {
     uint32_t num;
-    int fd;
-    uint8_t *map;
+    dd_backend *be; /* the store's backend (to unmap and close) */
+    dd_bfile *f;    /* open while written or not yet synced; else NULL */
+    uint8_t *map;   /* the view; NULL until first use for a lazy backend (atomic) */
     size_t map_len;
     uint64_t size; /* bytes valid for readers; atomic (the writer appends) */
     bool bad;      /* cannot be opened or mapped: reads fail with why */
@@ -60,8 +63,8 @@ typedef struct dd_pack {
 } dd_pack;
 
 struct vmt_store {
-    char *dir;
-    int dirfd, packs_fd, dicts_fd, lock_fd;
+    char *dir;      /* the location as opened: a directory or a rados:// URL */
+    dd_backend *be; /* where the bytes live (backend.h) */
     bool read_only;
     uint8_t uuid[16];
     vmt_store_config cfg; /* as recorded in STORE */
@@ -93,6 +96,8 @@ struct vmt_store {
     uint32_t dirty_from;  /* first pack written since the last commit, 0: none */
     bool dir_dirty;       /* a pack was created or removed since the last fsync */
     uint64_t since_index; /* bytes appended since the index file was saved */
+    bool idx_all;         /* the next save rewrites every entry (after gc or a rebuild);
+                             else a backend keeping entries itself adds the new ones */
     int sticky;           /* write error that stops further writes */
 
     pthread_mutex_t spare_mu; /* spare scratches for calls that run alone */
@@ -104,6 +109,10 @@ struct vmt_store {
 
 /* ---- pack.c ---- */
 dd_pack *dd_pack_get(vmt_store *s, uint32_t num); /* caller holds layout */
+/* The pack's bytes, fetched on first use where the backend's views are lazy
+ * (RADOS); NULL with the message set when they cannot be read.  Caller holds
+ * layout shared; thread-safe against other readers. */
+const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p);
 int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out);
 int dd_pack_create(vmt_store *s, uint32_t num, dd_pack **out);
 int dd_pack_install(vmt_store *s, dd_pack *p); /* takes layout exclusively */
@@ -134,19 +143,33 @@ int dd_appender_flush(dd_appender *a);
 int dd_pack_delete(vmt_store *s, uint32_t num);
 /* Sets the sticky write error from the current message. */
 int dd_fail_sticky(vmt_store *s, int rc);
-int dd_fsync_dir(int fd, const char *what);
+/* Makes pack creations and removals durable. */
+int dd_sync_packs_dir(vmt_store *s);
+/* "packs/pack-NNNNNNNN.vpk" */
+void dd_pack_name(char buf[40], uint32_t num);
 uint64_t dd_disk_bytes(vmt_store *s);
 
 /* ---- config.c ---- */
 int dd_config_load(vmt_store *s);
-/* Writes a small file durably: name.tmp, fsync, rename, fsync dirfd. */
-int dd_write_durable(int dirfd, const char *name, const void *data, size_t len);
+
 
 /* ---- idxfile.c ---- */
 /* Loads the index file into s->ix; VMT_ENOENT when missing, VMT_ECORRUPT. */
 int dd_idx_load(vmt_store *s);
 /* Writes the committed entries durably (tmp, fsync, rename, fsync dir). */
 int dd_idx_save(vmt_store *s);
+/* Shared with idxomap.c: the header (flags: DD_IDX_OMAP), an entry's 32
+ * bytes, the checks and insertion of a loaded entry. */
+#define DD_IDX_HDR 128u
+#define DD_IDX_OMAP 1u /* header flag: the entries live in the backend's shards */
+void dd_idx_encode_header(uint8_t *h, const vmt_store *s, uint64_t count, uint32_t flags);
+void dd_idx_put_entry(uint8_t *p, const dd_entry *e);
+int dd_idx_insert(vmt_store *s, const uint8_t *p);
+
+/* ---- idxomap.c ---- */
+/* dd_idx_save / the entries of dd_idx_load for a backend with idx_add. */
+int dd_idxomap_save(vmt_store *s);
+int dd_idxomap_load(vmt_store *s);
 
 /* ---- recover.c ---- */
 int dd_recover(vmt_store *s, bool rebuild);
@@ -169,8 +192,11 @@ typedef struct dd_scan_item {
 } dd_scan_item;
 
 typedef int (*dd_scan_fn)(void *ctx, const dd_scan_item *it);
-/* Reads pack fd from `start` to `end` with pread, calling fn per item. */
-int dd_scan_pack(int fd, uint64_t start, uint64_t end, dd_scan_fn fn, void *ctx);
+/* Reads pack file f from `start` to `end` with pread, calling fn per item. */
+int dd_scan_pack(dd_backend *be, dd_bfile *f, uint64_t start, uint64_t end, dd_scan_fn fn,
+                 void *ctx);
+/* Opens pack num's object for reading (mode DD_BF_READ) or truncation. */
+int dd_pack_file(vmt_store *s, uint32_t num, dd_bmode mode, dd_bfile **out);
 
 /* ---- store.c ---- */
 int dd_commit_locked(vmt_store *s);

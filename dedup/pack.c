@@ -2,28 +2,23 @@
  * Pack files: naming, opening and mapping, creating, appending, rolling to a
  * new pack at the seal size, deleting.  docs/store.md has the layout.
  *
- * Every pack is mapped read-only with MAP_SHARED, so reads are served from
- * the page cache without a syscall.  Sealed packs keep no file descriptor
- * (a store may hold thousands); the active pack and the packs written since
- * the last commit keep theirs until the commit has synced them.
+ * Every pack has a read-only view from its backend (a MAP_SHARED mapping of
+ * the file for a directory store), so reads are served without a syscall.
+ * Sealed packs keep no open handle (a store may hold thousands); the active
+ * pack and the packs written since the last commit keep theirs until the
+ * commit has synced them.
  */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "internal.h"
 
 #define MAP_SLACK (1u << 20) /* room for markers past the seal size */
 
-static void pack_name(char buf[32], uint32_t num)
+void dd_pack_name(char buf[40], uint32_t num)
 {
-    snprintf(buf, 32, "pack-%08u.vpk", num);
+    snprintf(buf, 40, DD_PACKS_DIR "/pack-%08u.vpk", num);
 }
 
 static size_t reserve_len(const vmt_store *s)
@@ -38,11 +33,9 @@ dd_pack *dd_pack_get(vmt_store *s, uint32_t num)
     return num < s->packs_cap ? s->packs[num] : NULL;
 }
 
-int dd_fsync_dir(int fd, const char *what)
+int dd_sync_packs_dir(vmt_store *s)
 {
-    if (fsync(fd) != 0)
-        return vmt_error_errno(VMT_EIO, errno, "fsync of directory %s", what);
-    return 0;
+    return s->be->ops->sync_folder(s->be, DD_PACKS_DIR);
 }
 
 int dd_fail_sticky(vmt_store *s, int rc)
@@ -66,49 +59,49 @@ static bool parse_name(const char *name, uint32_t *num)
     char tail[8];
     if (strlen(name) != 17 || sscanf(name, "pack-%8u.vp%1s", &v, tail) != 2 || tail[0] != 'k')
         return false;
-    char check[32];
-    pack_name(check, v);
-    if (strcmp(check, name) != 0 || v == 0 || v > DD_PACK_NUM_MAX)
+    char check[40];
+    dd_pack_name(check, v);
+    if (strcmp(check + sizeof(DD_PACKS_DIR), name) != 0 || v == 0 || v > DD_PACK_NUM_MAX)
         return false;
     *num = v;
     return true;
 }
 
+typedef struct pack_lister {
+    uint32_t *v;
+    size_t n, cap;
+} pack_lister;
+
+static int list_one(void *ctx, const char *name)
+{
+    pack_lister *l = ctx;
+    uint32_t num;
+    if (!parse_name(name, &num))
+        return 0;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 16;
+        uint32_t *nv = vmt_reallocn(l->v, ncap, sizeof(*nv));
+        if (!nv)
+            return vmt_error_set(VMT_ENOMEM, "out of memory listing packs");
+        l->v = nv;
+        l->cap = ncap;
+    }
+    l->v[l->n++] = num;
+    return 0;
+}
+
 int dd_pack_list(vmt_store *s, uint32_t **nums, size_t *n)
 {
-    int fd = dup(s->packs_fd);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    size_t cap = 16, cnt = 0;
-    uint32_t *v = malloc(cap * sizeof(*v));
-    if (!d || !v) {
-        if (fd >= 0 && !d)
-            close(fd);
-        if (d)
-            closedir(d);
-        free(v);
-        return vmt_error_errno(VMT_EIO, errno, "listing %s/%s", s->dir, DD_PACKS_DIR);
+    pack_lister l = {0};
+    int rc = s->be->ops->list(s->be, DD_PACKS_DIR, list_one, &l);
+    if (rc != 0) {
+        free(l.v);
+        return vmt_error_wrap(rc, "listing the packs of %s", s->dir);
     }
-    rewinddir(d);
-    for (struct dirent *de; (de = readdir(d));) {
-        uint32_t num;
-        if (!parse_name(de->d_name, &num))
-            continue;
-        if (cnt == cap) {
-            uint32_t *nv = vmt_reallocn(v, cap * 2, sizeof(*v));
-            if (!nv) {
-                free(v);
-                closedir(d);
-                return VMT_ENOMEM;
-            }
-            v = nv;
-            cap *= 2;
-        }
-        v[cnt++] = num;
-    }
-    closedir(d);
-    qsort(v, cnt, sizeof(*v), compare_u32);
-    *nums = v;
-    *n = cnt;
+    if (l.n)
+        qsort(l.v, l.n, sizeof(*l.v), compare_u32);
+    *nums = l.v;
+    *n = l.n;
     return 0;
 }
 
@@ -118,12 +111,12 @@ static void set_bad(dd_pack *p, const char *why)
     snprintf(p->why, sizeof(p->why), "pack %u: %s", p->num, why);
 }
 
-/* Maps p->fd for len bytes; a failure marks the pack bad. */
-static void map_pack(dd_pack *p, size_t len)
+/* Maps p->f for len bytes; a failure marks the pack bad. */
+static void map_pack(vmt_store *s, dd_pack *p, size_t len)
 {
-    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, p->fd, 0);
-    if (m == MAP_FAILED) {
-        set_bad(p, strerror(errno));
+    uint8_t *m;
+    if (s->be->ops->map(p->f, len, &m) != 0) {
+        set_bad(p, vmt_error_last());
         return;
     }
     p->map = m;
@@ -141,44 +134,86 @@ static bool all_zero(const uint8_t *p, size_t n)
 
 /* Classifies the header: torn (a pack whose creation did not reach the
  * disk) or damaged/foreign (reported, never deleted automatically). */
-static void check_header(vmt_store *s, dd_pack *p)
+static void check_header(vmt_store *s, dd_pack *p, const uint8_t *hdr)
 {
-    if (p->size < DD_PACK_HDR || all_zero(p->map, DD_PACK_HDR)) {
+    if (p->size < DD_PACK_HDR || all_zero(hdr, DD_PACK_HDR)) {
         p->torn = true;
         snprintf(p->why, sizeof(p->why), "pack %u: incomplete (%llu bytes, no header)", p->num,
                  (unsigned long long)p->size);
-    } else if (dd_pack_hdr_check(p->map, (size_t)p->size, p->num, s->uuid) != 0) {
+    } else if (dd_pack_hdr_check(hdr, (size_t)p->size, p->num, s->uuid) != 0) {
         p->hdr_err = true;
         snprintf(p->why, sizeof(p->why), "pack %u: %s", p->num, vmt_error_last());
     }
 }
 
+/* A pack whose view is fetched later: read and classify its header now. */
+static void lazy_header(vmt_store *s, dd_pack *p)
+{
+    uint8_t hdr[DD_PACK_HDR] = {0};
+    size_t got = 0;
+    p->map_len = (size_t)p->size;
+    if (s->be->ops->pread(p->f, hdr, sizeof(hdr), 0, &got) != 0)
+        set_bad(p, vmt_error_last());
+    else
+        check_header(s, p, hdr);
+}
+
+const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p)
+{
+    uint8_t *m = __atomic_load_n(&p->map, __ATOMIC_ACQUIRE), *none = NULL;
+    dd_bfile *f;
+    if (m)
+        return m;
+    if (p->bad || p->torn) {
+        vmt_error_set(VMT_EIO, "%s", p->why);
+        return NULL;
+    }
+    if (dd_pack_file(s, p->num, DD_BF_READ, &f) != 0)
+        return NULL;
+    int rc = s->be->ops->map(f, p->map_len, &m);
+    s->be->ops->close(f);
+    if (rc != 0)
+        return NULL;
+    /* Two readers may fetch at once: the first view stays, the other goes. */
+    if (!__atomic_compare_exchange_n(&p->map, &none, m, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        s->be->ops->unmap(s->be, m, p->map_len);
+        m = none;
+    }
+    return m;
+}
+
 int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out)
 {
-    char name[32];
-    struct stat st;
+    char name[40];
+    const dd_backend_ops *ops = s->be->ops;
     dd_pack *p = calloc(1, sizeof(*p));
     if (!p)
         return vmt_error_set(VMT_ENOMEM, "out of memory");
     p->num = num;
-    pack_name(name, num);
-    p->fd = openat(s->packs_fd, name, (s->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (p->fd < 0 || fstat(p->fd, &st) != 0) {
-        set_bad(p, errno == ENOENT ? "file vanished (removed by a gc?)" : strerror(errno));
+    p->be = s->be;
+    dd_pack_name(name, num);
+    int rc = ops->open(s->be, name, s->read_only ? DD_BF_READ : DD_BF_WRITE, &p->f);
+    if (rc == 0)
+        rc = ops->size(p->f, &p->size);
+    if (rc != 0) {
+        set_bad(p, rc == VMT_ENOENT ? "file vanished (removed by a gc?)" : vmt_error_last());
         *out = p;
         return 0;
     }
-    p->size = (uint64_t)st.st_size;
     if (p->size == 0) {
         p->torn = true;
         snprintf(p->why, sizeof(p->why), "pack %u: empty file", num);
-    } else
-        map_pack(p, reserve ? VMT_MAX(reserve_len(s), (size_t)p->size) : (size_t)p->size);
+    } else if (!reserve && s->be->lazy_views) {
+        lazy_header(s, p); /* the view comes at the first read (dd_pack_view) */
+    } else {
+        map_pack(s, p, reserve ? VMT_MAX(reserve_len(s), (size_t)p->size) : (size_t)p->size);
+    }
     if (p->map)
-        check_header(s, p);
+        check_header(s, p, p->map);
     if (!reserve) {
-        close(p->fd);
-        p->fd = -1;
+        ops->close(p->f);
+        p->f = NULL;
     }
     *out = p;
     return 0;
@@ -186,21 +221,20 @@ int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out)
 
 int dd_pack_remap(vmt_store *s, dd_pack *p)
 {
-    char name[32];
+    char name[40];
+    uint8_t *m;
     size_t len = VMT_MAX(reserve_len(s), (size_t)p->size);
-    if (p->fd < 0) {
-        pack_name(name, p->num);
-        p->fd = openat(s->packs_fd, name, O_RDWR | O_CLOEXEC);
-        if (p->fd < 0)
-            return vmt_error_errno(VMT_EIO, errno, "opening pack %u", p->num);
+    if (!p->f) {
+        dd_pack_name(name, p->num);
+        int rc = s->be->ops->open(s->be, name, DD_BF_WRITE, &p->f);
+        if (rc != 0)
+            return vmt_error_wrap(rc, "opening pack %u", p->num);
     }
-    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, p->fd, 0);
-    if (m == MAP_FAILED)
-        return vmt_error_errno(VMT_EIO, errno, "mapping pack %u", p->num);
+    if (s->be->ops->map(p->f, len, &m) != 0)
+        return vmt_error_wrap(VMT_EIO, "mapping pack %u", p->num);
     /* Swapping the mapping needs the layout lock: readers may be in it. */
     pthread_rwlock_wrlock(&s->layout);
-    if (p->map)
-        munmap(p->map, p->map_len);
+    s->be->ops->unmap(s->be, p->map, p->map_len);
     p->map = m;
     p->map_len = len;
     pthread_rwlock_unlock(&s->layout);
@@ -209,7 +243,7 @@ int dd_pack_remap(vmt_store *s, dd_pack *p)
 
 int dd_pack_create(vmt_store *s, uint32_t num, dd_pack **out)
 {
-    char name[32];
+    char name[40];
     uint8_t hdr[DD_PACK_HDR];
     if (num == 0 || num > DD_PACK_NUM_MAX)
         return vmt_error_set(VMT_ERANGE, "pack numbers exhausted (%u)", num);
@@ -217,23 +251,24 @@ int dd_pack_create(vmt_store *s, uint32_t num, dd_pack **out)
     if (!p)
         return vmt_error_set(VMT_ENOMEM, "out of memory");
     p->num = num;
-    pack_name(name, num);
-    p->fd = openat(s->packs_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (p->fd < 0) {
+    p->be = s->be;
+    dd_pack_name(name, num);
+    int rc = s->be->ops->open(s->be, name, DD_BF_CREATE, &p->f);
+    if (rc != 0) {
         free(p);
-        return vmt_error_errno(VMT_EIO, errno, "creating %s/%s/%s", s->dir, DD_PACKS_DIR, name);
+        return vmt_error_wrap(rc, "creating %s in %s", name, s->dir);
     }
     s->dir_dirty = true;
     dd_pack_hdr_encode(hdr, num, s->uuid);
-    if (pwrite(p->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
-        int e = errno;
+    struct iovec iov = {hdr, sizeof(hdr)};
+    if ((rc = s->be->ops->pwritev(p->f, &iov, 1, 0)) != 0) {
         dd_pack_close(p);
-        return vmt_error_errno(VMT_EIO, e, "writing the header of pack %u", num);
+        return vmt_error_wrap(rc, "writing the header of pack %u", num);
     }
     p->size = DD_PACK_HDR;
-    map_pack(p, reserve_len(s));
+    map_pack(s, p, reserve_len(s));
     if (p->bad) {
-        int rc = vmt_error_set(VMT_EIO, "%s", p->why);
+        rc = vmt_error_set(VMT_EIO, "%s", p->why);
         dd_pack_close(p);
         return rc;
     }
@@ -270,44 +305,18 @@ void dd_pack_close(dd_pack *p)
     if (!p)
         return;
     if (p->map)
-        munmap(p->map, p->map_len);
-    if (p->fd >= 0)
-        close(p->fd);
+        p->be->ops->unmap(p->be, p->map, p->map_len);
+    p->be->ops->close(p->f);
     free(p);
-}
-
-/* pwritev until everything is written, advancing through iov. */
-static int write_all(int fd, struct iovec *iov, int n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t w = pwritev(fd, iov, n, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return vmt_error_errno(VMT_EIO, w < 0 ? errno : ENOSPC, "writing a pack");
-        off += (uint64_t)w;
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
 }
 
 int dd_append(vmt_store *s, const struct iovec *iov, int iovcnt, size_t total)
 {
     dd_pack *p = s->active;
-    struct iovec local[64];
     if (iovcnt > 64 || p->size + total > p->map_len)
         return vmt_error_set(VMT_ERR, "internal: append of %zu bytes does not fit pack %u", total,
                              p->num);
-    memcpy(local, iov, (size_t)iovcnt * sizeof(*iov));
-    int rc = write_all(p->fd, local, iovcnt, p->size);
+    int rc = s->be->ops->pwritev(p->f, iov, iovcnt, p->size);
     if (rc != 0)
         return dd_fail_sticky(s, vmt_error_wrap(rc, "pack %u", p->num));
     __atomic_store_n(&p->size, p->size + total, __ATOMIC_RELEASE);
@@ -377,18 +386,26 @@ int dd_active(vmt_store *s)
 
 int dd_pack_delete(vmt_store *s, uint32_t num)
 {
-    char name[32];
+    char name[40];
     pthread_rwlock_wrlock(&s->layout);
     dd_pack *p = dd_pack_get(s, num);
     if (p)
         s->packs[num] = NULL;
     pthread_rwlock_unlock(&s->layout);
     dd_pack_close(p);
-    pack_name(name, num);
+    dd_pack_name(name, num);
     s->dir_dirty = true;
-    if (unlinkat(s->packs_fd, name, 0) != 0 && errno != ENOENT)
-        return vmt_error_errno(VMT_EIO, errno, "deleting pack %u", num);
+    int rc = s->be->ops->remove(s->be, name);
+    if (rc != 0)
+        return vmt_error_wrap(rc, "deleting pack %u", num);
     return 0;
+}
+
+int dd_pack_file(vmt_store *s, uint32_t num, dd_bmode mode, dd_bfile **out)
+{
+    char name[40];
+    dd_pack_name(name, num);
+    return s->be->ops->open(s->be, name, mode, out);
 }
 
 uint64_t dd_disk_bytes(vmt_store *s)

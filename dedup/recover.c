@@ -87,20 +87,19 @@ static int on_item(void *ctx, const dd_scan_item *it)
 
 static int scan_one(vmt_store *s, replay *r, dd_pack *p, uint64_t from)
 {
-    char name[32];
     if (p->torn)
         return 0; /* a pack whose creation never reached the disk */
     if (p->bad) {
         r->pend_bad++;
         return 0;
     }
-    snprintf(name, sizeof(name), "pack-%08u.vpk", p->num);
-    int fd = openat(s->packs_fd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return vmt_error_errno(VMT_EIO, errno, "opening pack %u", p->num);
+    dd_bfile *f;
+    int rc = dd_pack_file(s, p->num, DD_BF_READ, &f);
+    if (rc != 0)
+        return vmt_error_wrap(VMT_EIO, "opening pack %u", p->num);
     r->cur = p->num;
-    int rc = dd_scan_pack(fd, VMT_MAX(from, (uint64_t)DD_PACK_HDR), p->size, on_item, r);
-    close(fd);
+    rc = dd_scan_pack(s->be, f, VMT_MAX(from, (uint64_t)DD_PACK_HDR), p->size, on_item, r);
+    s->be->ops->close(f);
     if (rc != 0)
         return vmt_error_wrap(rc, "replaying pack %u", p->num);
     return 0;
@@ -124,16 +123,15 @@ static uint64_t bytes_after(vmt_store *s, dd_pos at)
 
 static int truncate_pack(vmt_store *s, dd_pack *p, uint64_t off)
 {
-    char name[32];
-    snprintf(name, sizeof(name), "pack-%08u.vpk", p->num);
-    int fd = openat(s->packs_fd, name, O_RDWR | O_CLOEXEC);
-    if (fd < 0 || ftruncate(fd, (off_t)off) != 0 || fdatasync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return vmt_error_errno(VMT_EIO, e, "truncating pack %u", p->num);
+    dd_bfile *f;
+    int rc = dd_pack_file(s, p->num, DD_BF_WRITE, &f);
+    if (rc == 0) {
+        if ((rc = s->be->ops->truncate(f, off)) == 0)
+            rc = s->be->ops->sync(f);
+        s->be->ops->close(f);
     }
-    close(fd);
+    if (rc != 0)
+        return vmt_error_wrap(VMT_EIO, "truncating pack %u", p->num);
     p->size = off;
     return 0;
 }
@@ -168,7 +166,7 @@ static int drop_tail(vmt_store *s)
     while (s->last_pack > 0 && !dd_pack_get(s, s->last_pack))
         s->last_pack--;
     if (s->dir_dirty) {
-        int rc = dd_fsync_dir(s->packs_fd, s->dir);
+        int rc = dd_sync_packs_dir(s);
         if (rc != 0)
             return rc;
         s->dir_dirty = false;

@@ -14,7 +14,8 @@
 #define SCAN_CHUNK (4u << 20)
 
 typedef struct scanner {
-    int fd;
+    dd_backend *be;
+    dd_bfile *f;
     uint64_t end;
     uint8_t *buf;
     size_t cap;
@@ -45,16 +46,13 @@ static int ensure(scanner *sc, uint64_t pos, size_t need)
         sc->buf = nb;
         sc->cap = want;
     }
-    while (sc->blen < want) {
-        ssize_t r = pread(sc->fd, sc->buf + sc->blen, want - sc->blen, (off_t)(pos + sc->blen));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return vmt_error_errno(VMT_EIO, errno, "reading a pack");
-        if (r == 0)
-            return vmt_error_set(VMT_EIO, "pack shrank while being read");
-        sc->blen += (size_t)r;
-    }
+    size_t got = 0;
+    int rc = sc->be->ops->pread(sc->f, sc->buf + sc->blen, want - sc->blen, pos + sc->blen, &got);
+    if (rc != 0)
+        return rc;
+    if (got < want - sc->blen)
+        return vmt_error_set(VMT_EIO, "pack shrank while being read");
+    sc->blen = want;
     return 0;
 }
 
@@ -128,9 +126,10 @@ static int scan_loop(scanner *sc, uint64_t pos, dd_scan_fn fn, void *ctx)
     return rc;
 }
 
-int dd_scan_pack(int fd, uint64_t start, uint64_t end, dd_scan_fn fn, void *ctx)
+int dd_scan_pack(dd_backend *be, dd_bfile *f, uint64_t start, uint64_t end, dd_scan_fn fn,
+                 void *ctx)
 {
-    scanner sc = {.fd = fd, .end = end, .bstart = start};
+    scanner sc = {.be = be, .f = f, .end = end, .bstart = start};
     if (start >= end)
         return 0;
     int rc = scan_loop(&sc, start, fn, ctx);

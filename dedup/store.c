@@ -93,30 +93,6 @@ int dd_run(vmt_store *s, dd_scratch **scr, bool own, dd_work_fn fn, void *arg, s
     return 0;
 }
 
-/* ---- lock ---- */
-
-static int take_lock(vmt_store *s)
-{
-    char buf[32];
-    s->lock_fd = openat(s->dirfd, DD_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (s->lock_fd < 0)
-        return vmt_error_errno(VMT_EIO, errno, "opening %s/%s", s->dir, DD_LOCK_FILE);
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        ssize_t n = pread(s->lock_fd, buf, sizeof(buf) - 1, 0);
-        buf[n > 0 ? n : 0] = '\0';
-        buf[strcspn(buf, "\n")] = '\0';
-        if (e == EWOULDBLOCK)
-            return vmt_error_set(VMT_EBUSY, "store %s is open for writing by process %s", s->dir,
-                                 buf[0] ? buf : "(unknown pid)");
-        return vmt_error_errno(VMT_EIO, e, "locking %s", s->dir);
-    }
-    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-    if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, buf, (size_t)n, 0) != n)
-        return vmt_error_errno(VMT_EIO, errno, "writing %s/%s", s->dir, DD_LOCK_FILE);
-    return 0;
-}
-
 /* ---- open ---- */
 
 static int apply_opts(vmt_store *s, const vmt_store_open_opts *o)
@@ -137,23 +113,12 @@ static int apply_opts(vmt_store *s, const vmt_store_open_opts *o)
     return 0;
 }
 
-static int open_dirs(vmt_store *s)
+static int open_backend(vmt_store *s)
 {
-    s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (s->dirfd < 0 && errno == ENOENT)
-        return vmt_error_set(VMT_ENOENT, "no store at %s (create one with 'vmtree store init')",
-                             s->dir);
-    if (s->dirfd < 0)
-        return vmt_error_errno(VMT_EIO, errno, "opening %s", s->dir);
-    int rc = dd_config_load(s);
-    if (rc != 0)
-        return rc;
-    s->packs_fd = openat(s->dirfd, DD_PACKS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    s->dicts_fd = openat(s->dirfd, DD_DICTS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (s->packs_fd < 0 || s->dicts_fd < 0)
-        return vmt_error_errno(VMT_ECORRUPT, errno, "store %s lacks its packs or dicts folder",
-                               s->dir);
-    return 0;
+    int rc = dd_backend_open(s->dir, false, &s->be);
+    if (rc == 0)
+        rc = dd_config_load(s);
+    return rc;
 }
 
 static int load_packs(vmt_store *s)
@@ -182,6 +147,7 @@ static int load_index(vmt_store *s)
         if (rc != VMT_ENOENT || s->last_pack > 0)
             vmt_warn("store %s: rebuilding the index: %s", s->dir, vmt_error_last());
         rc = dd_recover(s, true);
+        s->idx_all = true; /* a backend's own entries may be stale: rewrite them */
         if (rc == 0 && s->last_pack == 0)
             s->rec.index_rebuilt = false; /* a new store: nothing to rebuild */
     }
@@ -215,7 +181,7 @@ static int remove_orphans(vmt_store *s)
     }
     free(refs);
     if (rc == 0 && s->dir_dirty) {
-        rc = dd_fsync_dir(s->packs_fd, s->dir);
+        rc = dd_sync_packs_dir(s);
         s->dir_dirty = false;
     }
     return rc;
@@ -260,7 +226,6 @@ static vmt_store *store_new(const char *dir)
     if (!s)
         return NULL;
     s->dir = strdup(dir);
-    s->dirfd = s->packs_fd = s->dicts_fd = s->lock_fd = -1;
     pthread_rwlock_init(&s->layout, NULL);
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->spare_mu, NULL);
@@ -274,11 +239,11 @@ static vmt_store *store_new(const char *dir)
 
 static int open_steps(vmt_store *s, const vmt_store_open_opts *o)
 {
-    int rc = open_dirs(s);
+    int rc = open_backend(s);
     if (rc == 0)
         rc = apply_opts(s, o);
     if (rc == 0 && !s->read_only)
-        rc = take_lock(s);
+        rc = s->be->ops->lock(s->be);
     if (rc == 0)
         rc = dd_dicts_load(s);
     if (rc == 0)
@@ -346,7 +311,7 @@ void vmt_store_close(vmt_store *s)
 {
     if (!s)
         return;
-    if (!s->read_only && s->lock_fd >= 0)
+    if (!s->read_only && s->be)
         writer_close(s);
     free_workers(s);
     for (uint32_t i = 0; i < s->packs_cap; i++)
@@ -354,11 +319,8 @@ void vmt_store_close(vmt_store *s)
     free(s->packs);
     dd_dicts_free(s);
     dd_index_free(&s->ix);
-    const int fds[] = {s->dirfd, s->packs_fd, s->dicts_fd, s->lock_fd};
-    for (size_t i = 0; i < VMT_ARRAY_SIZE(fds); i++) {
-        if (fds[i] >= 0)
-            close(fds[i]); /* closing lock_fd releases the writer lock */
-    }
+    if (s->be)
+        s->be->ops->destroy(s->be); /* releases the writer lock */
     pthread_rwlock_destroy(&s->layout);
     pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->spare_mu);

@@ -93,7 +93,6 @@ static int on_item(void *ctx, const dd_scan_item *it)
 
 static int verify_pack(vctx *v, dd_pack *p, uint64_t end)
 {
-    char name[32];
     v->pack = p->num;
     v->st->packs++;
     if (p->bad || p->torn) {
@@ -102,14 +101,13 @@ static int verify_pack(vctx *v, dd_pack *p, uint64_t end)
     }
     if (p->hdr_err)
         report(v, p->num, 0, NULL, "%s", p->why);
-    snprintf(name, sizeof(name), "pack-%08u.vpk", p->num);
-    int fd = openat(v->s->packs_fd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    dd_bfile *f;
+    if (dd_pack_file(v->s, p->num, DD_BF_READ, &f) != 0) {
         report(v, p->num, 0, NULL, "cannot be opened any more");
         return 0;
     }
-    int rc = dd_scan_pack(fd, DD_PACK_HDR, end, on_item, v);
-    close(fd);
+    int rc = dd_scan_pack(v->s->be, f, DD_PACK_HDR, end, on_item, v);
+    v->s->be->ops->close(f);
     return rc;
 }
 

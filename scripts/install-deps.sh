@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # Installs what vmtree needs to build and test on Debian (12 "bookworm").
 # Idempotent: installs only missing packages; runs apt-get update only then.
+#
+#   scripts/install-deps.sh          build + normal test dependencies
+#   scripts/install-deps.sh --ceph   also a single-node Ceph cluster (ceph-mon,
+#                                    ceph-osd, ceph-mgr, librados-dev) for the
+#                                    rados:// store backend and its tests.
+# Ceph is opt-in: it is several hundred MB of packages and the RADOS tests
+# skip (with a printed reason) when it is absent, so the normal CI install
+# does not grow.
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +19,13 @@ PACKAGES=(
   libcunit1-dev libsqlite3-dev libssl-dev
   clang libclang-rt-14-dev
 )
+
+for arg in "$@"; do
+  case "$arg" in
+    --ceph) PACKAGES+=(ceph-mon ceph-osd ceph-mgr librados-dev) ;;
+    *) echo "install-deps: unknown option $arg (known: --ceph)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do

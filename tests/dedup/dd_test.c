@@ -1,5 +1,6 @@
 /* Helpers shared by the dedup suites (see dd_test.h). */
 #include "dd_test.h"
+#include "backend.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -10,12 +11,121 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+bool ddt_rados(void)
+{
+    const char *b = getenv("VMTREE_TEST_BACKEND");
+    return b && strcmp(b, "rados") == 0;
+}
+
+/* The pool location of the test cluster; exits VMT_TEST_SKIP without one. */
+static const char *rados_base(void)
+{
+    const char *url = getenv("VMTREE_TEST_RADOS");
+    const char *conf = url ? strstr(url, "conf=") : NULL;
+    char path[4096];
+    if (!url || !conf) {
+        printf("SKIP: VMTREE_TEST_RADOS is not set (a cluster from scripts/ceph-cluster.sh)\n");
+        exit(VMT_TEST_SKIP);
+    }
+    snprintf(path, sizeof(path), "%.*s", (int)strcspn(conf + 5, "&"), conf + 5);
+    if (access(path, R_OK) != 0) {
+        printf("SKIP: no Ceph test cluster (%s missing: ceph-mon/ceph-osd not installed? "
+               "scripts/install-deps.sh --ceph)\n", path);
+        exit(VMT_TEST_SKIP);
+    }
+    dd_backend *be = NULL;
+    if (dd_backend_open(url, false, &be) == VMT_EUNSUPPORTED) {
+        printf("SKIP: %s\n", vmt_error_last());
+        exit(VMT_TEST_SKIP);
+    }
+    if (be)
+        be->ops->destroy(be);
+    return url;
+}
+
+/* rados://POOL?Q -> rados://POOL/NS?Q with a namespace unique to this call. */
+static char *rados_store(const char *tag)
+{
+    static unsigned seq;
+    const char *base = rados_base();
+    const char *q = strchr(base, '?');
+    size_t plen = q ? (size_t)(q - base) : strlen(base);
+    char *url = NULL;
+    CU_ASSERT_FATAL(asprintf(&url, "%.*s/%s-%ld-%u-%ld%s", (int)plen, base, tag, (long)getpid(),
+                             ++seq, (long)vmt_now_ns() % 1000000, q ? q : "") > 0);
+    return url;
+}
+
+char *ddt_location(const char *tag)
+{
+    char *dir = ddt_rados() ? rados_store(tag) : vmt_test_tmpdir(tag);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
+    return dir;
+}
+
 char *ddt_store(const char *tag, const vmt_store_config *cfg)
 {
-    char *dir = vmt_test_tmpdir(tag);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
+    char *dir = ddt_location(tag);
     DDT_OK(vmt_store_init(dir, cfg));
     return dir;
+}
+
+static dd_backend *be_open(const char *store)
+{
+    dd_backend *be = NULL;
+    DDT_OK(dd_backend_open(store, false, &be));
+    return be;
+}
+
+static int remove_one(void *ctx, const char *name)
+{
+    dd_backend *be = ctx;
+    return be->ops->remove(be, name);
+}
+
+void ddt_obj_flip(const char *store, const char *name, uint64_t off, uint8_t mask)
+{
+    dd_backend *be = be_open(store);
+    dd_bfile *f;
+    uint8_t b;
+    size_t got = 0;
+    DDT_OK(be->ops->open(be, name, DD_BF_WRITE, &f));
+    DDT_OK(be->ops->pread(f, &b, 1, off, &got));
+    CU_ASSERT_EQUAL_FATAL(got, 1);
+    b ^= mask;
+    struct iovec iov = {&b, 1};
+    DDT_OK(be->ops->pwritev(f, &iov, 1, off));
+    be->ops->close(f);
+    be->ops->destroy(be);
+}
+
+long long ddt_obj_size(const char *store, const char *name)
+{
+    dd_backend *be = be_open(store);
+    dd_bfile *f;
+    uint64_t size = 0;
+    long long r = -1;
+    if (be->ops->open(be, name, DD_BF_READ, &f) == 0) {
+        if (be->ops->size(f, &size) == 0)
+            r = (long long)size;
+        be->ops->close(f);
+    }
+    be->ops->destroy(be);
+    return r;
+}
+
+void ddt_obj_write(const char *store, const char *name, const void *data, size_t len)
+{
+    dd_backend *be = be_open(store);
+    DDT_OK(dd_backend_put(be, name, data, len));
+    be->ops->destroy(be);
+}
+
+char *ddt_pack_name(unsigned n)
+{
+    char *p = NULL;
+    CU_ASSERT_FATAL(asprintf(&p, "packs/pack-%08u.vpk", n) > 0);
+    return p;
 }
 
 char *ddt_store_small(const char *tag, uint64_t pack_size)
@@ -28,7 +138,15 @@ char *ddt_store_small(const char *tag, uint64_t pack_size)
 
 void ddt_cleanup(char *dir)
 {
-    vmt_test_rmtree(dir);
+    if (dd_backend_is_rados(dir)) {
+        dd_backend *be = be_open(dir);
+        /* Removing while listing: collect nothing, RADOS lists a snapshot
+         * of the namespace's objects as it goes and tolerates removals. */
+        DDT_OK(be->ops->list(be, ".", remove_one, be));
+        be->ops->destroy(be);
+    } else {
+        vmt_test_rmtree(dir);
+    }
     free(dir);
 }
 
@@ -153,23 +271,32 @@ void ddt_flip(const char *path, uint64_t off, uint8_t mask)
     close(fd);
 }
 
+typedef struct sizes {
+    dd_backend *be;
+    uint64_t n;
+} sizes;
+
+static int add_size(void *ctx, const char *name)
+{
+    sizes *z = ctx;
+    char full[300];
+    dd_bfile *f;
+    uint64_t size = 0;
+    snprintf(full, sizeof(full), "packs/%s", name);
+    if (name[0] != '.' && z->be->ops->open(z->be, full, DD_BF_READ, &f) == 0) {
+        if (z->be->ops->size(f, &size) == 0)
+            z->n += size;
+        z->be->ops->close(f);
+    }
+    return 0;
+}
+
 uint64_t ddt_pack_bytes(const char *dir)
 {
-    char *pd = NULL;
-    uint64_t n = 0;
-    CU_ASSERT_FATAL(asprintf(&pd, "%s/packs", dir) > 0);
-    DIR *d = opendir(pd);
-    for (struct dirent *de; d && (de = readdir(d));) {
-        struct stat st;
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", pd, de->d_name);
-        if (de->d_name[0] != '.' && stat(path, &st) == 0)
-            n += (uint64_t)st.st_size;
-    }
-    if (d)
-        closedir(d);
-    free(pd);
-    return n;
+    sizes z = {.be = be_open(dir)};
+    DDT_OK(z.be->ops->list(z.be, "packs", add_size, &z));
+    z.be->ops->destroy(z.be);
+    return z.n;
 }
 
 void ddt_write_file(const char *path, const void *data, size_t len)

@@ -22,9 +22,17 @@
         CU_ASSERT_EQUAL_FATAL(ddt_rc_, 0);                                                         \
     } while (0)
 
-/* Creates a store in a new temporary directory (cfg may be NULL); caller
- * frees the path and removes it with ddt_cleanup. */
+/*
+ * Creates a store in a new temporary location (cfg may be NULL); caller
+ * frees the location and removes it with ddt_cleanup.  The location is a
+ * temporary directory, or with VMTREE_TEST_BACKEND=rados a fresh namespace
+ * of the pool $VMTREE_TEST_RADOS names (a cluster from
+ * scripts/ceph-cluster.sh); when that cluster is not there the suite prints
+ * why and exits VMT_TEST_SKIP.
+ */
 char *ddt_store(const char *tag, const vmt_store_config *cfg);
+/* A new empty location on the suite's backend, without a store. */
+char *ddt_location(const char *tag);
 /* Same with a small pack size so that tests cross seals. */
 char *ddt_store_small(const char *tag, uint64_t pack_size);
 void ddt_cleanup(char *dir);
@@ -44,11 +52,22 @@ void ddt_random_page(uint64_t seed, uint8_t *page);
  */
 size_t ddt_corpus(uint8_t **buf, size_t max, const char **name);
 
-/* Path of pack n of the store (caller frees). */
+/* Whether the suite runs its stores on RADOS (VMTREE_TEST_BACKEND=rados). */
+bool ddt_rados(void);
+
+/* Objects of a store at any backend, by name ("STORE", "packs/pack-00000001.vpk"):
+ * XOR byte `off` with `mask`; size (-1 when absent); replace the content. */
+void ddt_obj_flip(const char *store, const char *name, uint64_t off, uint8_t mask);
+long long ddt_obj_size(const char *store, const char *name);
+void ddt_obj_write(const char *store, const char *name, const void *data, size_t len);
+/* Object name of pack n (caller frees). */
+char *ddt_pack_name(unsigned n);
+
+/* Path of pack n of a directory store (caller frees). */
 char *ddt_pack_path(const char *dir, unsigned n);
 /* XORs byte `off` of a file with `mask`. */
 void ddt_flip(const char *path, uint64_t off, uint8_t mask);
-/* Total bytes of the pack files of a store. */
+/* Total bytes of the pack objects of a store (any backend). */
 uint64_t ddt_pack_bytes(const char *dir);
 /* Writes len bytes to a file, replacing it. */
 void ddt_write_file(const char *path, const void *data, size_t len);

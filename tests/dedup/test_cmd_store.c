@@ -73,7 +73,11 @@ static void test_init_stats_verify_gc(void)
     static char out[1 << 16];
     char *dir = vmt_test_tmpdir("cli");
     char *store = NULL, *roots = NULL;
-    CU_ASSERT_FATAL(asprintf(&store, "%s/s", dir) > 0 && asprintf(&roots, "%s/roots", dir) > 0);
+    if (ddt_rados())
+        store = ddt_location("cli"); /* the same commands on a RADOS store */
+    else
+        CU_ASSERT_FATAL(asprintf(&store, "%s/s", dir) > 0);
+    CU_ASSERT_FATAL(asprintf(&roots, "%s/roots", dir) > 0);
     CU_ASSERT_EQUAL(run(out, sizeof(out), "init", "--store", store, "--pack-size", "1M"), 0);
     CU_ASSERT_EQUAL(run(out, sizeof(out), "init", "--store", store, NULL, NULL), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "already holds a store"));
@@ -115,8 +119,8 @@ static void test_init_stats_verify_gc(void)
     vmt_store_objinfo info;
     DDT_OK(vmt_store_stat(s, &ids[3], &info));
     vmt_store_close(s);
-    char *pack = ddt_pack_path(store, info.pack);
-    ddt_flip(pack, info.offset + 60, 0x40);
+    char *pack = ddt_pack_name(info.pack);
+    ddt_obj_flip(store, pack, info.offset + 60, 0x40);
     CU_ASSERT_EQUAL(run(out, sizeof(out), "verify", "--store", store, NULL, NULL), 1);
     char want[64];
     snprintf(want, sizeof(want), "damaged: pack %u offset %llu", info.pack,
@@ -130,9 +134,30 @@ static void test_init_stats_verify_gc(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, ":1: 'not-an-id'"));
     free(pack);
     free(buf);
-    free(store);
+    if (ddt_rados())
+        ddt_cleanup(store);
+    else
+        free(store);
     free(roots);
     ddt_cleanup(dir);
+}
+
+/* Commands that need the catalog and run directories refuse a RADOS store
+ * with the reason, instead of failing somewhere inside. */
+static void test_other_commands_refuse_rados(void)
+{
+    char *cli = vmt_test_cli_path(), *out = NULL;
+    size_t len = 0;
+    if (access(cli, X_OK) != 0) {
+        printf("(no %s: skipped) ", cli);
+        free(cli);
+        return;
+    }
+    char *argv[] = {cli, "log", "--store", "rados://pool/ns?conf=/nonexistent", NULL};
+    CU_ASSERT_EQUAL(vmt_test_spawn(argv, &out, &len), 1);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "works with 'vmtree store' commands only"));
+    free(out);
+    free(cli);
 }
 
 int main(void)
@@ -140,6 +165,7 @@ int main(void)
     static const vmt_test_case cases[] = {
         {"every command has --help", test_every_command_has_help},
         {"init, stats, verify, gc", test_init_stats_verify_gc},
+        {"other commands refuse a RADOS store", test_other_commands_refuse_rados},
         {NULL, NULL},
     };
     return vmt_test_run("dedup/cmd_store", cases, NULL, NULL);

@@ -22,6 +22,20 @@
 #ifndef CRASH_GC_KILLS
 #define CRASH_GC_KILLS 12
 #endif
+/* Over RADOS a killed writer's lock lasts until it expires (RADOS_LOCK_S):
+ * each kill costs that long, so fewer kills, later in the child's life. */
+#define RADOS_KILLS 6
+#define RADOS_GC_KILLS 3
+#define RADOS_LOCK_S 4
+
+/* Opens a writer, waiting out the lock of a killed one (RADOS only). */
+static int open_waiting(const char *dir, const vmt_store_open_opts *o, vmt_store **s)
+{
+    int rc;
+    for (int i = 0; (rc = vmt_store_open(s, dir, o)) == VMT_EBUSY && i < 40 * RADOS_LOCK_S; i++)
+        usleep(50000);
+    return rc;
+}
 
 enum { BATCH = 32 };
 
@@ -75,7 +89,7 @@ static vmt_store *child_open(const char *dir)
     vmt_store_open_opts_init(&o);
     o.threads = 2;
     o.index_interval = 256u << 10; /* index saves happen often, to be killed in */
-    if (vmt_store_open(&s, dir, &o) != 0)
+    if (open_waiting(dir, &o, &s) != 0)
         _exit(3);
     return s;
 }
@@ -110,7 +124,12 @@ static void child(const char *dir, int fd, uint64_t b, bool gc)
 /* Opens (as reader or writer), verifies, reads every committed batch. */
 static void check_store(const char *dir, uint64_t committed, bool gc, bool writer)
 {
-    vmt_store *s = ddt_open(dir, !writer, 2);
+    vmt_store_open_opts o;
+    vmt_store *s = NULL;
+    vmt_store_open_opts_init(&o);
+    o.read_only = !writer;
+    o.threads = 2;
+    DDT_OK(open_waiting(dir, &o, &s));
     DDT_OK(vmt_store_verify(s, NULL, NULL));
     uint8_t *pages = malloc(BATCH * VMT_STORE_PAGE_SIZE), *out = malloc(BATCH * 4096), node[1024];
     void *dst[BATCH];
@@ -137,6 +156,23 @@ static void check_store(const char *dir, uint64_t committed, bool gc, bool write
  * fresh store every so often keeps the slow variant's time linear. */
 #define KILLS_PER_STORE 60
 
+/* A store with 1 MiB packs; on RADOS with a short lock timeout. */
+static char *new_store(const char *tag)
+{
+    vmt_store_config c;
+    vmt_store_config_init(&c);
+    c.pack_size = 1u << 20;
+    char *dir = ddt_location(tag);
+    if (ddt_rados()) {
+        char *url = NULL;
+        CU_ASSERT_FATAL(asprintf(&url, "%s&lock_timeout=%d", dir, RADOS_LOCK_S) > 0);
+        free(dir);
+        dir = url;
+    }
+    DDT_OK(vmt_store_init(dir, &c));
+    return dir;
+}
+
 static void run_kills(const char *tag, int kills, bool gc)
 {
     char *dir = NULL;
@@ -148,7 +184,7 @@ static void run_kills(const char *tag, int kills, bool gc)
         if (k % KILLS_PER_STORE == 0) {
             if (dir)
                 ddt_cleanup(dir);
-            dir = ddt_store_small(tag, 1u << 20);
+            dir = new_store(tag);
             total += committed;
             committed = 0;
         }
@@ -161,7 +197,8 @@ static void run_kills(const char *tag, int kills, bool gc)
             child(dir, fds[1], committed, gc);
         }
         close(fds[1]);
-        struct timespec ts = {0, (long)(rand() % 80000) * 1000L};
+        long us = ddt_rados() ? 100000 + rand() % 600000 : rand() % 80000;
+        struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
         int st;
@@ -182,12 +219,12 @@ static void run_kills(const char *tag, int kills, bool gc)
 
 static void test_kill_during_put_and_commit(void)
 {
-    run_kills("crash", CRASH_KILLS, false);
+    run_kills("crash", ddt_rados() ? RADOS_KILLS : CRASH_KILLS, false);
 }
 
 static void test_kill_during_gc(void)
 {
-    run_kills("crashgc", CRASH_GC_KILLS, true);
+    run_kills("crashgc", ddt_rados() ? RADOS_GC_KILLS : CRASH_GC_KILLS, true);
 }
 
 int main(void)

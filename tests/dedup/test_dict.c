@@ -61,16 +61,13 @@ static void test_versions_and_reload(void)
     DDT_OK(vmt_store_verify(s, NULL, NULL));
     vmt_store_close(s);
     /* A damaged version-1 file fails only the records that need it. */
-    char *f = NULL;
-    CU_ASSERT_FATAL(asprintf(&f, "%s/dicts/dict-00001.zdict", dir) > 0);
-    ddt_flip(f, 100, 0x01);
+    ddt_obj_flip(dir, "dicts/dict-00001.zdict", 100, 0x01);
     s = ddt_open(dir, true, 2);
     CU_ASSERT_EQUAL(bad_pages(s, 100000, N, b), N);
     CU_ASSERT_EQUAL(bad_pages(s, 200000, N, c), 0);
     CU_ASSERT_EQUAL(bad_pages(s, 0, N, a), 0);
     CU_ASSERT_EQUAL(vmt_store_verify(s, NULL, NULL), VMT_ECORRUPT);
     vmt_store_close(s);
-    free(f);
     free(a);
     free(b);
     free(c);

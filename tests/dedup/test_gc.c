@@ -188,8 +188,8 @@ static void test_damaged_map_node_stops_gc(void)
     vmt_store_objinfo info;
     DDT_OK(vmt_store_stat(s, &sn[0].root, &info));
     vmt_store_close(s);
-    char *pack = ddt_pack_path(dir, info.pack);
-    ddt_flip(pack, info.offset + 45, 0x20);
+    char *pack = ddt_pack_name(info.pack);
+    ddt_obj_flip(dir, pack, info.offset + 45, 0x20);
     uint64_t before = ddt_pack_bytes(dir);
     s = ddt_open(dir, false, 2);
     vmt_store_gc_stats st;

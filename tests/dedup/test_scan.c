@@ -46,14 +46,22 @@ static size_t record(uint8_t *buf, size_t len, uint8_t fill)
     return DD_REC_HDR + len;
 }
 
+/* Scans buf written as a file of a directory backend. */
 static int scan_bytes(const uint8_t *buf, size_t len, seen *s)
 {
-    int fd = memfd_create("scan", 0);
-    CU_ASSERT_FATAL(fd >= 0);
-    CU_ASSERT_FATAL(write(fd, buf, len) == (ssize_t)len);
+    char dir[] = "/tmp/vmt-scan-XXXXXX";
+    dd_backend *be;
+    dd_bfile *f;
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    DDT_OK(dd_be_dir_open(dir, false, &be));
+    DDT_OK(dd_backend_put(be, "scan", buf, len));
+    DDT_OK(be->ops->open(be, "scan", DD_BF_READ, &f));
     memset(s, 0, sizeof(*s));
-    int rc = dd_scan_pack(fd, 0, len, collect, s);
-    close(fd);
+    int rc = dd_scan_pack(be, f, 0, len, collect, s);
+    be->ops->close(f);
+    DDT_OK(be->ops->remove(be, "scan"));
+    be->ops->destroy(be);
+    CU_ASSERT_EQUAL(rmdir(dir), 0);
     return rc;
 }
 

@@ -9,16 +9,9 @@
 
 #include "dd_test.h"
 
-static void test_second_writer_is_refused_with_pid(void)
+/* A forked child, for the directory backend (flock is per open file). */
+static void other_process_refused_fork(const char *dir, const char *pid)
 {
-    char *dir = ddt_store("lock", NULL);
-    vmt_store *s = ddt_open(dir, false, 1), *t = NULL;
-    char pid[32];
-    snprintf(pid, sizeof(pid), "process %ld", (long)getpid());
-    CU_ASSERT_EQUAL(vmt_store_open(&t, dir, NULL), VMT_EBUSY);
-    CU_ASSERT_PTR_NULL(t);
-    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), pid));
-    /* Another process is refused too, and told our pid. */
     int fds[2];
     CU_ASSERT_FATAL(pipe(fds) == 0);
     pid_t child = fork();
@@ -39,6 +32,41 @@ static void test_second_writer_is_refused_with_pid(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(msg, pid));
     close(fds[0]);
     close(fds[1]);
+}
+
+/* The vmtree CLI as a second process: librados handles do not survive a
+ * fork, so the RADOS lock is tested across a real exec. */
+static void other_process_refused_cli(const char *dir, const char *pid)
+{
+    char *cli = vmt_test_cli_path(), *out = NULL;
+    size_t len = 0;
+    /* train-dict wants the writer lock (and would harmlessly fail on the
+     * empty store if it got it). */
+    char *argv[] = {cli, "store", "train-dict", "--store", (char *)dir, NULL};
+    setenv("VMTREE_LOCK_WAIT", "0", 1);
+    int st = vmt_test_spawn(argv, &out, &len);
+    CU_ASSERT_NOT_EQUAL(st, 0);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, pid));
+    if (out && !strstr(out, pid))
+        fprintf(stderr, "\nthe CLI said: %s\n", out);
+    free(out);
+    free(cli);
+}
+
+static void test_second_writer_is_refused_with_pid(void)
+{
+    char *dir = ddt_store("lock", NULL);
+    vmt_store *s = ddt_open(dir, false, 1), *t = NULL;
+    char pid[32];
+    snprintf(pid, sizeof(pid), "process %ld", (long)getpid());
+    CU_ASSERT_EQUAL(vmt_store_open(&t, dir, NULL), VMT_EBUSY);
+    CU_ASSERT_PTR_NULL(t);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), pid));
+    /* Another process is refused too, and told our pid. */
+    if (ddt_rados())
+        other_process_refused_cli(dir, pid);
+    else
+        other_process_refused_fork(dir, pid);
     /* Readers are welcome while the writer holds the lock. */
     vmt_store *ro = ddt_open(dir, true, 1);
     vmt_store_close(ro);
@@ -99,16 +127,14 @@ static void test_init_refuses_a_used_directory(void)
 {
     char *dir = ddt_store("init", NULL);
     CU_ASSERT_EQUAL(vmt_store_init(dir, NULL), VMT_EEXIST);
-    char *other = vmt_test_tmpdir("initx");
-    char *f = NULL;
-    CU_ASSERT_FATAL(asprintf(&f, "%s/precious", other) > 0);
-    ddt_write_file(f, "x", 1);
+    char *other = ddt_location("initx");
+    ddt_obj_write(other, "precious", "x", 1);
     CU_ASSERT_EQUAL(vmt_store_init(other, NULL), VMT_EEXIST);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "precious"));
     vmt_store_config cfg;
     vmt_store_config_init(&cfg);
     cfg.pack_size = 1000;
     CU_ASSERT_EQUAL(vmt_store_init(dir, &cfg), VMT_EINVAL);
-    free(f);
     ddt_cleanup(other);
     ddt_cleanup(dir);
 }
@@ -116,15 +142,12 @@ static void test_init_refuses_a_used_directory(void)
 static void test_store_file_damage_is_a_clear_error(void)
 {
     char *dir = ddt_store("cfg", NULL);
-    char *f = NULL;
     vmt_store *s = NULL;
-    CU_ASSERT_FATAL(asprintf(&f, "%s/STORE", dir) > 0);
-    ddt_write_file(f, "garbage\n", 8);
+    ddt_obj_write(dir, "STORE", "garbage\n", 8);
     CU_ASSERT_EQUAL(vmt_store_open(&s, dir, NULL), VMT_ECORRUPT);
-    ddt_write_file(f, "vmtree-store 1\npack-size 5\n", 27);
+    ddt_obj_write(dir, "STORE", "vmtree-store 1\npack-size 5\n", 27);
     CU_ASSERT_EQUAL(vmt_store_open(&s, dir, NULL), VMT_ECORRUPT);
     CU_ASSERT_PTR_NULL(s);
-    free(f);
     ddt_cleanup(dir);
 }
 
@@ -186,6 +209,99 @@ static void test_gets_run_beside_puts(void)
     ddt_cleanup(dir);
 }
 
+/* Reopens as a writer; asserts the index was loaded, not rebuilt or replayed. */
+static vmt_store *reopen_from_index(const char *dir)
+{
+    vmt_store *s = ddt_open(dir, false, 2);
+    vmt_store_recovery r;
+    vmt_store_recovery_info(s, &r);
+    CU_ASSERT_FALSE(r.index_rebuilt);
+    CU_ASSERT_EQUAL(r.records_replayed, 0);
+    CU_ASSERT_EQUAL(r.records_dropped, 0);
+    return s;
+}
+
+static void test_index_survives_reopen_and_gc(void)
+{
+    enum { N = 3000 };
+    char *dir = ddt_store_small("idx", 1u << 20);
+    vmt_store *s = ddt_open(dir, false, 2);
+    uint8_t *pages = malloc((size_t)N * VMT_STORE_PAGE_SIZE), *out = malloc(VMT_STORE_PAGE_SIZE);
+    const void **ptr = malloc(N * sizeof(*ptr));
+    vmt_id *ids = malloc(N * sizeof(*ids));
+    CU_ASSERT_FATAL(pages && out && ptr && ids);
+    for (size_t i = 0; i < N; i++) {
+        ddt_page(7000 + i, pages + i * VMT_STORE_PAGE_SIZE);
+        ptr[i] = pages + i * VMT_STORE_PAGE_SIZE;
+    }
+    /* Two saves: the second adds only what is new where the backend can. */
+    DDT_OK(vmt_store_put_pages(s, ptr, N / 2, ids, NULL, NULL));
+    DDT_OK(vmt_store_commit(s));
+    vmt_store_close(s);
+    s = reopen_from_index(dir);
+    DDT_OK(vmt_store_put_pages(s, ptr + N / 2, N - N / 2, ids + N / 2, NULL, NULL));
+    DDT_OK(vmt_store_commit(s));
+    vmt_store_close(s);
+    s = reopen_from_index(dir);
+    if (ddt_rados()) /* the entries are in omap shards, not in "index" */
+        CU_ASSERT(ddt_obj_size(dir, "index") < 256 && ddt_obj_size(dir, "index.00") >= 0);
+    vmt_store_stats st;
+    DDT_OK(vmt_store_get_stats(s, &st));
+    CU_ASSERT_EQUAL(st.objects, N);
+    /* gc keeps every tenth page: dead entries must leave the saved index,
+     * or the next open would find entries in deleted packs and rebuild. */
+    vmt_id keep[N / 10];
+    for (size_t i = 0; i < N / 10; i++)
+        keep[i] = ids[10 * i];
+    vmt_store_gc_stats gs;
+    DDT_OK(vmt_store_gc(s, keep, N / 10, NULL, &gs));
+    CU_ASSERT(gs.packs_deleted > 0);
+    vmt_store_close(s);
+    s = reopen_from_index(dir);
+    DDT_OK(vmt_store_get_stats(s, &st));
+    CU_ASSERT_EQUAL(st.objects, N / 10);
+    for (size_t i = 0; i < N; i += 10) {
+        void *dst[1] = {out};
+        DDT_OK(vmt_store_get_pages(s, &ids[i], 1, dst));
+        CU_ASSERT_EQUAL(memcmp(out, ptr[i], VMT_STORE_PAGE_SIZE), 0);
+    }
+    DDT_OK(vmt_store_verify(s, NULL, NULL));
+    vmt_store_close(s);
+    free(pages);
+    free(out);
+    free(ptr);
+    free(ids);
+    ddt_cleanup(dir);
+}
+
+static void test_remove_deletes_the_whole_store(void)
+{
+    char *dir = ddt_store_small("remove", 1u << 20);
+    vmt_store *s = ddt_open(dir, false, 2);
+    uint8_t *pages = malloc(600 * VMT_STORE_PAGE_SIZE);
+    const void *ptr[600];
+    vmt_id ids[600];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pages);
+    for (size_t i = 0; i < 600; i++) {
+        ddt_random_page(i, pages + i * VMT_STORE_PAGE_SIZE);
+        ptr[i] = pages + i * VMT_STORE_PAGE_SIZE;
+    }
+    DDT_OK(vmt_store_put_pages(s, ptr, 600, ids, NULL, NULL));
+    DDT_OK(vmt_store_commit(s));
+    CU_ASSERT(ddt_pack_bytes(dir) > 2u << 20); /* several packs */
+    CU_ASSERT_EQUAL(vmt_store_remove(dir), VMT_EBUSY); /* the writer is still there */
+    vmt_store_close(s);
+    DDT_OK(vmt_store_remove(dir));
+    CU_ASSERT_EQUAL(vmt_store_open(&s, dir, NULL), VMT_ENOENT);
+    CU_ASSERT_EQUAL(vmt_store_remove(dir), VMT_ENOENT);
+    if (!ddt_rados())
+        CU_ASSERT_EQUAL(access(dir, F_OK), -1); /* the directory went too */
+    /* Nothing is left: the location takes a new store. */
+    DDT_OK(vmt_store_init(dir, NULL));
+    free(pages);
+    ddt_cleanup(dir);
+}
+
 int main(void)
 {
     static const vmt_test_case cases[] = {
@@ -195,6 +311,8 @@ int main(void)
         {"missing store and the default location", test_missing_store_and_default_dir},
         {"init refuses a used directory", test_init_refuses_a_used_directory},
         {"a damaged STORE file is a clear error", test_store_file_damage_is_a_clear_error},
+        {"remove deletes the whole store", test_remove_deletes_the_whole_store},
+        {"the index survives reopening and gc", test_index_survives_reopen_and_gc},
         {"gets run beside puts", test_gets_run_beside_puts},
         {NULL, NULL},
     };

@@ -52,8 +52,8 @@ static void check_damage_at(int codec, uint64_t rel, uint8_t mask)
     const int victim = 123;
     DDT_OK(vmt_store_stat(s, &ids[victim], &info));
     vmt_store_close(s);
-    char *pack = ddt_pack_path(dir, info.pack);
-    ddt_flip(pack, info.offset + rel, mask);
+    char *pack = ddt_pack_name(info.pack);
+    ddt_obj_flip(dir, pack, info.offset + rel, mask);
     free(pack);
 
     s = ddt_open(dir, false, 2);

@@ -107,7 +107,9 @@ int vmt_codec_parse(const char *name, vmt_codec *out);
 
 /* Settings recorded in the store when it is created. */
 typedef struct vmt_store_config {
-    uint64_t pack_size;    /* packs are sealed at this size; [PACK_MIN, PACK_MAX] */
+    uint64_t pack_size;    /* packs are sealed at this size; [PACK_MIN, PACK_MAX].  A RADOS
+                              store takes 16 MiB for PACK_DEFAULT and refuses more
+                              than 64 MiB (docs/store-backends.md) */
     vmt_codec codec;       /* default codec for puts (default LZ4) */
     int zstd_level;        /* 1..19 (default 6: see docs/store.md) */
     int lz4_accel;         /* LZ4 acceleration 1..64 (default 1) */
@@ -120,10 +122,24 @@ void vmt_store_config_init(vmt_store_config *cfg);
 /*
  * Creates an empty store at `dir` (created with its parents if missing; an
  * existing directory must be empty).  `cfg` may be NULL for the defaults.
- * Returns VMT_EEXIST when `dir` already holds a store or other files,
- * VMT_EINVAL for a bad setting, VMT_EIO otherwise.  Durable on return.
+ * `dir` may instead be rados://POOL[/NAMESPACE][?conf=PATH][&id=CLIENT]:
+ * the store then lives in that existing pool and namespace, which must hold
+ * no objects (docs/store-backends.md); builds without librados refuse it
+ * with VMT_EUNSUPPORTED.  The same locations work for every function taking
+ * `dir` below.  Returns VMT_EEXIST when `dir` already holds a store or other
+ * files, VMT_EINVAL for a bad setting, VMT_EIO otherwise.  Durable on return.
  */
 int vmt_store_init(const char *dir, const vmt_store_config *cfg);
+
+/*
+ * Deletes the store at `dir` (a directory or a rados:// location) and
+ * everything in it: STORE first, so a removal cut short leaves no store,
+ * then packs, dictionaries, the index; then the directory itself (which
+ * must hold nothing else).  Takes the writer lock: VMT_EBUSY while a writer
+ * has the store open; VMT_ENOENT when there is no store.  Open read-only
+ * handles elsewhere fail their later reads.
+ */
+int vmt_store_remove(const char *dir);
 
 /*
  * Writes the default store directory into buf: $VMTREE_STORE if set, else
@@ -275,6 +291,52 @@ typedef struct vmt_store_objinfo {
 
 /* Describes one object; VMT_ENOENT when absent (or the zero page). */
 int vmt_store_stat(vmt_store *s, const vmt_id *id, vmt_store_objinfo *out);
+
+/* ---- refs ---------------------------------------------------------------- */
+
+/* Largest value of a ref, bytes. */
+#define VMT_STORE_REF_MAX 4096u
+
+/*
+ * Reads ref `name` (1..128 of letters, digits, -_.@) into buf: *len gets its
+ * length, *version its version (1 for the first value, +1 per update).
+ * VMT_ENOENT when there is none, VMT_ERANGE when cap is short (*len says
+ * how much is needed).  Any handle, read-only too; thread-safe.
+ */
+int vmt_store_ref_get(vmt_store *s, const char *name, void *buf, size_t cap, size_t *len,
+                      uint64_t *version);
+
+/*
+ * Sets ref `name` to len bytes of data (at most VMT_STORE_REF_MAX) if its
+ * version is still `expect` (0: the ref must not exist yet): compare-and-
+ * swap, atomic and durable, across processes and hosts (on RADOS, one
+ * compound operation).  *version (may be NULL) gets the new version.  The
+ * loser of a race gets VMT_EBUSY ("changed under you") and should read the
+ * ref again.  Refs live beside the objects (refs/NAME); gc does not treat
+ * them as roots (the caller passes its roots).  Any handle, read-only too.
+ */
+int vmt_store_ref_set(vmt_store *s, const char *name, uint64_t expect, const void *data,
+                      size_t len, uint64_t *version);
+
+/* Called when a watched ref changed (or its watch broke: read it again). */
+typedef void (*vmt_store_ref_fn)(void *ctx, const char *name);
+
+/* A watch of one ref (vmt_store_ref_watch_start). */
+typedef struct vmt_store_ref_watch vmt_store_ref_watch;
+
+/*
+ * Calls fn(ctx, name) from a backend thread each time ref `name` is set,
+ * by any process on any host, so a host learns of new heads and tags
+ * without polling; fn must be quick and thread-safe and should read the
+ * ref.  The ref must exist (VMT_ENOENT).  RADOS stores only: a directory
+ * store answers VMT_EUNSUPPORTED.  *out is stopped with
+ * vmt_store_ref_watch_stop before the store is closed.
+ */
+int vmt_store_ref_watch_start(vmt_store *s, const char *name, vmt_store_ref_fn fn, void *ctx,
+                              vmt_store_ref_watch **out);
+
+/* Stops a watch; no call of its fn runs once this returns.  Accepts NULL. */
+void vmt_store_ref_watch_stop(vmt_store_ref_watch *w);
 
 /* ---- dictionaries ------------------------------------------------------ */
 

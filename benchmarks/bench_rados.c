@@ -1,0 +1,232 @@
+/*
+ * vmtree-bench rados [--quick] [--runs N] [--url rados://POOL[/NS]?conf=..] [--dir DIR]
+ *
+ * The same real-content corpus (regular files of /usr/lib/x86_64-linux-gnu
+ * and /usr/bin, non-zero pages, lz4) put into a fresh directory store and a
+ * fresh RADOS store, with medians of --runs runs:
+ *   ingest     put of every page + the commit, logical GB/s
+ *   open       opening the store read-only again, ms
+ *   read_cold  every page read back through that new handle, GB/s (RADOS:
+ *              packs fetched over the network at first use; directory: from
+ *              the page cache, the packs having just been written)
+ *   read_warm  the same reads a second time, GB/s
+ * The RADOS location comes from --url or $VMTREE_TEST_RADOS (a namespace
+ * per run is added and removed); without one the area prints why and
+ * exits 0 after the directory figures.
+ */
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "vmtree/store.h"
+#include "vmtree/util.h"
+
+#define PAGE VMT_STORE_PAGE_SIZE
+#define BATCH 4096u
+
+typedef struct pages {
+    uint8_t *buf;
+    size_t n;
+    const void **ptr;
+    void **dst;
+    uint8_t *out;
+    vmt_id *ids;
+} pages;
+
+enum { F_INGEST, F_OPEN, F_COLD, F_WARM, F_COUNT };
+
+static void add_file(pages *p, size_t max, const char *path)
+{
+    struct stat st;
+    static const uint8_t zero[PAGE];
+    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return; /* symlinks would repeat their target's pages */
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return;
+    while (p->n < max && fread(p->buf + p->n * PAGE, 1, PAGE, f) == PAGE) {
+        if (memcmp(p->buf + p->n * PAGE, zero, PAGE) != 0)
+            p->n++;
+    }
+    fclose(f);
+}
+
+static int load(pages *p, size_t max)
+{
+    static const char *pats[] = {"/usr/lib/x86_64-linux-gnu/*.so*", "/usr/bin/*"};
+    p->buf = malloc(max * PAGE);
+    p->out = malloc(max * PAGE);
+    p->ptr = malloc(max * sizeof(*p->ptr));
+    p->dst = malloc(max * sizeof(*p->dst));
+    p->ids = malloc(max * sizeof(*p->ids));
+    if (!p->buf || !p->out || !p->ptr || !p->dst || !p->ids)
+        return -1;
+    for (size_t i = 0; i < 2 && p->n < max; i++) {
+        glob_t g;
+        if (glob(pats[i], 0, NULL, &g) != 0)
+            continue;
+        for (size_t j = 0; j < g.gl_pathc && p->n < max; j++)
+            add_file(p, max, g.gl_pathv[j]);
+        globfree(&g);
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        p->ptr[i] = p->buf + i * PAGE;
+        p->dst[i] = p->out + i * PAGE;
+    }
+    return p->n ? 0 : -1;
+}
+
+static void free_pages(pages *p)
+{
+    free(p->buf);
+    free(p->out);
+    free(p->ptr);
+    free(p->dst);
+    free(p->ids);
+}
+
+static double gbps(size_t n, uint64_t ns)
+{
+    return ns ? (double)n * PAGE / (double)ns : 0;
+}
+
+static int put_all(const char *loc, pages *p, double *f)
+{
+    vmt_store *s = NULL;
+    uint64_t t0 = vmt_now_ns();
+    int rc = vmt_store_open(&s, loc, NULL);
+    for (size_t i = 0; rc == 0 && i < p->n; i += BATCH)
+        rc = vmt_store_put_pages(s, p->ptr + i, VMT_MIN((size_t)BATCH, p->n - i), p->ids + i, NULL,
+                                 NULL);
+    if (rc == 0)
+        rc = vmt_store_commit(s);
+    f[F_INGEST] = gbps(p->n, vmt_now_ns() - t0);
+    vmt_store_close(s);
+    return rc;
+}
+
+static int read_all(const char *loc, pages *p, double *f)
+{
+    vmt_store *s = NULL;
+    vmt_store_open_opts o;
+    vmt_store_open_opts_init(&o);
+    o.read_only = true;
+    uint64_t t0 = vmt_now_ns();
+    int rc = vmt_store_open(&s, loc, &o);
+    uint64_t t1 = vmt_now_ns();
+    f[F_OPEN] = (double)(t1 - t0) / 1e6;
+    for (int pass = 0; rc == 0 && pass < 2; pass++) {
+        t0 = vmt_now_ns();
+        for (size_t i = 0; rc == 0 && i < p->n; i += BATCH)
+            rc = vmt_store_get_pages(s, p->ids + i, VMT_MIN((size_t)BATCH, p->n - i), p->dst + i);
+        f[pass ? F_WARM : F_COLD] = gbps(p->n, vmt_now_ns() - t0);
+    }
+    if (rc == 0 && memcmp(p->buf, p->out, p->n * PAGE) != 0)
+        rc = vmt_error_set(VMT_ECORRUPT, "read-back differs from what was put");
+    vmt_store_close(s);
+    return rc;
+}
+
+/* One run on a fresh store at loc, removed afterwards. */
+static int one_run(const char *loc, pages *p, double *f)
+{
+    vmt_store_config c;
+    vmt_store_config_init(&c);
+    c.pack_size = 16u << 20; /* the same pack size on both backends */
+    int rc = vmt_store_init(loc, &c);
+    if (rc == 0)
+        rc = put_all(loc, p, f);
+    if (rc == 0)
+        rc = read_all(loc, p, f);
+    int rm = vmt_store_remove(loc);
+    return rc ? rc : rm;
+}
+
+static void emit(const char *backend, double med[F_COUNT], const pages *p, unsigned runs,
+                 double load)
+{
+    static const char *names[F_COUNT] = {"ingest", "open", "read_cold", "read_warm"};
+    char ex[512];
+    snprintf(ex, sizeof(ex),
+             "\"backend\":\"%s\",\"pages\":%zu,\"runs\":%u,\"codec\":\"lz4\",\"pack_mib\":16,"
+             "\"load1\":%.2f,\"corpus\":\"os-files: /usr/lib/x86_64-linux-gnu/*.so* then "
+             "/usr/bin/*, non-zero pages\"",
+             backend, p->n, runs, load);
+    for (int i = 0; i < F_COUNT; i++)
+        vmt_bench_emit("rados", names[i], med[i], i == F_OPEN ? "ms" : "GB/s", ex);
+}
+
+static double load1(void)
+{
+    double l = 0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = 0;
+        fclose(f);
+    }
+    return l;
+}
+
+/* Runs `runs` times on fresh stores under base (a directory or a pool
+ * location, one namespace per run) and emits the medians. */
+static int measure(const char *backend, const char *base, bool rados, pages *p, unsigned runs)
+{
+    double v[F_COUNT][16], med[F_COUNT], f[F_COUNT];
+    char loc[4096];
+    for (unsigned r = 0; r < runs; r++) {
+        const char *q = strchr(base, '?');
+        if (rados)
+            snprintf(loc, sizeof(loc), "%.*s/bench-%ld-%u%s", (int)(q ? q - base : (long)strlen(base)),
+                     base, (long)getpid(), r, q ? q : "");
+        else
+            snprintf(loc, sizeof(loc), "%s/vmtree-bench-rados-%ld-%u", base, (long)getpid(), r);
+        int rc = one_run(loc, p, f);
+        if (rc != 0) {
+            fprintf(stderr, "bench rados (%s): %s\n", backend, vmt_error_last());
+            return rc;
+        }
+        for (int i = 0; i < F_COUNT; i++)
+            v[i][r] = f[i];
+    }
+    for (int i = 0; i < F_COUNT; i++)
+        med[i] = vmt_bench_median(v[i], runs);
+    emit(backend, med, p, runs, load1());
+    return 0;
+}
+
+int vmt_bench_rados(const vmt_bench_opts *o)
+{
+    const char *url = getenv("VMTREE_TEST_RADOS"), *dir = getenv("TMPDIR");
+    unsigned runs = o->runs ? o->runs : (o->quick ? 3 : 5);
+    dir = dir && *dir ? dir : "/tmp";
+    for (int i = 0; i < o->argc; i++) {
+        if (!strcmp(o->argv[i], "--url") && i + 1 < o->argc) {
+            url = o->argv[++i];
+        } else if (!strcmp(o->argv[i], "--dir") && i + 1 < o->argc) {
+            dir = o->argv[++i];
+        } else {
+            fprintf(stderr, "bench rados: unknown option %s (--url URL, --dir DIR)\n", o->argv[i]);
+            return -1;
+        }
+    }
+    runs = VMT_MIN(runs, 16u);
+    pages p = {0};
+    size_t max = (o->quick ? 32u : 128u) << 8; /* 32 / 128 MiB */
+    int rc = load(&p, max) == 0 ? 0 : -1;
+    if (rc != 0)
+        fprintf(stderr, "bench rados: no corpus\n");
+    if (rc == 0)
+        rc = measure("dir", dir, false, &p, runs);
+    if (rc == 0 && !url)
+        fprintf(stderr, "bench rados: no RADOS location (--url or $VMTREE_TEST_RADOS, e.g. from "
+                        "scripts/ceph-cluster.sh env DIR): RADOS figures skipped\n");
+    else if (rc == 0)
+        rc = measure("rados", url, true, &p, runs);
+    free_pages(&p);
+    return rc;
+}

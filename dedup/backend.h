@@ -1,0 +1,138 @@
+/*
+ * dedup internals: the storage backend seam (docs/store-backends.md).
+ *
+ * The store logic (codecs, batches, commit markers, recovery, gc, verify)
+ * sees its storage as a flat namespace of named byte objects:
+ *   STORE, index, lock, packs/pack-NNNNNNNN.vpk, dicts/dict-NNNNN.zdict
+ * and needs only the operations below on them: positioned reads and
+ * writes, a durability barrier, truncate, a read-only view, whole-object
+ * atomic replacement, remove, list and a writer lock.  The local directory
+ * (be_dir.c) maps names to files; RADOS (be_rados.c) maps them to objects
+ * of one pool and namespace.  The byte formats are the same on both.
+ *
+ * Thread-safety: a backend handle and its files are used under the store's
+ * own locks (writer mutex, layout lock); views returned by map are
+ * read-only and may be read by any thread until unmapped.
+ */
+#ifndef VMTREE_DEDUP_BACKEND_H
+#define VMTREE_DEDUP_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+typedef struct dd_backend dd_backend;
+typedef struct dd_bfile dd_bfile; /* one open object; layout private to the backend */
+
+/* How dd_backend_ops.open opens a name. */
+typedef enum dd_bmode {
+    DD_BF_READ,    /* existing object, read-only */
+    DD_BF_WRITE,   /* existing object, read-write */
+    DD_BF_CREATE,  /* new object, read-write; VMT_EEXIST when it exists */
+    DD_BF_REPLACE, /* staged writes that replace the object atomically at publish */
+} dd_bmode;
+
+/* Called by idx_load for each entry: 32 bytes in the index file's layout. */
+typedef int (*dd_idx_load_fn)(void *ctx, const uint8_t rec[32]);
+
+/* Called by list for each name in a folder; non-zero stops the listing. */
+typedef int (*dd_blist_fn)(void *ctx, const char *name);
+
+typedef struct dd_backend_ops {
+    const char *scheme; /* "dir", "rados" */
+    /* Prepares an empty store location (folders); VMT_EEXIST when it holds
+     * anything. */
+    int (*init)(dd_backend *b);
+    /* Opens name; VMT_ENOENT when it does not exist (READ, WRITE). */
+    int (*open)(dd_backend *b, const char *name, dd_bmode mode, dd_bfile **out);
+    int (*size)(dd_bfile *f, uint64_t *out);
+    /* Reads up to len bytes at off; *got < len only at the object's end. */
+    int (*pread)(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *got);
+    /* Writes every byte of iov at off, as one atomic operation where the
+     * backend can (RADOS: one compound write op). */
+    int (*pwritev)(dd_bfile *f, const struct iovec *iov, int n, uint64_t off);
+    /* Durability barrier: everything written through f survives a crash. */
+    int (*sync)(dd_bfile *f);
+    int (*truncate)(dd_bfile *f, uint64_t len);
+    /* A read-only view of the first len bytes (len may exceed the size:
+     * room to grow), showing later writes through f, valid until unmap
+     * even after f is closed. */
+    int (*map)(dd_bfile *f, size_t len, uint8_t **out);
+    void (*unmap)(dd_backend *b, uint8_t *p, size_t len);
+    /* DD_BF_REPLACE files: makes the staged bytes the object's content,
+     * atomically and durably.  Closes f in every case. */
+    int (*publish)(dd_bfile *f);
+    void (*close)(dd_bfile *f); /* accepts NULL; drops unpublished staging */
+    /* Removes name; absent is not an error. */
+    int (*remove)(dd_backend *b, const char *name);
+    /* Calls fn with the base name of every object in folder ("packs"). */
+    int (*list)(dd_backend *b, const char *folder, dd_blist_fn fn, void *ctx);
+    /* Makes creations and removals in folder durable. */
+    int (*sync_folder)(dd_backend *b, const char *folder);
+    /* Takes the single-writer lock for the handle's life; VMT_EBUSY naming
+     * the holder when another writer has it. */
+    int (*lock)(dd_backend *b);
+    /* After every object of the store was removed: releases the lock and
+     * removes what is left (the folders, the lock, the directory itself),
+     * then destroys b. */
+    int (*purge)(dd_backend *b);
+    void (*destroy)(dd_backend *b); /* releases the lock; accepts NULL */
+    /*
+     * Optional (NULL: the entries live in the index file).  The backend
+     * keeps the index entries itself in idx_shards shards chosen by
+     * id byte 0 % idx_shards (RADOS: omap of shard objects).  idx_add sets
+     * n entries (32-byte records, index-file layout; it may reorder them)
+     * in a shard, and with `replace` then removes the shard's other entries;
+     * idx_load calls fn for every entry.
+     */
+    /*
+     * Compare-and-swap of a ref object: when the u64 at its first 8 bytes
+     * is `expect` (0: the object does not exist), replaces it with rec
+     * (whose first 8 bytes are the new version), atomically and durably;
+     * else VMT_EBUSY.  Works without the writer lock: any handle, any host.
+     */
+    int (*ref_cas)(dd_backend *b, const char *name, uint64_t expect, const uint8_t *rec,
+                   size_t len);
+    /* Optional: calls fn(ctx) from a backend thread whenever ref object
+     * `name` is updated through ref_cas anywhere (and when the watch breaks);
+     * *handle is released with ref_unwatch. */
+    int (*ref_watch)(dd_backend *b, const char *name, void (*fn)(void *ctx), void *ctx,
+                     void **handle);
+    void (*ref_unwatch)(dd_backend *b, void *handle);
+    unsigned idx_shards;
+    int (*idx_add)(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
+    int (*idx_load)(dd_backend *b, dd_idx_load_fn fn, void *ctx);
+} dd_backend_ops;
+
+/* Every backend handle starts with this. */
+struct dd_backend {
+    const dd_backend_ops *ops;
+    const char *where;     /* the location as the caller gave it (owned by the backend) */
+    uint64_t pack_max;     /* largest pack-size its objects can hold */
+    uint64_t pack_default; /* what init uses in place of VMT_STORE_PACK_DEFAULT */
+    bool lazy_views;       /* map sealed packs at their first read, not at open
+                              (a RADOS view costs reading the whole pack) */
+};
+
+/*
+ * Opens the backend for a store location: "rados://POOL[/NS]?conf=..&id=.."
+ * selects RADOS (VMT_EUNSUPPORTED when this build has no librados), anything
+ * else is a local directory.  `create`: the location need not hold a store
+ * yet (init).  *out is released with ops->destroy.
+ */
+int dd_backend_open(const char *where, bool create, dd_backend **out);
+
+/* Whether a location names a RADOS pool (without opening anything). */
+bool dd_backend_is_rados(const char *where);
+
+int dd_be_dir_open(const char *dir, bool create, dd_backend **out);
+int dd_be_rados_open(const char *url, bool create, dd_backend **out);
+
+/* Writes name durably as a whole: open REPLACE, write, publish. */
+int dd_backend_put(dd_backend *b, const char *name, const void *data, size_t len);
+/* Reads a whole object of at most cap bytes into a new buffer (free());
+ * VMT_ENOENT when absent, VMT_ECORRUPT when larger than cap. */
+int dd_backend_get(dd_backend *b, const char *name, size_t cap, uint8_t **data, size_t *len);
+
+#endif

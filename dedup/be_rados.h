@@ -1,0 +1,56 @@
+/*
+ * dedup internals: the RADOS backend's handle, shared by be_rados.c (the
+ * objects) and be_rados_lock.c (the writer lock).
+ */
+#ifndef VMTREE_DEDUP_BE_RADOS_H
+#define VMTREE_DEDUP_BE_RADOS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rados/librados.h>
+
+#include "backend.h"
+
+#define RADOS_LOCK_NAME "vmtree-writer"
+#define RADOS_LOCK_TIMEOUT_DEFAULT 30u /* seconds a dead writer's lock outlives it */
+
+typedef struct rados_be {
+    dd_backend base;
+    char *url;
+    rados_t cluster;
+    rados_ioctx_t io;
+    bool connected;
+    /* The writer lock (be_rados_lock.c). */
+    unsigned lock_timeout; /* seconds; renewed every third of it */
+    bool locked;           /* this handle holds the lock */
+    int lost;              /* atomic: a renewal failed, writes must stop */
+    char cookie[128];      /* host:pid:time */
+    bool renewing;         /* the renewal thread runs */
+    pthread_t renewer;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+} rados_be;
+
+#define DD_RADOS_IDX_SHARDS 256u
+
+/* Index entries in omap (be_rados_idx.c): ops idx_add, idx_load. */
+int dd_rados_idx_add(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
+int dd_rados_idx_load(dd_backend *b, dd_idx_load_fn fn, void *ctx);
+/* Removes every index shard object (store removal). */
+int dd_rados_idx_remove(rados_be *b);
+
+/* A VMT_E* code and message for a negative librados result. */
+int dd_rados_err(int r, const char *what, const char *name);
+
+/* Takes the writer lock (ops->lock); fences and replaces a lock whose
+ * holder died (docs/store-backends.md). */
+int dd_rados_lock(dd_backend *b);
+/* Stops renewing and releases the lock cleanly; no-op when not held. */
+void dd_rados_unlock(rados_be *b);
+/* 0 while writes may go on; VMT_EBUSY once the lock was lost. */
+int dd_rados_may_write(rados_be *b);
+
+#endif

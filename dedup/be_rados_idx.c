@@ -1,0 +1,259 @@
+/*
+ * The RADOS backend's index entries: omap of 256 shard objects
+ * "index.00" .. "index.ff", chosen by the id's first byte, so no object's
+ * omap grows past Ceph's large-omap warning (200k keys) before ~50 million
+ * objects.  Keys are the id in hex (32 characters, so `rados listomapkeys`
+ * is readable); values the 16 bytes pack, offset, stored length, meta of an
+ * index-file entry (docs/store.md).  idxfile.c decides what to write and
+ * when; the header with the checkpoint stays in the object "index".
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "be_rados.h"
+#include "internal.h"
+
+#define OMAP_BATCH 1024u /* keys per operation */
+#define HEXLEN 32u
+
+static void shard_name(char buf[16], unsigned shard)
+{
+    snprintf(buf, 16, "index.%02x", shard);
+}
+
+static void to_hex(const uint8_t *id, char out[HEXLEN + 1])
+{
+    static const char d[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 16; i++) {
+        out[2 * i] = d[id[i] >> 4];
+        out[2 * i + 1] = d[id[i] & 15];
+    }
+    out[HEXLEN] = '\0';
+}
+
+static int from_hex(const char *s, size_t n, uint8_t id[16])
+{
+    if (n != HEXLEN)
+        return -1;
+    for (unsigned i = 0; i < HEXLEN; i++) {
+        int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return -1;
+        id[i / 2] = (uint8_t)(i % 2 ? id[i / 2] | v : v << 4);
+    }
+    return 0;
+}
+
+/* Sets n entries (32-byte records) in one operation. */
+static int set_batch(rados_be *b, const char *oid, const uint8_t *recs, size_t n)
+{
+    char keys[OMAP_BATCH][HEXLEN + 1];
+    const char *kp[OMAP_BATCH], *vp[OMAP_BATCH];
+    size_t kl[OMAP_BATCH], vl[OMAP_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        to_hex(recs + 32 * i, keys[i]);
+        kp[i] = keys[i];
+        vp[i] = (const char *)recs + 32 * i + 16;
+        kl[i] = HEXLEN;
+        vl[i] = 16;
+    }
+    rados_write_op_t op = rados_create_write_op();
+    if (!op)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    rados_write_op_omap_set2(op, kp, vp, kl, vl, n);
+    int r = rados_write_op_operate(op, b->io, oid, NULL, 0);
+    rados_release_write_op(op);
+    return r < 0 ? dd_rados_err(r, "writing index entries to", oid) : 0;
+}
+
+static int cmp_rec(const void *a, const void *b)
+{
+    return memcmp(a, b, 16);
+}
+
+/* Removes the keys of oid that recs (sorted) does not hold. */
+static int prune(rados_be *b, const char *oid, const uint8_t *recs, size_t n)
+{
+    char after[HEXLEN + 1] = "", dead[OMAP_BATCH][HEXLEN + 1];
+    unsigned char more = 1;
+    int rc = 0;
+    while (rc == 0 && more) {
+        rados_omap_iter_t it = NULL;
+        int prval = 0;
+        size_t nd = 0;
+        rados_read_op_t rop = rados_create_read_op();
+        rados_read_op_omap_get_keys2(rop, after, OMAP_BATCH, &it, &more, &prval);
+        int r = rados_read_op_operate(rop, b->io, oid, 0);
+        char *key, *val;
+        size_t klen, vlen;
+        while (r == 0 && prval == 0 && rados_omap_get_next2(it, &key, &val, &klen, &vlen) == 0 &&
+               key) {
+            uint8_t id[16];
+            snprintf(after, sizeof(after), "%.*s", (int)VMT_MIN(klen, (size_t)HEXLEN), key);
+            if (from_hex(key, klen, id) != 0 || !n || !bsearch(id, recs, n, 32, cmp_rec))
+                snprintf(dead[nd++], HEXLEN + 1, "%s", after);
+        }
+        if (it)
+            rados_omap_get_end(it);
+        rados_release_read_op(rop);
+        if (r == -ENOENT)
+            return 0; /* no shard object yet: nothing to prune */
+        if (r < 0 || prval < 0)
+            return dd_rados_err(r < 0 ? r : prval, "listing index entries of", oid);
+        if (nd) {
+            const char *kp[OMAP_BATCH];
+            size_t kl[OMAP_BATCH];
+            for (size_t i = 0; i < nd; i++) {
+                kp[i] = dead[i];
+                kl[i] = strlen(dead[i]);
+            }
+            rados_write_op_t op = rados_create_write_op();
+            rados_write_op_omap_rm_keys2(op, kp, kl, nd);
+            r = rados_write_op_operate(op, b->io, oid, NULL, 0);
+            rados_release_write_op(op);
+            if (r < 0)
+                rc = dd_rados_err(r, "removing index entries from", oid);
+        }
+    }
+    return rc;
+}
+
+int dd_rados_idx_add(dd_backend *base, unsigned shard, uint8_t *recs, size_t n, bool replace)
+{
+    rados_be *b = (rados_be *)base;
+    char oid[16];
+    int rc = dd_rados_may_write(b);
+    shard_name(oid, shard);
+    /* Every live id keeps an entry at every moment: new entries are set
+     * first (overwriting moved ones), dead ones removed after. */
+    for (size_t i = 0; rc == 0 && i < n; i += OMAP_BATCH)
+        rc = set_batch(b, oid, recs + 32 * i, VMT_MIN((size_t)OMAP_BATCH, n - i));
+    if (rc == 0 && replace) {
+        if (n > 1)
+            qsort(recs, n, 32, cmp_rec);
+        rc = prune(b, oid, recs, n);
+    }
+    return rc;
+}
+
+/* Calls fn for each entry of one page of shard's omap; `after` gets the
+ * last key (where the next page starts). */
+static int consume(unsigned shard, rados_omap_iter_t it, char after[HEXLEN + 1],
+                   dd_idx_load_fn fn, void *ctx)
+{
+    char *key, *val;
+    size_t klen, vlen;
+    int rc = 0;
+    while (rc == 0 && rados_omap_get_next2(it, &key, &val, &klen, &vlen) == 0 && key) {
+        uint8_t rec[32];
+        if (from_hex(key, klen, rec) != 0 || vlen != 16 || rec[0] % DD_RADOS_IDX_SHARDS != shard)
+            return vmt_error_set(VMT_ECORRUPT, "index.%02x: a malformed index entry", shard);
+        memcpy(rec + 16, val, 16);
+        snprintf(after, HEXLEN + 1, "%.*s", (int)klen, key);
+        rc = fn(ctx, rec);
+    }
+    return rc;
+}
+
+/* Loads the rest of a shard after key `after`, page by page. */
+static int load_rest(rados_be *b, unsigned shard, char after[HEXLEN + 1], dd_idx_load_fn fn,
+                     void *ctx)
+{
+    char oid[16];
+    unsigned char more = 1;
+    shard_name(oid, shard);
+    while (more) {
+        rados_omap_iter_t it = NULL;
+        int prval = 0, rc = 0;
+        rados_read_op_t rop = rados_create_read_op();
+        rados_read_op_omap_get_vals2(rop, after, NULL, OMAP_BATCH, &it, &more, &prval);
+        int r = rados_read_op_operate(rop, b->io, oid, 0);
+        if (r == 0 && prval == 0)
+            rc = consume(shard, it, after, fn, ctx);
+        if (it)
+            rados_omap_get_end(it);
+        rados_release_read_op(rop);
+        if (r < 0 || prval < 0)
+            return dd_rados_err(r < 0 ? r : prval, "reading index entries of", oid);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* One shard's first page, read asynchronously. */
+typedef struct shard_read {
+    rados_read_op_t op;
+    rados_completion_t c;
+    rados_omap_iter_t it;
+    unsigned char more;
+    int prval;
+} shard_read;
+
+static int finish_one(rados_be *b, unsigned i, shard_read *r, dd_idx_load_fn fn, void *ctx)
+{
+    char oid[16], after[HEXLEN + 1] = "";
+    shard_name(oid, i);
+    rados_aio_wait_for_complete(r->c);
+    int ret = rados_aio_get_return_value(r->c);
+    if (ret == -ENOENT)
+        return 0; /* a shard nothing was ever saved to */
+    if (ret < 0 || r->prval < 0)
+        return dd_rados_err(ret < 0 ? ret : r->prval, "reading index entries of", oid);
+    int rc = consume(i, r->it, after, fn, ctx);
+    return rc == 0 && r->more ? load_rest(b, i, after, fn, ctx) : rc;
+}
+
+/* Every shard's first page is requested at once: opening pays about one
+ * round trip for a small index, not 256. */
+int dd_rados_idx_load(dd_backend *base, dd_idx_load_fn fn, void *ctx)
+{
+    rados_be *b = (rados_be *)base;
+    shard_read *r = calloc(DD_RADOS_IDX_SHARDS, sizeof(*r));
+    if (!r)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    int rc = 0;
+    unsigned issued = 0;
+    for (; rc == 0 && issued < DD_RADOS_IDX_SHARDS; issued++) {
+        char oid[16];
+        shard_read *s = &r[issued];
+        shard_name(oid, issued);
+        s->op = rados_create_read_op();
+        rados_read_op_omap_get_vals2(s->op, "", NULL, OMAP_BATCH, &s->it, &s->more, &s->prval);
+        int e = rados_aio_create_completion2(NULL, NULL, &s->c);
+        if (e == 0)
+            e = rados_aio_read_op_operate(s->op, b->io, s->c, oid, 0);
+        if (e < 0)
+            rc = dd_rados_err(e, "reading index entries of", oid);
+    }
+    for (unsigned i = 0; i < issued; i++) {
+        /* Every request issued is waited for, also after an error. */
+        if (rc == 0)
+            rc = finish_one(b, i, &r[i], fn, ctx);
+        else if (r[i].c)
+            rados_aio_wait_for_complete(r[i].c);
+        if (r[i].it)
+            rados_omap_get_end(r[i].it);
+        if (r[i].c)
+            rados_aio_release(r[i].c);
+        rados_release_read_op(r[i].op);
+    }
+    free(r);
+    return rc;
+}
+
+static int remove_shard(void *ctx, const char *name)
+{
+    rados_be *b = ctx;
+    if (strncmp(name, "index.", 6) != 0 || strlen(name) != 8)
+        return 0;
+    int r = rados_remove(b->io, name);
+    return r < 0 && r != -ENOENT ? dd_rados_err(r, "removing", name) : 0;
+}
+
+int dd_rados_idx_remove(rados_be *b)
+{
+    return b->base.ops->list(&b->base, ".", remove_shard, b);
+}
