@@ -24,55 +24,18 @@
 #include <string.h>
 
 #include "golden_lazy.h"
+#include "migrate_internal.h"
 #include "vmtree/proto.h"
 
 /* ---- the VM ----------------------------------------------------------------- */
 
-/* Reads the state blob from the store and sets it into the VM. */
-static int set_state(vmt_vm *vm, vmt_store *s, const vmt_snap_record *r)
-{
-    void *blob = NULL;
-    size_t len = 0;
-    vmt_obj_type type;
-    int rc = vmt_store_get(s, &r->state, &blob, &len, &type);
-    if (rc)
-        return vmt_error_wrap(rc, "reading the state blob");
-    vmt_vm_state *vst = malloc(sizeof(*vst));
-    vmt_vcpu_state *cpus = vmt_callocn(r->vcpus, sizeof(*cpus));
-    unsigned n = 0;
-    if (!vst || !cpus)
-        rc = vmt_error_set(VMT_ENOMEM, "out of memory for the VM state");
-    else if (type != VMT_OBJ_BLOB)
-        rc = vmt_error_set(VMT_ECORRUPT, "the snapshot's state object is not a blob");
-    else if ((rc = vmt_state_decode(blob, len, vst, cpus, r->vcpus, &n)) != 0)
-        rc = vmt_error_wrap(rc == VMT_ERANGE ? VMT_ECORRUPT : rc, "decoding the state blob");
-    else if (n != r->vcpus)
-        rc = vmt_error_set(VMT_ECORRUPT, "the state blob has %u vCPUs, the record %u", n, r->vcpus);
-    if (rc == 0)
-        rc = vmt_vm_set_state(vm, vst);
-    for (unsigned i = 0; rc == 0 && i < n; i++)
-        rc = vmt_vcpu_set_state(vm, i, &cpus[i]);
-    free(blob);
-    free(vst);
-    free(cpus);
-    return rc;
-}
-
 static int make_vm(vmt_golden_lazy *g, vmt_kvm *kvm, const vmt_vm_config *base,
                    unsigned prefetchers, vmt_vm **vm)
 {
-    vmt_vm_config cfg;
     vmt_vm *v = NULL;
-    if (base)
-        cfg = *base;
-    else
-        vmt_vm_config_init(&cfg);
-    cfg.mem_size = g->rec.mem_size;
-    cfg.vcpus = g->rec.vcpus;
-    cfg.irqchip = g->rec.irqchip;
-    int rc = vmt_vm_create(&v, kvm, &cfg);
+    int rc = mig_vm_create(kvm, &g->rec, base, &v);
     if (rc)
-        return vmt_error_wrap(rc, "creating the VM");
+        return rc;
     uint64_t size;
     uint8_t *ram = vmt_vm_ram(v, &size);
     vmt_restore_opts ro = {.mode = VMT_RESTORE_LAZY, .threads = prefetchers, .source = &g->src};
@@ -80,7 +43,7 @@ static int make_vm(vmt_golden_lazy *g, vmt_kvm *kvm, const vmt_vm_config *base,
     if (rc)
         vmt_error_wrap(rc, "restoring guest RAM");
     if (rc == 0)
-        rc = set_state(v, g->r.st, &g->rec);
+        rc = mig_state_apply_record(v, g->r.st, &g->rec);
     if (rc) {
         vmt_vm_destroy(v); /* before the restore: a lazy one serves its RAM */
         return rc;

@@ -208,27 +208,6 @@ static int dst_round(vmt_session *s, dst_stream *ds, unsigned n, uint32_t round)
     return rc ? rc : dst_wants(s, ds, n, round);
 }
 
-static int dst_state(vmt_vm *vm, unsigned vcpus, const uint8_t *blob, size_t len)
-{
-    vmt_vm_state *vst = malloc(sizeof(*vst));
-    vmt_vcpu_state *cpus = vmt_callocn(vcpus, sizeof(*cpus));
-    unsigned n = 0;
-    int rc = 0;
-    if (!vst || !cpus)
-        rc = vmt_error_set(VMT_ENOMEM, "out of memory for the VM state");
-    else if ((rc = vmt_state_decode(blob, len, vst, cpus, vcpus, &n)) != 0)
-        rc = vmt_error_wrap(rc == VMT_ERANGE ? VMT_ECORRUPT : rc, "decoding the state blob");
-    else if (n != vcpus)
-        rc = vmt_error_set(VMT_ECORRUPT, "the state blob has %u vCPUs, VM_CONFIG %u", n, vcpus);
-    if (rc == 0)
-        rc = vmt_vm_set_state(vm, vst);
-    for (unsigned i = 0; rc == 0 && i < n; i++)
-        rc = vmt_vcpu_set_state(vm, i, &cpus[i]);
-    free(vst);
-    free(cpus);
-    return rc;
-}
-
 /* ---- completion ------------------------------------------------------------- */
 
 /* The source closes once it has the ACK; waiting for that keeps our own
@@ -297,7 +276,7 @@ static int dst_loop(vmt_session *s, vmt_vm *vm, unsigned vcpus, dst_stream *ds, 
             rc = dst_round(s, ds, n, msg.u.round_start.round);
             break;
         case VMT_WIRE_STATE_BLOB:
-            rc = dst_state(vm, vcpus, msg.u.state_blob.data, msg.u.state_blob.len);
+            rc = mig_state_apply_blob(vm, vcpus, msg.u.state_blob.data, msg.u.state_blob.len);
             if (rc)
                 rc = vmt_session_abort(s, rc, vmt_error_last());
             have_state = rc == 0;

@@ -25,6 +25,24 @@ void mig_ram_holes_forget(mig_ram_holes *h);
 /* True when the page at RAM offset `off` is a hole. */
 bool mig_ram_hole(mig_ram_holes *h, uint64_t off);
 
+/* ---- VM state (vmstate_io.c) --------------------------------------------- */
+
+/* Decodes a state blob of `vcpus` vCPUs into new *vst and *cpus (caller
+ * frees both; NULL on failure).  Errors: VMT_ECORRUPT, VMT_ENOMEM. */
+int mig_state_decode(const void *blob, size_t len, unsigned vcpus, vmt_vm_state **vst,
+                     vmt_vcpu_state **cpus);
+/* The same for record r's state object in the store. */
+int mig_state_read(vmt_store *s, const vmt_snap_record *r, vmt_vm_state **vst,
+                   vmt_vcpu_state **cpus);
+/* Sets VM and vCPU state into a VM that is not running. */
+int mig_state_set(vmt_vm *vm, const vmt_vm_state *vst, const vmt_vcpu_state *cpus, unsigned n);
+/* Decode and set, from a blob or from record r's state object. */
+int mig_state_apply_blob(vmt_vm *vm, unsigned vcpus, const void *blob, size_t len);
+int mig_state_apply_record(vmt_vm *vm, vmt_store *s, const vmt_snap_record *r);
+/* A VM of record r's config (console, events, dirty mode from base, may be NULL). */
+int mig_vm_create(vmt_kvm *kvm, const vmt_snap_record *r, const vmt_vm_config *base,
+                  vmt_vm **vm);
+
 /* A map entry as it was before this take changed it. */
 typedef struct mig_undo {
     uint64_t pfn;

@@ -17,41 +17,6 @@
 #include "migrate_internal.h"
 #include "vmtree/proto.h"
 
-/* The decoded state blob of record r (caller frees vst and cpus). */
-static int read_state(vmt_store *s, const vmt_snap_record *r, vmt_vm_state **vst,
-                      vmt_vcpu_state **cpus)
-{
-    void *blob = NULL;
-    size_t len = 0;
-    vmt_obj_type type;
-    unsigned n = 0;
-    *vst = NULL;
-    *cpus = NULL;
-    int rc = vmt_store_get(s, &r->state, &blob, &len, &type);
-    if (rc)
-        return vmt_error_wrap(rc, "reading the state blob");
-    vmt_vm_state *v = malloc(sizeof(*v));
-    vmt_vcpu_state *c = vmt_callocn(r->vcpus ? r->vcpus : 1, sizeof(*c));
-    if (!v || !c)
-        rc = vmt_error_set(VMT_ENOMEM, "out of memory for the VM state");
-    else if (type != VMT_OBJ_BLOB)
-        rc = vmt_error_set(VMT_ECORRUPT, "the snapshot's state object is not a blob");
-    else if ((rc = vmt_state_decode(blob, len, v, c, r->vcpus, &n)) != 0)
-        rc = vmt_error_wrap(rc == VMT_ERANGE ? VMT_ECORRUPT : rc, "decoding the state blob");
-    else if (n != r->vcpus)
-        rc = vmt_error_set(VMT_ECORRUPT, "the state blob has %u vCPUs, the record %u", n,
-                           r->vcpus);
-    free(blob);
-    if (rc) {
-        free(v);
-        free(c);
-        return rc;
-    }
-    *vst = v;
-    *cpus = c;
-    return 0;
-}
-
 /* VMT_EINVAL unless the record's config is the VM's. */
 static int check_config(vmt_vm *vm, const vmt_snap_record *r, const vmt_vm_state *snap_vst)
 {
@@ -113,7 +78,7 @@ int vmt_vm_restore_in_place(vmt_vm *vm, vmt_store *s, const vmt_id *snap,
     vmt_restore *rs = NULL;
     int rc = vmt_snap_record_read(s, snap, r);
     if (rc == 0)
-        rc = read_state(s, r, &vst, &cpus);
+        rc = mig_state_read(s, r, &vst, &cpus);
     uint64_t now = vmt_now_ns();
     st.read_ns = now - t;
     t = now;
@@ -142,9 +107,7 @@ int vmt_vm_restore_in_place(vmt_vm *vm, vmt_store *s, const vmt_id *snap,
     st.ram_ns = now - t;
     t = now;
     if (rc == 0)
-        rc = vmt_vm_set_state(vm, vst);
-    for (unsigned i = 0; rc == 0 && i < r->vcpus; i++)
-        rc = vmt_vcpu_set_state(vm, i, &cpus[i]);
+        rc = mig_state_set(vm, vst, cpus, r->vcpus);
     now = vmt_now_ns();
     st.state_ns = now - t;
     t = now;
@@ -237,7 +200,7 @@ static int partial_check(partial_job *j, const vmt_id *head, const vmt_id *snap)
                                          "head are unknown");
     int rc = vmt_snap_record_read(j->s, snap, j->r);
     if (rc == 0)
-        rc = read_state(j->s, j->r, &j->vst, &j->cpus);
+        rc = mig_state_read(j->s, j->r, &j->vst, &j->cpus);
     if (rc == 0)
         rc = head_root(j->s, head, size, &j->head_root);
     uint64_t now = vmt_now_ns();
@@ -281,9 +244,7 @@ static int partial_apply(partial_job *j)
     j->st->ram_replaced = true;
     if (rc)
         return vmt_error_wrap(rc, "restoring guest RAM in place");
-    rc = vmt_vm_set_state(j->vm, j->vst);
-    for (unsigned i = 0; rc == 0 && i < j->r->vcpus; i++)
-        rc = vmt_vcpu_set_state(j->vm, i, &j->cpus[i]);
+    rc = mig_state_set(j->vm, j->vst, j->cpus, j->r->vcpus);
     t = vmt_now_ns();
     j->st->state_ns = t - now;
     /* The sync above emptied the log with the VM paused, and pwrite is a

@@ -17,6 +17,7 @@
 
 #include "harness.h"
 #include "migfx.h"
+#include "net_fixture.h"
 #include "vmtree/net.h"
 
 #define MEM (32ull << 20)
@@ -34,54 +35,9 @@ static int teardown(void)
     return fx_teardown();
 }
 
-/* ---- a session over in-memory streams --------------------------------------- */
-
-typedef struct mem_link {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    vmt_transport *pending[VMT_NET_MAX_STREAMS];
-    unsigned n, taken;
-} mem_link;
-
-static int mem_dial(void *ctx, unsigned index, vmt_transport **out)
-{
-    mem_link *l = ctx;
-    vmt_transport *peer = NULL;
-    (void)index;
-    int rc = vmt_transport_mem_pair(out, &peer, 1u << 20);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&l->lock);
-    l->pending[l->n++] = peer;
-    pthread_cond_broadcast(&l->cond);
-    pthread_mutex_unlock(&l->lock);
-    return 0;
-}
-
-static int mem_accept(void *ctx, uint64_t deadline, vmt_transport **out)
-{
-    mem_link *l = ctx;
-    pthread_mutex_lock(&l->lock);
-    while (l->taken == l->n && vmt_now_ns() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&l->cond, &l->lock, &ts);
-    }
-    int rc = l->taken < l->n ? 0 : vmt_error_set(VMT_ETIMEDOUT, "no stream");
-    if (rc == 0)
-        *out = l->pending[l->taken++];
-    pthread_mutex_unlock(&l->lock);
-    return rc;
-}
-
 /* The destination: accepts the session, then receives the migration. */
 typedef struct dest {
-    mem_link link;
+    net_mem_link link;
     vmt_session_config sc;
     vmt_session *s;
     fx_guest g;
@@ -99,7 +55,7 @@ static void *dest_main(void *arg)
     base.console = vmt_console_buf_sink;
     base.console_ctx = d->g.con;
     vmt_migrate_recv_opts o = {.base = &base};
-    d->rc = vmt_session_server(&d->s, &d->sc, mem_accept, &d->link);
+    d->rc = vmt_session_server(&d->s, &d->sc, net_mem_accept, &d->link);
     if (d->rc == 0)
         d->rc = vmt_migrate_receive_session(fx_kvm, d->s, &o, &d->g.vm, &d->rep);
     if (d->rc)
@@ -111,8 +67,7 @@ static void *dest_main(void *arg)
 static vmt_session *dest_start(dest *d, unsigned streams)
 {
     memset(d, 0, sizeof(*d));
-    pthread_mutex_init(&d->link.lock, NULL);
-    pthread_cond_init(&d->link.cond, NULL);
+    net_mem_link_init(&d->link, 1u << 20);
     pthread_mutex_init(&d->g.lock, NULL);
     pthread_cond_init(&d->g.cond, NULL);
     CU_ASSERT_FATAL(vmt_console_buf_new(&d->g.con) == 0);
@@ -121,7 +76,7 @@ static vmt_session *dest_start(dest *d, unsigned streams)
     d->sc.nstreams = streams;
     CU_ASSERT_FATAL(pthread_create(&d->th, NULL, dest_main, d) == 0);
     vmt_session *cli = NULL;
-    CU_ASSERT_FATAL(vmt_session_client(&cli, &d->sc, mem_dial, &d->link) == 0);
+    CU_ASSERT_FATAL(vmt_session_client(&cli, &d->sc, net_mem_dial, &d->link) == 0);
     return cli;
 }
 

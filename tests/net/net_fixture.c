@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- content ------------------------------------------------------------- */
 
@@ -381,4 +382,50 @@ void net_session_pair_close(net_session_pair *p)
     vmt_session_close(p->client);
     vmt_session_close(p->server);
     p->client = p->server = NULL;
+}
+
+/* ---- sessions over in-memory streams ------------------------------------------ */
+
+void net_mem_link_init(net_mem_link *l, size_t capacity)
+{
+    memset(l, 0, sizeof(*l));
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->cond, NULL);
+    l->capacity = capacity;
+}
+
+int net_mem_dial(void *ctx, unsigned index, vmt_transport **out)
+{
+    net_mem_link *l = ctx;
+    vmt_transport *peer = NULL;
+    (void)index;
+    int rc = vmt_transport_mem_pair(out, &peer, l->capacity);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&l->lock);
+    l->pending[l->n++] = peer;
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+    return 0;
+}
+
+int net_mem_accept(void *ctx, uint64_t deadline, vmt_transport **out)
+{
+    net_mem_link *l = ctx;
+    pthread_mutex_lock(&l->lock);
+    while (l->taken == l->n && vmt_now_ns() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+    }
+    int rc = l->taken < l->n ? 0 : vmt_error_set(VMT_ETIMEDOUT, "no stream");
+    if (rc == 0)
+        *out = l->pending[l->taken++];
+    pthread_mutex_unlock(&l->lock);
+    return rc;
 }

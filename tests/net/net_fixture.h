@@ -74,6 +74,21 @@ int net_join(net_thread *t);
 
 /* ---- sessions ------------------------------------------------------------ */
 
+/* Sessions over in-memory streams (which offer bulk placement): the client
+ * dials with net_mem_dial, each dial making a pair whose other end the
+ * server's net_mem_accept takes.  Initialise with net_mem_link_init. */
+typedef struct net_mem_link {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    vmt_transport *pending[VMT_NET_MAX_STREAMS];
+    unsigned n, taken;
+    size_t capacity; /* ring bytes per direction (0: the default) */
+} net_mem_link;
+
+void net_mem_link_init(net_mem_link *l, size_t capacity);
+int net_mem_dial(void *ctx /* net_mem_link* */, unsigned index, vmt_transport **out);
+int net_mem_accept(void *ctx /* net_mem_link* */, uint64_t deadline, vmt_transport **out);
+
 /* A server session accepted on a thread while the client connects here. */
 typedef struct net_session_pair {
     vmt_session *client, *server;

@@ -629,53 +629,8 @@ static void test_session_bulk_falls_back_on_tcp(void)
     net_session_pair_close(&p);
 }
 
-/* Sessions over in-memory streams (which offer bulk placement): the
- * client dials a pair and hands the other end to the server's accept. */
-typedef struct mem_link {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    vmt_transport *pending[VMT_NET_MAX_STREAMS];
-    unsigned n, taken;
-} mem_link;
-
-static int mem_dial(void *ctx, unsigned index, vmt_transport **out)
-{
-    mem_link *l = ctx;
-    vmt_transport *peer = NULL;
-    (void)index;
-    int rc = vmt_transport_mem_pair(out, &peer, 0);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&l->lock);
-    l->pending[l->n++] = peer;
-    pthread_cond_broadcast(&l->cond);
-    pthread_mutex_unlock(&l->lock);
-    return 0;
-}
-
-static int mem_accept(void *ctx, uint64_t deadline, vmt_transport **out)
-{
-    mem_link *l = ctx;
-    pthread_mutex_lock(&l->lock);
-    while (l->taken == l->n && vmt_now_ns() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&l->cond, &l->lock, &ts);
-    }
-    int rc = l->taken < l->n ? 0 : vmt_error_set(VMT_ETIMEDOUT, "no stream");
-    if (rc == 0)
-        *out = l->pending[l->taken++];
-    pthread_mutex_unlock(&l->lock);
-    return rc;
-}
-
 typedef struct mem_server {
-    mem_link *link;
+    net_mem_link *link;
     const vmt_session_config *c;
     vmt_session *s;
 } mem_server;
@@ -683,16 +638,15 @@ typedef struct mem_server {
 static int mem_server_main(void *arg)
 {
     mem_server *m = arg;
-    return vmt_session_server(&m->s, m->c, mem_accept, m->link);
+    return vmt_session_server(&m->s, m->c, net_mem_accept, m->link);
 }
 
 #define SB_PAGES 64u
 
 static void test_session_bulk_places_pages_before_the_next_frame(void)
 {
-    mem_link link = {.n = 0};
-    pthread_mutex_init(&link.lock, NULL);
-    pthread_cond_init(&link.cond, NULL);
+    net_mem_link link;
+    net_mem_link_init(&link, 0);
     vmt_session_config c;
     vmt_session_config_init(&c);
     c.allow_unauthenticated = true;
@@ -701,7 +655,7 @@ static void test_session_bulk_places_pages_before_the_next_frame(void)
     vmt_session *cli = NULL;
     net_thread th;
     net_spawn(&th, mem_server_main, &srv);
-    CU_ASSERT_EQUAL(vmt_session_client(&cli, &c, mem_dial, &link), 0);
+    CU_ASSERT_EQUAL(vmt_session_client(&cli, &c, net_mem_dial, &link), 0);
     CU_ASSERT_EQUAL_FATAL(net_join(&th), 0);
     CU_ASSERT_FATAL(cli != NULL);
 
