@@ -28,6 +28,11 @@ void vmt_bench_emit(const char *bench, const char *metric, double value, const c
  * JSON-escaped). */
 void vmt_bench_skip(const char *bench, const char *metric, const char *what, const char *reason);
 
+/* Fills npages pages of img with the pages of the regular files under dir
+ * (real, partly compressible content), every fourth page zero.  Returns 0,
+ * or -1 (printed) when dir holds too little (bench_corpus.c). */
+int vmt_bench_fill_image(uint8_t *img, uint64_t npages, const char *dir);
+
 /* Median of n doubles (reorders the array). */
 double vmt_bench_median(double *v, size_t n);
 

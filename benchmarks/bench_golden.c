@@ -23,7 +23,6 @@
  * Medians of --runs runs (default 3), each into a fresh store.
  * Options: --mem MiB, --dir DIR (stores; default $TMPDIR or /var/tmp).
  */
-#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -47,58 +46,6 @@ typedef struct gcfg {
 
 /* ---- the image ------------------------------------------------------------ */
 
-typedef struct filler {
-    uint8_t *img;
-    uint64_t npages, next;
-} filler;
-
-static void add_file(filler *f, const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return;
-    while (f->next < f->npages) {
-        if (f->next % 4 == 3) {
-            memset(f->img + f->next++ * PAGE, 0, PAGE);
-            continue;
-        }
-        if (fread(f->img + f->next * PAGE, 1, PAGE, fp) != PAGE)
-            break;
-        f->next++;
-    }
-    fclose(fp);
-}
-
-static void add_dir(filler *f, const char *dir, int depth)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[4096];
-    if (!d)
-        return;
-    while (f->next < f->npages && (e = readdir(d)) != NULL) {
-        struct stat sb;
-        if (e->d_name[0] == '.' ||
-            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int)sizeof(path) ||
-            lstat(path, &sb) != 0)
-            continue;
-        if (S_ISDIR(sb.st_mode) && depth > 0)
-            add_dir(f, path, depth - 1);
-        else if (S_ISREG(sb.st_mode) && sb.st_size >= (off_t)PAGE)
-            add_file(f, path);
-    }
-    closedir(d);
-}
-
-static int fill_image(uint8_t *img, uint64_t npages)
-{
-    filler f = {.img = img, .npages = npages};
-    for (uint64_t last = UINT64_MAX; f.next < npages && f.next != last;) {
-        last = f.next;
-        add_dir(&f, CORPUS_DIR, 8);
-    }
-    return f.next == npages ? 0 : -1;
-}
 
 /* ---- snapshots in a store --------------------------------------------------- */
 
@@ -308,7 +255,7 @@ static int make_source(const gcfg *g, const char *src, uint64_t *nonzero, uint64
     uint8_t *img = malloc(g->npages * PAGE);
     vmt_store *s = NULL;
     vmt_catalog *c = NULL;
-    int rc = img && fill_image(img, g->npages) == 0 ? 0 : -1;
+    int rc = img && vmt_bench_fill_image(img, g->npages, CORPUS_DIR) == 0 ? 0 : -1;
     if (rc)
         fprintf(stderr, "vmtree-bench golden: cannot build the image from %s\n", CORPUS_DIR);
     if (rc == 0 && (vmt_store_init(src, NULL) || vmt_store_open(&s, src, NULL) ||
@@ -369,8 +316,8 @@ static int make_vm_source(const vmt_bench_opts *o, const gcfg *g, const char *sr
     rc = rc ? rc : vmt_catalog_open(&c, src);
     rc = rc ? rc : vmt_vm_create(&vm, kvm, &cfg);
     rc = rc ? rc : vmt_vm_load_elf(vm, path, cmd);
-    if (rc == 0 && fill_image(vmt_vm_ram(vm, NULL) + (size_t)BR_BASE_PAGE * PAGE,
-                              g->npages - BR_BASE_PAGE) != 0)
+    if (rc == 0 && vmt_bench_fill_image(vmt_vm_ram(vm, NULL) + (size_t)BR_BASE_PAGE * PAGE,
+                                        g->npages - BR_BASE_PAGE, CORPUS_DIR) != 0)
         rc = vmt_error_set(VMT_ERR, "cannot build the image from %s", CORPUS_DIR);
     rc = rc ? rc : vmt_vmsnap_attach(&vs, s, c, vm, NULL, &info);
     if (rc == 0)

@@ -19,7 +19,6 @@
  *   lazy_ready         ms until the RAM can be used (map loaded, uffd armed)
  *   lazy_complete      ms until the prefetcher has loaded every page
  */
-#include <dirent.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,67 +44,6 @@ typedef struct rcfg {
 
 /* ---- the RAM image ------------------------------------------------------ */
 
-typedef struct filler {
-    uint8_t *img;
-    uint64_t npages, next; /* next pfn to fill */
-} filler;
-
-/* Fills pages from one file, every fourth page zero. */
-static void add_file(filler *f, const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return;
-    while (f->next < f->npages) {
-        if (f->next % 4 == 3) {
-            memset(f->img + f->next++ * PAGE, 0, PAGE);
-            continue;
-        }
-        if (fread(f->img + f->next * PAGE, 1, PAGE, fp) != PAGE)
-            break;
-        f->next++;
-    }
-    fclose(fp);
-}
-
-/* Walks dir (depth first, at most `depth` levels) until the image is full. */
-static void add_dir(filler *f, const char *dir, int depth)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[4096];
-    if (!d)
-        return;
-    while (f->next < f->npages && (e = readdir(d)) != NULL) {
-        struct stat sb;
-        if (e->d_name[0] == '.' ||
-            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int)sizeof(path) ||
-            lstat(path, &sb) != 0)
-            continue;
-        if (S_ISDIR(sb.st_mode) && depth > 0)
-            add_dir(f, path, depth - 1);
-        else if (S_ISREG(sb.st_mode) && sb.st_size >= (off_t)PAGE)
-            add_file(f, path);
-    }
-    closedir(d);
-}
-
-static int fill_image(uint8_t *img, uint64_t npages)
-{
-    filler f = {.img = img, .npages = npages};
-    uint64_t last = 0;
-    while (f.next < npages) {
-        add_dir(&f, CORPUS_DIR, 8);
-        if (f.next == last)
-            break; /* nothing readable */
-        last = f.next;
-    }
-    if (f.next < npages) {
-        fprintf(stderr, "vmtree-bench restore: cannot read the corpus %s\n", CORPUS_DIR);
-        return -1;
-    }
-    return 0;
-}
 
 static int store_image(vmt_store *s, const uint8_t *img, uint64_t npages, vmt_id *root)
 {
@@ -294,7 +232,7 @@ int vmt_bench_restore(const vmt_bench_opts *o)
     if (rc == 0 && !(img = malloc(c.npages * PAGE)))
         rc = -1;
     if (rc == 0)
-        rc = fill_image(img, c.npages);
+        rc = vmt_bench_fill_image(img, c.npages, CORPUS_DIR);
     if (rc == 0 && (vmt_store_init(dir, NULL) != 0 || vmt_store_open(&s, dir, NULL) != 0 ||
                     store_image(s, img, c.npages, &root) != 0)) {
         fprintf(stderr, "vmtree-bench restore: %s\n", vmt_error_last());
