@@ -5,9 +5,11 @@
  * resynchronizing scanner.  Nothing may crash, leak or read out of bounds.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "../dedup/internal.h"
@@ -47,15 +49,40 @@ static int count_items(void *ctx, const dd_scan_item *it)
     return 0;
 }
 
+/* The pack scanner reads through the store's backend: a directory backend
+ * in a private temporary directory, one object rewritten per input (no
+ * fsync: it is never published). */
+static dd_backend *be;
+
 static void scan(const uint8_t *data, size_t size)
 {
-    int fd = memfd_create("fuzz-pack", MFD_CLOEXEC);
+    dd_bfile *f = NULL;
     size_t items = 0;
-    if (fd < 0)
+    struct iovec iov = {.iov_base = (void *)(uintptr_t)data, .iov_len = size};
+    if (be->ops->open(be, "fuzz-pack", DD_BF_WRITE, &f) != 0)
         return;
-    if (write(fd, data, size) == (ssize_t)size)
-        (void)dd_scan_pack(fd, 0, size, count_items, &items);
-    close(fd);
+    if (be->ops->truncate(f, 0) == 0 && (size == 0 || be->ops->pwritev(f, &iov, 1, 0) == 0))
+        (void)dd_scan_pack(be, f, 0, size, count_items, &items);
+    be->ops->close(f);
+}
+
+static char dir[] = "/tmp/vmtree-fuzz-pack-XXXXXX";
+
+static void remove_dir(void)
+{
+    char path[sizeof(dir) + 16];
+    snprintf(path, sizeof(path), "%s/fuzz-pack", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void open_backend(void)
+{
+    dd_bfile *f = NULL;
+    if (!mkdtemp(dir) || atexit(remove_dir) != 0 || dd_be_dir_open(dir, true, &be) != 0 ||
+        be->ops->open(be, "fuzz-pack", DD_BF_CREATE, &f) != 0)
+        abort();
+    be->ops->close(f);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -65,6 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         out_buf = malloc(VMT_STORE_OBJECT_MAX);
         if (!out_buf || dd_scratch_new(&scratch, 1) != 0)
             abort();
+        open_backend();
     }
     decode_one(data, size);
     scan(data, size);
