@@ -297,16 +297,18 @@ static int set_follow(void *ctx, int code, const char *arg)
     return 0;
 }
 
-/* Copies what fd holds past *off to stdout. */
-static void copy_new(int fd, off_t *off)
+/* Copies what fd holds past *off to stdout; false once stdout is gone (a
+ * reader that closed the pipe: SIGPIPE is ignored, see main.c). */
+static bool copy_new(int fd, off_t *off)
 {
     char buf[65536];
     ssize_t n;
     while ((n = pread(fd, buf, sizeof(buf), *off)) > 0) {
-        fwrite(buf, 1, (size_t)n, stdout);
+        if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n)
+            return false;
         *off += n;
     }
-    fflush(stdout);
+    return fflush(stdout) == 0;
 }
 
 int vmt_cli_console(int argc, char **argv)
@@ -332,13 +334,14 @@ int vmt_cli_console(int argc, char **argv)
                                    "--detach keep one): %s",
                             pos[0], path, strerror(errno));
     off_t off = 0;
-    copy_new(fd, &off);
+    bool out_ok = copy_new(fd, &off);
     long pid;
-    while (follow && vmt_cli_vm_alive(c.store, pos[0], &pid) == 1) {
+    while (out_ok && follow && vmt_cli_vm_alive(c.store, pos[0], &pid) == 1) {
         usleep(100000);
-        copy_new(fd, &off);
+        out_ok = copy_new(fd, &off);
     }
-    copy_new(fd, &off);
+    if (out_ok)
+        copy_new(fd, &off);
     close(fd);
     return 0;
 }

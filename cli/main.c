@@ -1,5 +1,6 @@
 /* vmtree: the command-line front end.  Dispatches to one function per
  * subcommand; each handles its own options and --help. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,6 +61,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* A peer that closes a socket (a migration, a served store, the RADOS
+     * cluster) must surface as an error on that connection, never as a
+     * signal that kills a VM process. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;
