@@ -77,6 +77,20 @@ int vmt_cli_parse(vmt_cli_common *c, int argc, char **argv, const char *shortopt
     return c->help ? -1 : 0;
 }
 
+/* The catalog of refs and the VM run directories live beside a directory
+ * store; a RADOS store has neither yet (issue 8): said plainly, whether the
+ * location came from --store or $VMTREE_STORE. */
+static int refuse_rados(const char *where)
+{
+    if (strncmp(where, "rados://", 8) != 0)
+        return 0;
+    return vmt_error_set(VMT_EUNSUPPORTED,
+                         "store %s: a RADOS store works with 'vmtree store' commands only so "
+                         "far; snapshots, VMs and tags need the catalog in RADOS "
+                         "(docs/store-backends.md)",
+                         where);
+}
+
 int vmt_cli_resolve_store(vmt_cli_common *c)
 {
     if (c->store_opt) {
@@ -85,22 +99,14 @@ int vmt_cli_resolve_store(vmt_cli_common *c)
         if (strlen(c->store_opt) >= sizeof(c->store))
             return vmt_error_set(VMT_ERANGE, "--store: path longer than %zu bytes",
                                  sizeof(c->store) - 1);
-        /* The catalog of refs and the VM run directories live beside a
-         * directory store; a RADOS store has neither yet. */
-        if (strncmp(c->store_opt, "rados://", 8) == 0)
-            return vmt_error_set(VMT_EUNSUPPORTED,
-                                 "--store %s: a RADOS store works with 'vmtree store' commands "
-                                 "only so far; snapshots, VMs and refs need refs kept in RADOS "
-                                 "(not implemented yet: docs/store-backends.md)",
-                                 c->store_opt);
         snprintf(c->store, sizeof(c->store), "%s", c->store_opt);
-        return 0;
+        return refuse_rados(c->store);
     }
     int rc = vmt_store_default_dir(c->store, sizeof(c->store));
     if (rc)
         return vmt_error_wrap(rc, "no store directory (give --store DIR or set %s)",
                               VMT_STORE_ENV);
-    return 0;
+    return refuse_rados(c->store);
 }
 
 int vmt_cli_check_name(const char *what, const char *name)

@@ -162,18 +162,25 @@ static void dirty_keep_end(dirty_keep *k, vmt_vm *vm)
 
 /* ---- settling a completion the source could not see ------------------------------ */
 
+/* The session settings every connection of a migration shares: key or
+ * TLS, timeout (one stream; the migration adds its streams and hooks). */
+static void session_auth(const vmt_migrate_opts *o, vmt_session_config *sc)
+{
+    vmt_session_config_init(sc);
+    sc->psk = o->psk;
+    sc->psk_len = o->psk ? o->psk_len : 0;
+    sc->allow_unauthenticated = !o->psk;
+    sc->timeout_ms = o->timeout_ms;
+    sc->tls = o->tls;
+    sc->tls_peer_name = o->tls_peer_name;
+}
+
 /* One QUERY on a new session: does the VM of session sid run there? */
 static int query_once(const vmt_migrate_opts *o, const char *host_port, const uint8_t *sid,
                       bool *running)
 {
     vmt_session_config sc;
-    vmt_session_config_init(&sc);
-    sc.psk = o->psk;
-    sc.psk_len = o->psk ? o->psk_len : 0;
-    sc.allow_unauthenticated = !o->psk;
-    sc.timeout_ms = o->timeout_ms;
-    sc.tls = o->tls;
-    sc.tls_peer_name = o->tls_peer_name;
+    session_auth(o, &sc);
     vmt_session *s = NULL;
     int rc = vmt_session_connect_url(&s, host_port, &sc);
     vmt_wire_msg msg = {.type = VMT_WIRE_QUERY};
@@ -233,14 +240,8 @@ static int connect_session(net_sink *c, const vmt_migrate_opts *o, const char *h
     if (o->streams < 1 || o->streams > VMT_NET_MAX_STREAMS)
         return vmt_error_set(VMT_EINVAL, "streams must be 1..%u", VMT_NET_MAX_STREAMS);
     vmt_session_config sc;
-    vmt_session_config_init(&sc);
+    session_auth(o, &sc);
     sc.nstreams = o->streams;
-    sc.psk = o->psk;
-    sc.psk_len = o->psk ? o->psk_len : 0;
-    sc.allow_unauthenticated = !o->psk;
-    sc.timeout_ms = o->timeout_ms;
-    sc.tls = o->tls;
-    sc.tls_peer_name = o->tls_peer_name;
     sc.wrap = o->wrap;
     sc.wrap_ctx = o->wrap_ctx;
     if (!o->dedup)

@@ -328,3 +328,22 @@ vmt_sink migfx_faulty_interpose(void *ctx, vmt_sink inner)
     f->ops.flags = inner.ops->flags;
     return (vmt_sink){.ops = &f->ops, .ctx = f};
 }
+
+int migfx_incoming(fx_guest *g)
+{
+    pthread_condattr_t ca;
+    memset(g, 0, sizeof(*g));
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    return vmt_console_buf_new(&g->con) == 0 ? 0 : -1;
+}
+
+void migfx_incoming_config(fx_guest *g, vmt_vm_config *cfg)
+{
+    vmt_vm_config_init(cfg);
+    cfg->console = vmt_console_buf_sink;
+    cfg->console_ctx = g->con;
+}

@@ -42,6 +42,12 @@ int migfx_take(vmt_vmsnap *vs, unsigned max_rounds, uint64_t pause_pages, vmt_id
 /* Waits for the guest's n-th event and makes sure the pause it asked for is
  * complete. */
 bool migfx_wait_event_paused(fx_guest *g, unsigned n, uint64_t timeout_ns);
+/* A guest a migration will fill (its VM comes from the destination): lock,
+ * condition (monotonic clock) and console buffer; 0 or -1. */
+int migfx_incoming(fx_guest *g);
+/* The destination's VM config: defaults, console into g's buffer. */
+void migfx_incoming_config(fx_guest *g, vmt_vm_config *cfg);
+
 /* Events seen so far. */
 unsigned migfx_events(fx_guest *g);
 

@@ -51,9 +51,7 @@ static void *dest_main(void *arg)
 {
     dest *d = arg;
     vmt_vm_config base;
-    vmt_vm_config_init(&base);
-    base.console = vmt_console_buf_sink;
-    base.console_ctx = d->g.con;
+    migfx_incoming_config(&d->g, &base);
     vmt_migrate_recv_opts o = {.base = &base};
     d->rc = vmt_session_server(&d->s, &d->sc, net_mem_accept, &d->link);
     if (d->rc == 0)
@@ -68,9 +66,7 @@ static vmt_session *dest_start(dest *d, unsigned streams)
 {
     memset(d, 0, sizeof(*d));
     net_mem_link_init(&d->link, 1u << 20);
-    pthread_mutex_init(&d->g.lock, NULL);
-    pthread_cond_init(&d->g.cond, NULL);
-    CU_ASSERT_FATAL(vmt_console_buf_new(&d->g.con) == 0);
+    CU_ASSERT_FATAL(migfx_incoming(&d->g) == 0);
     vmt_session_config_init(&d->sc);
     d->sc.allow_unauthenticated = true;
     d->sc.nstreams = streams;

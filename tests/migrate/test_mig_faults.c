@@ -169,9 +169,7 @@ static void *dest_main(void *arg)
 {
     dest *d = arg;
     vmt_vm_config base;
-    vmt_vm_config_init(&base);
-    base.console = vmt_console_buf_sink;
-    base.console_ctx = d->g.con;
+    migfx_incoming_config(&d->g, &base);
     vmt_migrate_recv_opts o = {.base = &base, .timeout_ms = 5000, .outcome_dir = d->outcome_dir};
     vmt_session_config sc;
     vmt_migrate_recv_session_config(&o, &sc);
@@ -201,9 +199,7 @@ static void dest_start(dest *d, const vmt_fault_opts *fault, const char *outcome
 {
     memset(d, 0, sizeof(*d));
     d->outcome_dir = outcome_dir;
-    pthread_mutex_init(&d->g.lock, NULL);
-    pthread_cond_init(&d->g.cond, NULL);
-    CU_ASSERT_FATAL(vmt_console_buf_new(&d->g.con) == 0);
+    CU_ASSERT_FATAL(migfx_incoming(&d->g) == 0);
     CU_ASSERT_FATAL(vmt_tcp_listen(&d->l, "127.0.0.1", 0) == 0);
     snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%u", vmt_listener_port(d->l));
     if (fault) {

@@ -45,9 +45,7 @@ static void *dest_main(void *arg)
 {
     dest *d = arg;
     vmt_vm_config base;
-    vmt_vm_config_init(&base);
-    base.console = vmt_console_buf_sink;
-    base.console_ctx = d->g.con;
+    migfx_incoming_config(&d->g, &base);
     vmt_migrate_recv_opts o = {.base = &base, .store = d->store};
     vmt_session_config sc;
     vmt_migrate_recv_session_config(&o, &sc);
@@ -65,9 +63,7 @@ static void dest_start(dest *d, vmt_store *store)
 {
     memset(d, 0, sizeof(*d));
     d->store = store;
-    pthread_mutex_init(&d->g.lock, NULL);
-    pthread_cond_init(&d->g.cond, NULL);
-    CU_ASSERT_FATAL(vmt_console_buf_new(&d->g.con) == 0);
+    CU_ASSERT_FATAL(migfx_incoming(&d->g) == 0);
     CU_ASSERT_FATAL(vmt_tcp_listen(&d->l, "127.0.0.1", 0) == 0);
     snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%u", vmt_listener_port(d->l));
     CU_ASSERT_FATAL(pthread_create(&d->th, NULL, dest_main, d) == 0);

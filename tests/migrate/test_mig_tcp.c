@@ -88,9 +88,7 @@ static void *dest_main(void *arg)
         return NULL;
     }
     vmt_vm_config base;
-    vmt_vm_config_init(&base);
-    base.console = vmt_console_buf_sink;
-    base.console_ctx = d->g.con;
+    migfx_incoming_config(&d->g, &base);
     base.event = on_event;
     base.event_ctx = &d->g;
     vmt_migrate_recv_opts o = {.psk = d->psk, .psk_len = d->psk ? sizeof(PSK) : 0, .base = &base,
@@ -107,13 +105,7 @@ static void dest_start_with(dest *d, const uint8_t *psk, bool drop, vmt_tls *tls
     d->psk = psk;
     d->drop = drop;
     d->tls = tls;
-    pthread_mutex_init(&d->g.lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->g.cond, &ca);
-    pthread_condattr_destroy(&ca);
-    CU_ASSERT_FATAL(vmt_console_buf_new(&d->g.con) == 0);
+    CU_ASSERT_FATAL(migfx_incoming(&d->g) == 0);
     CU_ASSERT_FATAL(vmt_tcp_listen(&d->l, "127.0.0.1", 0) == 0);
     d->port = vmt_listener_port(d->l);
     snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%u", d->port);
