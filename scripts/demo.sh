@@ -14,6 +14,18 @@ fi
 V=$B/bin/vmtree
 G=$B/guests
 
+# Every step below runs guests: without a usable /dev/kvm there is no demo.
+# Under the test suite (--no-build) that is a skip (exit 77), printed.
+if ! [ -c /dev/kvm ] || ! [ -r /dev/kvm ] || ! [ -w /dev/kvm ]; then
+  echo "demo: /dev/kvm is absent or not usable here: the demo boots guests on KVM" \
+       "(load kvm-intel or kvm-amd, or run on a host with KVM)" >&2
+  if [ "${1:-}" = "--no-build" ]; then
+    echo "SKIP: test_demo needs /dev/kvm"
+    exit 77
+  fi
+  exit 1
+fi
+
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "boot the hello guest (64-bit long mode, ring 3 workload, COM1 console)"
