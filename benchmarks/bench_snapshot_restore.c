@@ -3,7 +3,7 @@
  * MAP_SHARED memfd mapping, as the VMM has), DESIGN.md §6.
  *
  *   vmtree-bench restore [--quick] [--runs N] [--threads N] [--dir DIR]
- *                        [--mode eager|lazy|both]
+ *                        [--mode eager|lazy|both] [--ram 4k|thp|both]
  *
  * The snapshot is a RAM image of 1 GiB (256 MiB with --quick) of realistic
  * content: one page in four is zero; the others are the pages, in order,
@@ -18,6 +18,11 @@
  *                      costs, whatever else the machine runs
  *   lazy_ready         ms until the RAM can be used (map loaded, uffd armed)
  *   lazy_complete      ms until the prefetcher has loaded every page
+ * Each line says which RAM it was: "ram":"4k" (the memfd as the VMM maps it
+ * by default) or "ram":"thp" (mapped 2 MiB aligned and given 2 MiB pages,
+ * vmt_ram_advise_huge, as `vmtree run --huge-pages` does; eager restore then
+ * writes straight into the mapping).  Where the host gives shared memory no
+ * huge pages the thp line says so, skipped.
  */
 #include <ftw.h>
 #include <stdio.h>
@@ -37,13 +42,14 @@
 
 typedef struct rcfg {
     unsigned threads, runs;
-    bool eager, lazy; /* which modes to measure (--mode) */
+    bool eager, lazy;   /* which modes to measure (--mode) */
+    bool ram4k, ramthp; /* which RAM (--ram) */
+    bool huge;          /* the RAM of this pass */
     const char *dir;
     uint64_t npages;
 } rcfg;
 
 /* ---- the RAM image ------------------------------------------------------ */
-
 
 static int store_image(vmt_store *s, const uint8_t *img, uint64_t npages, vmt_id *root)
 {
@@ -79,14 +85,20 @@ typedef struct ram {
     uint64_t size;
 } ram;
 
-static int ram_new(ram *r, uint64_t size)
+static int ram_new(ram *r, uint64_t size, bool huge)
 {
     r->size = size;
     r->fd = memfd_create("bench-ram", MFD_CLOEXEC);
     if (r->fd < 0 || ftruncate(r->fd, (off_t)size) != 0)
         return -1;
-    r->p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
-    return r->p == MAP_FAILED ? -1 : 0;
+    if (!huge) {
+        r->p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+        return r->p == MAP_FAILED ? -1 : 0;
+    }
+    r->p = vmt_map_shared_aligned(r->fd, size);
+    if (r->p == MAP_FAILED)
+        return -1;
+    return vmt_ram_advise_huge(r->p, size) == 0 ? 0 : -1;
 }
 
 static void ram_free(ram *r)
@@ -113,8 +125,8 @@ static int restore_once(vmt_store *s, const vmt_id *root, const rcfg *c, vmt_res
 {
     ram r = {.fd = -1};
     vmt_restore *h = NULL;
-    vmt_restore_opts o = {.mode = mode, .threads = c->threads};
-    int rc = ram_new(&r, c->npages * PAGE);
+    vmt_restore_opts o = {.mode = mode, .threads = c->threads, .ram_huge = c->huge};
+    int rc = ram_new(&r, c->npages * PAGE, c->huge);
     uint64_t c0 = cpu_ns();
     if (rc == 0)
         rc = vmt_restore_open(&h, s, root, r.p, r.fd, r.size, &o);
@@ -138,9 +150,9 @@ static void emit(const rcfg *c, const char *metric, double v, const char *unit, 
     char extra[512];
     snprintf(extra, sizeof(extra),
              "\"mem_mib\":%llu,\"nonzero_mib\":%.0f,\"threads\":%u,\"runs\":%u,"
-             "\"corpus\":\"%s\"",
+             "\"ram\":\"%s\",\"corpus\":\"%s\"",
              (unsigned long long)(c->npages * PAGE >> 20), (double)nonzero * PAGE / 1048576.0,
-             c->threads, c->runs, CORPUS_NAME);
+             c->threads, c->runs, c->huge ? "thp" : "4k", CORPUS_NAME);
     vmt_bench_emit("restore", metric, v, unit, extra);
 }
 
@@ -177,12 +189,29 @@ static int measure(vmt_store *s, const vmt_id *root, const rcfg *c, const uint8_
     return 0;
 }
 
+/* The same on RAM with 2 MiB pages, where the host gives them. */
+static int measure_thp(vmt_store *s, const vmt_id *root, rcfg *c, const uint8_t *img)
+{
+    ram probe = {.fd = -1};
+    int rc = ram_new(&probe, VMT_HUGE_PAGE_SIZE, true);
+    ram_free(&probe);
+    if (rc) {
+        vmt_bench_skip("restore", "eager_throughput", "ram thp", vmt_error_last());
+        return 0;
+    }
+    c->huge = true;
+    rc = measure(s, root, c, img);
+    c->huge = false;
+    return rc;
+}
+
 /* ---- the area ----------------------------------------------------------- */
 
 static int parse_args(const vmt_bench_opts *o, rcfg *c)
 {
     c->runs = o->runs;
     c->eager = c->lazy = true;
+    c->ram4k = c->ramthp = true;
     c->npages = (o->quick ? 256ull << 20 : 1ull << 30) / PAGE;
     c->dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     for (int i = 0; i < o->argc; i++) {
@@ -199,6 +228,14 @@ static int parse_args(const vmt_bench_opts *o, rcfg *c)
             c->lazy = !strcmp(m, "lazy") || !strcmp(m, "both");
             if (!c->eager && !c->lazy) {
                 fprintf(stderr, "vmtree-bench restore: --mode eager|lazy|both\n");
+                return -1;
+            }
+        } else if (!strcmp(o->argv[i], "--ram") && i + 1 < o->argc) {
+            const char *m = o->argv[++i];
+            c->ram4k = !strcmp(m, "4k") || !strcmp(m, "both");
+            c->ramthp = !strcmp(m, "thp") || !strcmp(m, "both");
+            if (!c->ram4k && !c->ramthp) {
+                fprintf(stderr, "vmtree-bench restore: --ram 4k|thp|both\n");
                 return -1;
             }
         } else {
@@ -238,8 +275,10 @@ int vmt_bench_restore(const vmt_bench_opts *o)
         fprintf(stderr, "vmtree-bench restore: %s\n", vmt_error_last());
         rc = -1;
     }
-    if (rc == 0)
+    if (rc == 0 && c.ram4k)
         rc = measure(s, &root, &c, img);
+    if (rc == 0 && c.ramthp)
+        rc = measure_thp(s, &root, &c, img);
     vmt_store_close(s);
     if (tmp)
         nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);

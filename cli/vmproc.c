@@ -151,6 +151,7 @@ static int setup_vmm(vmproc *p)
         return rc;
     vmt_vm_config_init(&p->base);
     p->base.dirty_mode = p->o->dirty_mode;
+    p->base.huge_pages = p->o->huge_pages;
     p->base.console = console_sink;
     p->base.console_ctx = &p->con;
     return vmt_kvm_open(&p->kvm);

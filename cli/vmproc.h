@@ -33,6 +33,7 @@ typedef struct vmproc_opts {
     unsigned vcpus;
     bool irqchip;
     vmt_dirty_mode dirty_mode;
+    bool huge_pages;          /* --huge-pages: 2 MiB pages for guest RAM */
     bool detach, json;
     bool progress;            /* show restore progress even without a terminal */
     bool from_snapshot;       /* branch: restore snap instead of booting */

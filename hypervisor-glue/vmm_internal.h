@@ -56,6 +56,7 @@ struct vmt_vm {
     int memfd;
     uint8_t *ram;
     uint64_t ram_size;
+    bool ram_huge; /* RAM mapped 2 MiB aligned with MADV_HUGEPAGE */
     uint64_t ram_pages;
     vmm_slot slots[VMM_MAX_SLOTS];
     unsigned nslots;

@@ -9,9 +9,9 @@
 #include "migrate_internal.h"
 #include "vmtree/proto.h"
 
-int vmt_vm_from_snapshot(vmt_kvm *kvm, vmt_store *s, const vmt_id *snap,
-                         const vmt_vm_config *base, const vmt_restore_opts *ro, vmt_vm **vm,
-                         vmt_restore **restore, vmt_snap_record *record)
+int vmt_vm_from_snapshot(vmt_kvm *kvm, vmt_store *s, const vmt_id *snap, const vmt_vm_config *base,
+                         const vmt_restore_opts *ro, vmt_vm **vm, vmt_restore **restore,
+                         vmt_snap_record *record)
 {
     vmt_restore_opts eager = {.mode = VMT_RESTORE_EAGER};
     *vm = NULL;
@@ -32,7 +32,9 @@ int vmt_vm_from_snapshot(vmt_kvm *kvm, vmt_store *s, const vmt_id *snap,
     if (rc == 0) {
         uint64_t size;
         uint8_t *ram = vmt_vm_ram(v, &size);
-        rc = vmt_restore_open(&rs, s, &r->map_root, ram, vmt_vm_ram_fd(v), size, ro);
+        vmt_restore_opts o = *ro;
+        o.ram_huge = vmt_vm_ram_huge(v);
+        rc = vmt_restore_open(&rs, s, &r->map_root, ram, vmt_vm_ram_fd(v), size, &o);
         if (rc)
             vmt_error_wrap(rc, "restoring guest RAM");
     }

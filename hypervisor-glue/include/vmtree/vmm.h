@@ -128,6 +128,11 @@ typedef struct vmt_vm_config {
     void *console_ctx;
     vmt_event_fn event;         /* NULL: events ignored */
     void *event_ctx;
+    /* Ask for 2 MiB pages for guest RAM (mapped 2 MiB aligned, MADV_HUGEPAGE):
+     * where the host gives shared memory none (its THP shmem mode is
+     * "never"), RAM keeps 4 KiB pages and a warning says why
+     * (vmt_vm_ram_huge tells which). */
+    bool huge_pages;
 } vmt_vm_config;
 
 /* Fills cfg with defaults: 256 MiB, 1 vCPU, bitmap, no irqchip, no console. */
@@ -214,6 +219,8 @@ const char *vmt_exit_kind_name(vmt_exit_kind k);
 /* Host mapping of all guest RAM, `*size` bytes; valid until destroy. */
 uint8_t *vmt_vm_ram(vmt_vm *vm, uint64_t *size);
 int vmt_vm_ram_fd(const vmt_vm *vm);
+/* Whether RAM got 2 MiB pages (config huge_pages and the host allowed it). */
+bool vmt_vm_ram_huge(const vmt_vm *vm);
 uint64_t vmt_vm_ram_pages(const vmt_vm *vm);
 /* Guest-physical address -> offset into RAM; VMT_ERANGE outside RAM. */
 int vmt_vm_gpa_to_ram(const vmt_vm *vm, uint64_t gpa, uint64_t len, uint64_t *off);

@@ -281,6 +281,11 @@ typedef struct vmt_restore_opts {
     /* Lazy only: read nodes and pages through this (borrowed: it must
      * outlive the restore) rather than the store.  NULL: the store. */
     const vmt_restore_source *source;
+    /* Eager only: the RAM mapping is backed by 2 MiB pages (it was given
+     * them with vmt_ram_advise_huge): pages are decompressed straight into
+     * it, each worker filling whole 2 MiB regions, instead of written with
+     * pwrite from a bounce buffer (one fault per 2 MiB, no copy). */
+    bool ram_huge;
 } vmt_restore_opts;
 
 typedef struct vmt_restore_stats {

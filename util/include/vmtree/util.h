@@ -144,6 +144,26 @@ int vmt_parse_size(const char *s, uint64_t *out);
 /* Parses a decimal unsigned integer in [min, max]. */
 int vmt_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* ---- huge pages for guest RAM (hugepage.c) ----------------------------- */
+
+#define VMT_HUGE_PAGE_SIZE (2u << 20)
+
+/* The host's transparent-huge-page mode for shared memory ("never",
+ * "advise", "always", ...) into out; VMT_EUNSUPPORTED where the kernel has
+ * no such setting. */
+int vmt_thp_shmem_mode(char *out, size_t cap);
+/*
+ * Asks for 2 MiB pages on a shared memory mapping (MADV_HUGEPAGE): 0 when
+ * the host will give them (its shmem mode is not "never" or "deny"),
+ * VMT_EUNSUPPORTED with the reason otherwise, VMT_EINVAL when addr is not
+ * 2 MiB aligned.  The mapping works the same either way.
+ */
+int vmt_ram_advise_huge(void *addr, size_t len);
+/* Maps len bytes of fd (MAP_SHARED, read/write, MAP_NORESERVE) at a 2 MiB
+ * aligned address, so huge pages can back it; MAP_FAILED and errno as
+ * mmap. */
+void *vmt_map_shared_aligned(int fd, size_t len);
+
 #define VMT_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define VMT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define VMT_MAX(a, b) ((a) > (b) ? (a) : (b))
