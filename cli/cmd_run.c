@@ -31,37 +31,38 @@ typedef struct run_opts {
 
 static void run_usage(FILE *f)
 {
-    fprintf(f, "usage: vmtree run GUEST.elf [--mem SIZE] [--vcpus N] [--cmdline STR]\n"
-               "                  [--dirty-report[=MS]] [--dirty-mode bitmap|ring]\n"
-               "                  [--irqchip] [--huge-pages] [--timeout SEC]\n"
-               "       vmtree run GUEST.elf --name NAME [--detach] [--store DIR] [--json]\n"
-               "                  [--mem SIZE] [--vcpus N] [--cmdline STR] [--dirty-mode M]\n\n"
-               "Boots an ELF64 guest in 64-bit long mode (Linux 64-bit boot protocol) with\n"
-               "its COM1 console on stdout, and exits with the guest's exit-port status.\n\n"
-               "With --name the VM runs as a named VM process of the store (created if\n"
-               "missing) that `vmtree snapshot|rollback|pause|resume|stop|status NAME`\n"
-               "talk to through its control socket STORE/run/NAME.sock; `vmtree ps`\n"
-               "lists it.  SIGTERM or SIGINT stop it cleanly.\n\n"
-               "  --name NAME       run as VM process NAME ([A-Za-z0-9._-], 1..63)\n"
-               "  --detach          with --name: run in the background, the console in\n"
-               "                    STORE/run/NAME.console (vmtree console NAME); prints\n"
-               "                    the name and process id once the VM runs\n"
-               "  --store DIR       the store (default: $VMTREE_STORE, else\n"
-               "                    ~/.local/share/vmtree/store)\n"
-               "  --json            with --detach: print {name, pid, store} as JSON\n"
-               "  --mem SIZE        guest RAM, multiple of 2M, 2M..64G (default 256M)\n"
-               "  --vcpus N         virtual CPUs (default 1)\n"
-               "  --cmdline STR     command line passed to the guest (boot_params)\n"
-               "  --dirty-report[=MS]  track dirty pages and print a line to stderr every MS\n"
-               "                    milliseconds (default 200) and a summary at the end\n"
-               "  --dirty-mode M    bitmap (KVM_GET/CLEAR_DIRTY_LOG, default) or ring\n"
-               "  --irqchip         create the in-kernel irqchip and PIT\n"
-               "  --huge-pages      back guest RAM with 2 MiB pages where the host allows\n"
-               "                    (THP for shared memory: 'advise' or 'always'); restores\n"
-               "                    into it go about twice as fast (docs/snapshot.md)\n"
-               "  --timeout SEC     stop the guest after SEC seconds (exit status 124)\n\n"
-               "Exit status: the guest's status; 124 timeout; 125 vmtree failed (bad\n"
-               "input, KVM unavailable); 126 the guest crashed (triple fault, KVM error).\n");
+    fprintf(f,
+            "usage: vmtree run GUEST.elf [--mem SIZE] [--vcpus N] [--cmdline STR]\n"
+            "                  [--dirty-report[=MS]] [--dirty-mode bitmap|ring]\n"
+            "                  [--irqchip] [--huge-pages] [--timeout SEC]\n"
+            "       vmtree run GUEST.elf --name NAME [--detach] [--store DIR] [--json]\n"
+            "                  [--mem SIZE] [--vcpus N] [--cmdline STR] [--dirty-mode M]\n\n"
+            "Boots an ELF64 guest in 64-bit long mode (Linux 64-bit boot protocol) with\n"
+            "its COM1 console on stdout, and exits with the guest's exit-port status.\n\n"
+            "With --name the VM runs as a named VM process of the store (created if\n"
+            "missing) that `vmtree snapshot|rollback|pause|resume|stop|status NAME`\n"
+            "talk to through its control socket STORE/run/NAME.sock; `vmtree ps`\n"
+            "lists it.  SIGTERM or SIGINT stop it cleanly.\n\n"
+            "  --name NAME       run as VM process NAME ([A-Za-z0-9._-], 1..63)\n"
+            "  --detach          with --name: run in the background, the console in\n"
+            "                    STORE/run/NAME.console (vmtree console NAME); prints\n"
+            "                    the name and process id once the VM runs\n"
+            "  --store DIR       the store (default: $VMTREE_STORE, else\n"
+            "                    ~/.local/share/vmtree/store)\n"
+            "  --json            with --detach: print {name, pid, store} as JSON\n"
+            "  --mem SIZE        guest RAM, multiple of 2M, 2M..64G (default 256M)\n"
+            "  --vcpus N         virtual CPUs (default 1)\n"
+            "  --cmdline STR     command line passed to the guest (boot_params)\n"
+            "  --dirty-report[=MS]  track dirty pages and print a line to stderr every MS\n"
+            "                    milliseconds (default 200) and a summary at the end\n"
+            "  --dirty-mode M    bitmap (KVM_GET/CLEAR_DIRTY_LOG, default) or ring\n"
+            "  --irqchip         create the in-kernel irqchip and PIT\n"
+            "  --huge-pages      back guest RAM with 2 MiB pages where the host allows\n"
+            "                    (THP for shared memory: 'advise' or 'always'); restores\n"
+            "                    into it go about twice as fast (docs/snapshot.md)\n"
+            "  --timeout SEC     stop the guest after SEC seconds (exit status 124)\n\n"
+            "Exit status: the guest's status; 124 timeout; 125 vmtree failed (bad\n"
+            "input, KVM unavailable); 126 the guest crashed (triple fault, KVM error).\n");
 }
 
 /* The options of a named VM process (vmt_cli_run with --name). */
@@ -91,18 +92,14 @@ static int check_named(const run_opts *o)
 static int parse_run_opts(int argc, char **argv, run_opts *o)
 {
     static const struct option longopts[] = {
-        {"mem", required_argument, NULL, 'm'},
-        {"vcpus", required_argument, NULL, 'c'},
+        {"mem", required_argument, NULL, 'm'},  {"vcpus", required_argument, NULL, 'c'},
         {"cmdline", required_argument, NULL, 'l'},
         {"dirty-report", optional_argument, NULL, 'd'},
         {"dirty-mode", required_argument, NULL, 'M'},
-        {"irqchip", no_argument, NULL, 'i'},
-        {"timeout", required_argument, NULL, 't'},
+        {"irqchip", no_argument, NULL, 'i'},     {"timeout", required_argument, NULL, 't'},
         {"huge-pages", no_argument, NULL, 'H'},
-        {"name", required_argument, NULL, 'N'},
-        {"detach", no_argument, NULL, 'D'},
-        VMT_CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
+        {"name", required_argument, NULL, 'N'},  {"detach", no_argument, NULL, 'D'},
+        VMT_CLI_COMMON_LONGOPTS,                 {NULL, 0, NULL, 0},
     };
     uint64_t v;
     int c;
@@ -125,9 +122,7 @@ static int parse_run_opts(int argc, char **argv, run_opts *o)
                 return vmt_cli_fail("run", "--vcpus: %s", vmt_error_last());
             o->vcpus = (unsigned)v;
             break;
-        case 'l':
-            o->cmdline = optarg;
-            break;
+        case 'l': o->cmdline = optarg; break;
         case 'd':
             o->dirty_report = true;
             if (optarg && vmt_parse_u64(optarg, 1, 3600000, &o->dirty_interval_ms) != 0)
@@ -137,19 +132,13 @@ static int parse_run_opts(int argc, char **argv, run_opts *o)
             if (vmt_cli_parse_dirty_mode(optarg, &o->dirty_mode) != 0)
                 return vmt_cli_fail("run", "%s", vmt_error_last());
             break;
-        case 'i':
-            o->irqchip = true;
-            break;
-        case 'H':
-            o->huge_pages = true;
-            break;
+        case 'i': o->irqchip = true; break;
+        case 'H': o->huge_pages = true; break;
         case 't':
             if (vmt_parse_u64(optarg, 1, 86400, &o->timeout_s) != 0)
                 return vmt_cli_fail("run", "--timeout: %s", vmt_error_last());
             break;
-        case 'h':
-            run_usage(stdout);
-            return -1;
+        case 'h': run_usage(stdout); return -1;
         case 'N':
         case 'D':
         case VMT_CLI_OPT_STORE:
@@ -230,7 +219,8 @@ static void report_tick(vmt_vm *vm, dirty_report *dr)
     dr->max_pages = VMT_MAX(dr->max_pages, n);
     fprintf(stderr, "dirty: t=%.2fs pages=%llu (%.1f MiB) rate=%.0f pages/s sync=%.0f us\n",
             (double)(t - dr->t0) / 1e9, (unsigned long long)n,
-            (double)n * VMT_PAGE_SIZE / (1 << 20), dt > 0 ? (double)n / dt : 0, (double)cost / 1e3);
+            (double)n * VMT_PAGE_SIZE / (1 << 20), dt > 0 ? (double)n / dt : 0,
+            (double)cost / 1e3);
 }
 
 static int wait_loop(vmt_vm *vm, const run_opts *o, dirty_report *dr, vmt_vm_exit *ex)
@@ -266,14 +256,9 @@ static int finish(vmt_vm *vm, const run_opts *o, dirty_report *dr, int waited,
         return EXIT_TIMEOUT;
     }
     switch (ex->kind) {
-    case VMT_EXIT_PORT:
-        return ex->status;
-    case VMT_EXIT_HLT:
-        fprintf(stderr, "vmtree: run: %s\n", ex->reason);
-        return 0;
-    default:
-        print_crash(ex);
-        return EXIT_GUEST_CRASH;
+    case VMT_EXIT_PORT: return ex->status;
+    case VMT_EXIT_HLT: fprintf(stderr, "vmtree: run: %s\n", ex->reason); return 0;
+    default: print_crash(ex); return EXIT_GUEST_CRASH;
     }
 }
 

@@ -66,7 +66,8 @@ int vmt_cli_snapshot(int argc, char **argv)
         VMT_CLI_COMMON_LONGOPTS, {"message", required_argument, NULL, 'm'}, {NULL, 0, NULL, 0}};
     vmt_cli_common c = {.cmd = "snapshot"};
     const char *msg = NULL, *pos[1];
-    int npos, prc = vmt_cli_parse(&c, argc, argv, "m:", longopts, set_message, &msg, pos, 1, &npos);
+    int npos, prc = vmt_cli_parse(&c, argc, argv, "m:", longopts, set_message, &msg, pos, 1,
+                                  &npos);
     if (prc)
         return prc < 0 ? (snapshot_usage(stdout), 0) : 1;
     if (npos != 1)
@@ -131,7 +132,8 @@ int vmt_cli_rollback(int argc, char **argv)
     vmt_cli_common c = {.cmd = "rollback"};
     bool lazy = false;
     const char *pos[2];
-    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, longopts, set_lazy, &lazy, pos, 2, &npos);
+    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, longopts, set_lazy, &lazy, pos, 2,
+                                  &npos);
     if (prc)
         return prc < 0 ? (rollback_usage(stdout), 0) : 1;
     if (npos != 2)
@@ -218,56 +220,46 @@ static int branch_opt(void *ctx, int code, const char *arg)
             return vmt_cli_fail("branch", "%s", vmt_error_last());
         o->name = arg;
         return 0;
-    case 'D':
-        o->detach = true;
-        return 0;
-    case 'L':
-        o->lazy = true;
-        return 0;
-    case 'H':
-        o->huge_pages = true;
-        return 0;
-    case 'F':
-        o->from_addr = arg;
-        return 0;
-    case 'P':
-        o->psk_file = arg;
-        return 0;
-    case 'T':
-        o->tls = arg;
-        return 0;
+    case 'D': o->detach = true; return 0;
+    case 'L': o->lazy = true; return 0;
+    case 'H': o->huge_pages = true; return 0;
+    case 'F': o->from_addr = arg; return 0;
+    case 'P': o->psk_file = arg; return 0;
+    case 'T': o->tls = arg; return 0;
     case 'M':
         if (vmt_cli_parse_dirty_mode(arg, &o->dirty_mode) != 0)
             return vmt_cli_fail("branch", "%s", vmt_error_last());
         return 0;
-    default:
-        return 1;
+    default: return 1;
     }
 }
 
 int vmt_cli_branch(int argc, char **argv)
 {
-    static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS,
-                                             {"name", required_argument, NULL, 'N'},
-                                             {"detach", no_argument, NULL, 'D'},
-                                             {"lazy", no_argument, NULL, 'L'},
-                                             {"dirty-mode", required_argument, NULL, 'M'},
-                                             {"huge-pages", no_argument, NULL, 'H'},
-                                             {"from", required_argument, NULL, 'F'},
-                                             {"psk", required_argument, NULL, 'P'},
-                                             {"tls", required_argument, NULL, 'T'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        VMT_CLI_COMMON_LONGOPTS,
+        {"name", required_argument, NULL, 'N'},
+        {"detach", no_argument, NULL, 'D'},
+        {"lazy", no_argument, NULL, 'L'},
+        {"dirty-mode", required_argument, NULL, 'M'},
+        {"huge-pages", no_argument, NULL, 'H'},
+        {"from", required_argument, NULL, 'F'},
+        {"psk", required_argument, NULL, 'P'},
+        {"tls", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0}};
     vmt_cli_common c = {.cmd = "branch"};
     vmproc_opts o = {.cmd = "branch", .from_snapshot = true};
     const char *pos[1];
-    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, longopts, branch_opt, &o, pos, 1, &npos);
+    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, longopts, branch_opt, &o, pos, 1,
+                                  &npos);
     if (prc)
         return prc < 0 ? (branch_usage(stdout), 0) : 125;
     if (npos != 1 || !o.name)
         return vmt_cli_fail("branch", "usage: vmtree branch SNAP --name NEW"), 125;
     if ((o.psk_file || o.tls) && !o.from_addr)
         return vmt_cli_fail("branch", "--psk and --tls go with --from HOST:PORT"), 125;
-    if (vmt_cli_resolve_store(&c) || (!o.from_addr && resolve_name(c.store, pos[0], &o.snap)))
+    if (vmt_cli_resolve_store(&c) ||
+        (!o.from_addr && resolve_name(c.store, pos[0], &o.snap)))
         return vmt_cli_fail("branch", "%s", vmt_error_last()), 125;
     /* --from: the server resolves the name; a pull creates the store. */
     o.snap_name = pos[0];

@@ -24,7 +24,8 @@ void vmt_vm_config_init(vmt_vm_config *cfg)
 static int check_config(vmt_kvm *kvm, const vmt_vm_config *cfg)
 {
     if (cfg->mem_size < VMT_VM_MIN_MEM || cfg->mem_size > VMT_VM_MAX_MEM)
-        return vmt_error_set(VMT_ERANGE, "memory size %llu bytes is outside [2 MiB, 64 GiB]",
+        return vmt_error_set(VMT_ERANGE,
+                             "memory size %llu bytes is outside [2 MiB, 64 GiB]",
                              (unsigned long long)cfg->mem_size);
     if (cfg->mem_size % (2u << 20))
         return vmt_error_set(VMT_EINVAL, "memory size %llu is not a multiple of 2 MiB",
@@ -43,9 +44,10 @@ static int check_config(vmt_kvm *kvm, const vmt_vm_config *cfg)
          * reported full again right after a complete harvest and reset). */
         if (n & (n - 1) || n < MIN_RING_ENTRIES ||
             (uint64_t)n * sizeof(struct kvm_dirty_gfn) > kvm->caps.dirty_ring_max)
-            return vmt_error_set(
-                VMT_ERANGE, "dirty ring of %u entries: need a power of 2 from 1024 to %u", n,
-                (unsigned)(kvm->caps.dirty_ring_max / sizeof(struct kvm_dirty_gfn)));
+            return vmt_error_set(VMT_ERANGE,
+                                 "dirty ring of %u entries: need a power of 2 from 1024 to %u", n,
+                                 (unsigned)(kvm->caps.dirty_ring_max /
+                                            sizeof(struct kvm_dirty_gfn)));
     } else if (cfg->dirty_mode != VMT_DIRTY_BITMAP) {
         return vmt_error_set(VMT_EINVAL, "unknown dirty mode %d", (int)cfg->dirty_mode);
     }
@@ -62,9 +64,10 @@ static int setup_ram(vmt_vm *vm)
     if (ftruncate(vm->memfd, (off_t)vm->ram_size) != 0)
         return vmt_error_errno(VMT_EIO, errno, "sizing guest RAM to %llu bytes",
                                (unsigned long long)vm->ram_size);
-    void *p = vm->cfg.huge_pages ? vmt_map_shared_aligned(vm->memfd, vm->ram_size)
-                                 : mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE,
-                                        MAP_SHARED | MAP_NORESERVE, vm->memfd, 0);
+    void *p = vm->cfg.huge_pages
+                  ? vmt_map_shared_aligned(vm->memfd, vm->ram_size)
+                  : mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                         vm->memfd, 0);
     if (p == MAP_FAILED)
         return vmt_error_errno(VMT_EIO, errno, "mapping guest RAM");
     vm->ram = p;
@@ -79,8 +82,8 @@ static int setup_ram(vmt_vm *vm)
     vm->slots[0] = (vmm_slot){.id = 0, .gpa = 0, .size = low, .ram_off = 0};
     vm->nslots = 1;
     if (vm->ram_size > low) {
-        vm->slots[1] = (vmm_slot){
-            .id = 1, .gpa = VMT_RAM_HOLE_END, .size = vm->ram_size - low, .ram_off = low};
+        vm->slots[1] = (vmm_slot){.id = 1, .gpa = VMT_RAM_HOLE_END,
+                                  .size = vm->ram_size - low, .ram_off = low};
         vm->nslots = 2;
     }
     for (unsigned i = 0; i < vm->nslots; i++) {
@@ -116,9 +119,10 @@ static int setup_vm_features(vmt_vm *vm)
 {
     const vmt_kvm_caps *caps = &vm->kvm->caps;
     if (vm->cfg.dirty_mode == VMT_DIRTY_RING) {
-        uint32_t n = vm->cfg.dirty_ring_entries ? vm->cfg.dirty_ring_entries : DEFAULT_RING_ENTRIES;
-        uint32_t cap =
-            caps->dirty_ring_acq_rel ? KVM_CAP_DIRTY_LOG_RING_ACQ_REL : KVM_CAP_DIRTY_LOG_RING;
+        uint32_t n = vm->cfg.dirty_ring_entries ? vm->cfg.dirty_ring_entries
+                                                : DEFAULT_RING_ENTRIES;
+        uint32_t cap = caps->dirty_ring_acq_rel ? KVM_CAP_DIRTY_LOG_RING_ACQ_REL
+                                                : KVM_CAP_DIRTY_LOG_RING;
         if (enable_cap(vm->fd, cap, (uint64_t)n * sizeof(struct kvm_dirty_gfn)) < 0)
             return vmt_error_errno(VMT_EIO, errno, "enabling the dirty ring (%u entries)", n);
         vm->cfg.dirty_ring_entries = n;

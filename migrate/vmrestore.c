@@ -9,9 +9,9 @@
 #include "migrate_internal.h"
 #include "vmtree/proto.h"
 
-int vmt_vm_from_snapshot(vmt_kvm *kvm, vmt_store *s, const vmt_id *snap, const vmt_vm_config *base,
-                         const vmt_restore_opts *ro, vmt_vm **vm, vmt_restore **restore,
-                         vmt_snap_record *record)
+int vmt_vm_from_snapshot(vmt_kvm *kvm, vmt_store *s, const vmt_id *snap,
+                         const vmt_vm_config *base, const vmt_restore_opts *ro, vmt_vm **vm,
+                         vmt_restore **restore, vmt_snap_record *record)
 {
     vmt_restore_opts eager = {.mode = VMT_RESTORE_EAGER};
     *vm = NULL;

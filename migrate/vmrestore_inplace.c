@@ -34,8 +34,7 @@ static int check_config(vmt_vm *vm, const vmt_snap_record *r, const vmt_vm_state
     if (!cur)
         return vmt_error_set(VMT_ENOMEM, "out of memory");
     int rc = vmt_vm_get_state(vm, cur);
-    if (rc == 0 &&
-        (!cur->has_irqchip != !r->irqchip || !cur->has_irqchip != !snap_vst->has_irqchip))
+    if (rc == 0 && (!cur->has_irqchip != !r->irqchip || !cur->has_irqchip != !snap_vst->has_irqchip))
         rc = vmt_error_set(VMT_EINVAL, "the snapshot's VM %s an irqchip, this one %s",
                            r->irqchip ? "has" : "has no", cur->has_irqchip ? "has" : "has none");
     free(cur);
@@ -57,8 +56,9 @@ static int clear_dirty(vmt_vm *vm)
 }
 
 int vmt_vm_restore_in_place(vmt_vm *vm, vmt_store *s, const vmt_id *snap,
-                            const vmt_restore_opts *ro, vmt_restore **old, vmt_restore **restore,
-                            vmt_snap_record *record, vmt_inplace_stats *stats)
+                            const vmt_restore_opts *ro, vmt_restore **old,
+                            vmt_restore **restore, vmt_snap_record *record,
+                            vmt_inplace_stats *stats)
 {
     vmt_restore_opts eager = {.mode = VMT_RESTORE_EAGER};
     vmt_inplace_stats st;
@@ -134,9 +134,9 @@ out:
     vmt_debug("in-place rollback: read %llu us, check %llu us, old restore %llu us, ram %llu us, "
               "state %llu us, dirty %llu us, total %llu us",
               (unsigned long long)(st.read_ns / 1000), (unsigned long long)(st.check_ns / 1000),
-              (unsigned long long)(st.old_ns / 1000), (unsigned long long)(st.ram_ns / 1000),
-              (unsigned long long)(st.state_ns / 1000), (unsigned long long)(st.dirty_ns / 1000),
-              (unsigned long long)(st.total_ns / 1000));
+              (unsigned long long)(st.old_ns / 1000),
+              (unsigned long long)(st.ram_ns / 1000), (unsigned long long)(st.state_ns / 1000),
+              (unsigned long long)(st.dirty_ns / 1000), (unsigned long long)(st.total_ns / 1000));
     if (stats)
         *stats = st;
     free(vst);
@@ -183,11 +183,11 @@ typedef struct partial_job {
     vmt_vm *vm;
     vmt_store *s;
     const vmt_partial_opts *o;
-    vmt_snap_record *r; /* snap's */
+    vmt_snap_record *r;   /* snap's */
     vmt_vm_state *vst;
     vmt_vcpu_state *cpus;
     vmt_id head_root;
-    uint64_t *dirty; /* since head: the log and o->since_head */
+    uint64_t *dirty;      /* since head: the log and o->since_head */
     vmt_inplace_stats *st;
     vmt_restore_partial_stats *pst;
 } partial_job;
@@ -282,10 +282,10 @@ int vmt_vm_restore_partial(vmt_vm *vm, vmt_store *s, const vmt_id *head, const v
     vmt_debug("partial rollback: read %llu us, check %llu us, ram %llu us (%llu pages: %llu "
               "differ, %llu dirty), state %llu us, dirty %llu us, total %llu us",
               (unsigned long long)(st.read_ns / 1000), (unsigned long long)(st.check_ns / 1000),
-              (unsigned long long)(st.ram_ns / 1000), (unsigned long long)j.pst->pages_restored,
-              (unsigned long long)j.pst->pages_diff, (unsigned long long)j.pst->pages_dirty,
-              (unsigned long long)(st.state_ns / 1000), (unsigned long long)(st.dirty_ns / 1000),
-              (unsigned long long)(st.total_ns / 1000));
+              (unsigned long long)(st.ram_ns / 1000),
+              (unsigned long long)j.pst->pages_restored, (unsigned long long)j.pst->pages_diff,
+              (unsigned long long)j.pst->pages_dirty, (unsigned long long)(st.state_ns / 1000),
+              (unsigned long long)(st.dirty_ns / 1000), (unsigned long long)(st.total_ns / 1000));
     if (stats)
         *stats = st;
     free(j.dirty);
