@@ -76,6 +76,12 @@ static vmt_event_action on_event(void *ctx, vmt_vm *vm, unsigned vcpu, uint32_t 
 int migfx_restore(fx_guest *g, vmt_store *s, const vmt_id *id, vmt_restore_mode mode,
                   vmt_restore **restore, vmt_snap_record *rec)
 {
+    return migfx_restore_huge(g, s, id, mode, false, restore, rec);
+}
+
+int migfx_restore_huge(fx_guest *g, vmt_store *s, const vmt_id *id, vmt_restore_mode mode,
+                       bool huge_pages, vmt_restore **restore, vmt_snap_record *rec)
+{
     memset(g, 0, sizeof(*g));
     pthread_mutex_init(&g->lock, NULL);
     pthread_condattr_t ca;
@@ -91,6 +97,7 @@ int migfx_restore(fx_guest *g, vmt_store *s, const vmt_id *id, vmt_restore_mode 
     base.console_ctx = g->con;
     base.event = on_event;
     base.event_ctx = g;
+    base.huge_pages = huge_pages;
     vmt_restore_opts ro = {.mode = mode};
     int rc = vmt_vm_from_snapshot(fx_kvm, s, id, &base, &ro, &g->vm, restore, rec);
     if (rc)

@@ -31,6 +31,9 @@ int migfx_boot(fx_guest *g, const char *name, const char *cmdline, uint64_t mem_
  * (not started); *restore as vmt_vm_from_snapshot returns it. */
 int migfx_restore(fx_guest *g, vmt_store *s, const vmt_id *id, vmt_restore_mode mode,
                   vmt_restore **restore, vmt_snap_record *rec);
+/* The same into a VM whose RAM asks for 2 MiB pages (vmt_vm_config.huge_pages). */
+int migfx_restore_huge(fx_guest *g, vmt_store *s, const vmt_id *id, vmt_restore_mode mode,
+                       bool huge_pages, vmt_restore **restore, vmt_snap_record *rec);
 /* fx_free, then frees the restore handle (may be NULL). */
 void migfx_free(fx_guest *g, vmt_restore *restore);
 /* Attaches with vm_name `name` (image/cmdline recorded as given). */

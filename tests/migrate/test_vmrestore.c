@@ -33,12 +33,26 @@ static int teardown(void)
     return fx_teardown();
 }
 
-/* Runs a counter, snapshots it at step >= 5 while it runs, lets it run 40
- * more steps; returns the snapshot and the whole output. */
-static char *counter_run(const char *name, vmt_id *snap, uint64_t *at)
+/* Whether the host gives shared memory 2 MiB pages (vmt_ram_advise_huge). */
+static bool host_has_shmem_thp(void)
+{
+    char mode[32];
+    return vmt_thp_shmem_mode(mode, sizeof(mode)) == 0 && strcmp(mode, "never") != 0 &&
+           strcmp(mode, "deny") != 0;
+}
+
+/* Runs a counter (on 2 MiB pages with `huge`), snapshots it at step >= 5
+ * while it runs, lets it run 40 more steps; returns the snapshot and the
+ * whole output. */
+static char *counter_run(const char *name, bool huge, vmt_id *snap, uint64_t *at)
 {
     fx_guest g;
-    CU_ASSERT_FATAL(migfx_boot(&g, "counter", COUNTER, MEM) == 0);
+    vmt_vm_config cfg;
+    vmt_vm_config_init(&cfg);
+    cfg.mem_size = MEM;
+    cfg.huge_pages = huge;
+    CU_ASSERT_FATAL(fx_boot(&g, "counter", COUNTER, &cfg) == 0);
+    CU_ASSERT_EQUAL(vmt_vm_ram_huge(g.vm), huge && host_has_shmem_thp());
     vmt_vmsnap *vs;
     CU_ASSERT_FATAL(migfx_attach(&vs, &st, &g, NULL, name) == 0);
     CU_ASSERT_FATAL(vmt_vm_start(g.vm) == 0);
@@ -52,15 +66,17 @@ static char *counter_run(const char *name, vmt_id *snap, uint64_t *at)
     return text;
 }
 
-static void rollback_continues_exactly(vmt_restore_mode mode)
+static void rollback_continues_exactly(vmt_restore_mode mode, bool huge)
 {
     vmt_id a;
     uint64_t at;
-    char *orig = counter_run(mode == VMT_RESTORE_LAZY ? "lazy" : "eager", &a, &at);
+    char *orig = counter_run(huge ? "huge" : mode == VMT_RESTORE_LAZY ? "lazy" : "eager", huge, &a,
+                             &at);
     fx_guest r;
     vmt_restore *rs = NULL;
     vmt_snap_record rec;
-    CU_ASSERT_FATAL(migfx_restore(&r, st.s, &a, mode, &rs, &rec) == 0);
+    CU_ASSERT_FATAL(migfx_restore_huge(&r, st.s, &a, mode, huge, &rs, &rec) == 0);
+    CU_ASSERT_EQUAL(vmt_vm_ram_huge(r.vm), huge && host_has_shmem_thp());
     CU_ASSERT_EQUAL(rec.mem_size, MEM);
     CU_ASSERT_EQUAL(vmt_vm_ram_pages(r.vm), MEM / 4096);
     CU_ASSERT_FATAL(vmt_vm_start(r.vm) == 0);
@@ -85,12 +101,21 @@ static void rollback_continues_exactly(vmt_restore_mode mode)
 
 static void eager_rollback_continues_exactly(void)
 {
-    rollback_continues_exactly(VMT_RESTORE_EAGER);
+    rollback_continues_exactly(VMT_RESTORE_EAGER, false);
 }
 
 static void lazy_rollback_continues_exactly(void)
 {
-    rollback_continues_exactly(VMT_RESTORE_LAZY);
+    rollback_continues_exactly(VMT_RESTORE_LAZY, false);
+}
+
+/* Guest RAM on 2 MiB pages where the host gives them (else 4 KiB, as the
+ * VM reports): the eager restore writes straight into the mapping. */
+static void huge_page_vm_continues_exactly(void)
+{
+    if (!host_has_shmem_thp())
+        printf("\n  (the host gives shared memory no huge pages: RAM keeps 4 KiB pages) ");
+    rollback_continues_exactly(VMT_RESTORE_EAGER, true);
 }
 
 #define DBASE (16ull << 20)
@@ -159,7 +184,7 @@ static void restored_state_is_the_blobs(void)
 {
     vmt_id a;
     uint64_t at;
-    char *orig = counter_run("state", &a, &at);
+    char *orig = counter_run("state", false, &a, &at);
     free(orig);
     fx_guest r;
     vmt_restore *rs = NULL;
@@ -243,6 +268,7 @@ int main(void)
     static const vmt_test_case cases[] = {
         {"eager_rollback_continues_exactly", eager_rollback_continues_exactly},
         {"lazy_rollback_continues_exactly", lazy_rollback_continues_exactly},
+        {"huge_page_vm_continues_exactly", huge_page_vm_continues_exactly},
         {"dirtier_images_hold_the_invariant", dirtier_images_hold_the_invariant},
         {"restored_state_is_the_blobs", restored_state_is_the_blobs},
         {"irqchip_vm_continues_exactly", irqchip_vm_continues_exactly},
