@@ -25,4 +25,11 @@ scripts/build.sh "$dir" "${cmake_args[@]}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$dir"
-ctest --output-on-failure -j"$(nproc)" "${ctest_args[@]}"
+rc=0
+ctest --output-on-failure -j"$(nproc)" "${ctest_args[@]}" || rc=$?
+# Skipped suites print why; ctest keeps that in its log only: say it here.
+if grep -q "^SKIP" Testing/Temporary/LastTest.log 2>/dev/null; then
+  echo "Why tests were skipped:"
+  grep -h "^SKIP" Testing/Temporary/LastTest.log | sort | uniq -c
+fi
+exit $rc
