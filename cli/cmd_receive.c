@@ -30,11 +30,11 @@
 
 #define MAX_WORKERS 64
 
-enum { OPT_LISTEN = 0x2101, OPT_PERSISTENT, OPT_NAME, OPT_PSK, OPT_TLS, OPT_TIMEOUT, OPT_INIT };
+enum { OPT_LISTEN = 0x2101, OPT_PERSISTENT, OPT_NAME, OPT_PSK, OPT_TLS, OPT_TIMEOUT, OPT_INIT, OPT_HUGE };
 
 typedef struct recv_opts {
     const char *listen, *name, *psk_file, *tls_spec;
-    bool persistent, init_store;
+    bool persistent, init_store, huge_pages;
     uint64_t timeout_s;
     vmt_cli_common common;
 } recv_opts;
@@ -53,7 +53,7 @@ static void receive_usage(FILE *f)
     fprintf(
         f, "usage: vmtree receive --listen [tcp://|rdma://]ADDR:PORT [--persistent] [--name NAME]\n"
            "         [--psk FILE | --tls CERT,KEY,CA] [--timeout SEC] [--store DIR]\n"
-           "         [--init] [--json]\n\n"
+           "         [--init] [--huge-pages] [--json]\n\n"
            "Waits for a live migration (`vmtree migrate NAME HOST:PORT` on the source)\n"
            "and runs the arriving VM as a detached VM process of the store, under the\n"
            "name the source gave it: `vmtree ps|status|console|snapshot|migrate|stop`\n"
@@ -72,6 +72,8 @@ static void receive_usage(FILE *f)
            "  --timeout SEC     for each network step (default 10)\n"
            "  --store DIR       the store the VM is registered in\n"
            "  --init            create the store when missing\n"
+           "  --huge-pages      arriving VMs get guest RAM on 2 MiB pages where the host\n"
+           "                    allows (pages land with one fault per 2 MiB)\n"
            "  --json            one JSON object per event\n");
 }
 
@@ -87,6 +89,9 @@ static int receive_opt(void *ctx, int code, const char *arg)
         return 0;
     case OPT_INIT:
         o->init_store = true;
+        return 0;
+    case OPT_HUGE:
+        o->huge_pages = true;
         return 0;
     case OPT_NAME:
         o->name = arg;
@@ -186,6 +191,7 @@ static int worker_main(recv_state *st, int fd)
                       .name = st->o->name,
                       .detach = true,
                       .dirty_mode = VMT_DIRTY_BITMAP,
+                      .huge_pages = st->o->huge_pages,
                       .timeout_ms = ro.timeout_ms};
     return vmt_vmproc_incoming(&vo, s, store, fd);
 }
@@ -433,6 +439,7 @@ int vmt_cli_receive(int argc, char **argv)
                                              {"tls", required_argument, NULL, OPT_TLS},
                                              {"timeout", required_argument, NULL, OPT_TIMEOUT},
                                              {"init", no_argument, NULL, OPT_INIT},
+                                             {"huge-pages", no_argument, NULL, OPT_HUGE},
                                              {NULL, 0, NULL, 0}};
     recv_opts o = {.timeout_s = 10, .common = {.cmd = "receive"}};
     const char *pos[1];
