@@ -70,10 +70,18 @@ int vmp_register(vmproc *p)
         return rc;
     rc = vmt_catalog_register_vm(c, &vm);
     if (rc == VMT_EEXIST) {
-        /* We hold the name's lock, so the registered process is gone (its
-         * pid now names another process). */
-        vmt_catalog_unregister_vm(c, vm.name);
-        rc = vmt_catalog_register_vm(c, &vm);
+        /* We hold the name's lock on this host, so a process registered
+         * here is gone (its pid now names another process).  Another host's
+         * registration is never overridden: the error names that host. */
+        char why[512];
+        vmt_catalog_vm old;
+        snprintf(why, sizeof(why), "%s", vmt_error_last());
+        if (vmt_catalog_get_vm(c, vm.name, &old) == 0 && vmt_catalog_vm_local(c, &old)) {
+            vmt_catalog_unregister_vm(c, vm.name);
+            rc = vmt_catalog_register_vm(c, &vm);
+        } else {
+            rc = vmt_error_set(VMT_EEXIST, "%s", why);
+        }
     }
     head_ref(vm.name, ref, sizeof(ref));
     if (rc == 0 && p->has_head)
