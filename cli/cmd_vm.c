@@ -359,7 +359,9 @@ static void console_usage(FILE *f)
 {
     fprintf(f, "usage: vmtree console NAME [--follow] [--store DIR]\n\n"
                "Prints the console output of VM NAME, started with --detach (it is kept in\n"
-               "STORE/run/NAME.console while the VM runs).  `vmtree logs` is the same.\n\n"
+               "RUN/NAME.console while the VM runs; RUN: see vmtree run --help).\n"
+               "Only a VM of this host: another host's console is on that host.\n"
+               "`vmtree logs` is the same.\n\n"
                "  -f, --follow  keep printing new output until the VM stops\n"
                "  --store DIR   the store\n");
 }

@@ -312,6 +312,11 @@ static void migration_and_golden_transfer_are_refused(void)
     CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "pull", "tcp://127.0.0.1:1", "golden", NULL), 0);
     CU_ASSERT(contains(err, "hosts sharing a RADOS store"));
     free(err);
+    CU_ASSERT_EQUAL(host2(NULL, &err, "branch", "golden", "--name", "x", "--from",
+                          "127.0.0.1:1", NULL),
+                    125);
+    CU_ASSERT(contains(err, "hosts sharing the RADOS store"));
+    free(err);
 }
 
 static int setup(void)
