@@ -247,7 +247,10 @@ static const simple_cmd simple_cmds[] = {
      "running"},
     {"stop", "stop",
      "Stops VM NAME: its guest ends, the process unregisters the name, removes\n"
-     "its socket and exits.  Its snapshots and HEAD ref stay.",
+     "its socket and exits.  Its snapshots and HEAD ref stay.\n\n"
+     "  --forget      do not contact the VM: drop its registration from the\n"
+     "                catalog.  For a shared (rados://) store whose VM's host is\n"
+     "                gone for good: while that host lives, it may still run it",
      "stopped"},
 };
 
@@ -283,12 +286,54 @@ static int wait_gone(const char *store, const char *name)
                                         "running after 10 s", name, pid);
 }
 
-static int set_force(void *ctx, int code, const char *arg)
+typedef struct simple_flags {
+    bool force, forget;
+} simple_flags;
+
+static int set_flag(void *ctx, int code, const char *arg)
 {
+    simple_flags *f = ctx;
     (void)arg;
-    if (code != 'F')
+    if (code == 'F')
+        f->force = true;
+    else if (code == 'G')
+        f->forget = true;
+    else
         return 1;
-    *(bool *)ctx = true;
+    return 0;
+}
+
+/* stop --forget: drops the registration of a VM that no host of this one
+ * can stop (its host is gone), never one running here. */
+static int forget(const vmt_cli_common *c, const char *name)
+{
+    vmt_catalog *cat = NULL;
+    vmt_catalog_vm vm;
+    long pid = 0;
+    int rc = vmt_cli_catalog_open(c->store, &cat);
+    if (rc == 0)
+        rc = vmt_catalog_get_vm(cat, name, &vm);
+    if (rc == 0 && vmt_catalog_vm_local(cat, &vm) && vmt_cli_vm_alive(c->store, name, &pid) == 1)
+        rc = vmt_error_set(VMT_EBUSY, "VM %s runs on this host (process %ld): vmtree stop %s",
+                           name, pid, name);
+    if (rc == 0)
+        rc = vmt_catalog_unregister_vm(cat, name);
+    vmt_catalog_close(cat);
+    if (rc)
+        return vmt_cli_fail("stop", "%s", vmt_error_last());
+    if (c->json) {
+        vmt_json j;
+        vmt_json_init(&j, stdout);
+        vmt_json_obj_begin(&j);
+        vmt_json_kstr(&j, "name", name);
+        vmt_json_kstr(&j, "host", vm.host);
+        vmt_json_ki64(&j, "pid", vm.pid);
+        vmt_json_kbool(&j, "forgotten", true);
+        vmt_json_obj_end(&j);
+    } else {
+        printf("%s forgotten (registered%s%s, process %lld); its HEAD stays\n", name,
+               vm.host[0] ? " on host " : "", vm.host, (long long)vm.pid);
+    }
     return 0;
 }
 
@@ -297,17 +342,24 @@ static int simple(const simple_cmd *sc, int argc, char **argv)
     static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
     static const struct option resume_longopts[] = {
         VMT_CLI_COMMON_LONGOPTS, {"force", no_argument, NULL, 'F'}, {NULL, 0, NULL, 0}};
-    bool is_resume = !strcmp(sc->op, "resume"), force = false;
+    static const struct option stop_longopts[] = {
+        VMT_CLI_COMMON_LONGOPTS, {"forget", no_argument, NULL, 'G'}, {NULL, 0, NULL, 0}};
+    bool is_resume = !strcmp(sc->op, "resume"), is_stop = !strcmp(sc->op, "stop");
+    simple_flags fl = {false, false};
     vmt_cli_common c = {.cmd = sc->name};
     const char *pos[1];
-    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, is_resume ? resume_longopts : longopts,
-                                  set_force, &force, pos, 1, &npos);
+    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL,
+                                  is_resume ? resume_longopts : is_stop ? stop_longopts : longopts,
+                                  set_flag, &fl, pos, 1, &npos);
+    bool force = fl.force;
     if (prc)
         return prc < 0 ? (simple_usage(sc, stdout), 0) : 1;
     if (npos != 1)
         return vmt_cli_fail(sc->name, "which VM? (usage: vmtree %s NAME)", sc->name);
     if (vmt_cli_resolve_store(&c))
         return vmt_cli_fail(sc->name, "%s", vmt_error_last());
+    if (fl.forget)
+        return forget(&c, pos[0]);
     vmt_ctl_msg *req = malloc(sizeof(*req)), *rep = malloc(sizeof(*rep));
     int rc = req && rep ? 0 : vmt_error_set(VMT_ENOMEM, "out of memory");
     if (rc == 0) {

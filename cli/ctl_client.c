@@ -61,8 +61,10 @@ static int diagnose(const char *store, const char *name, const char *what)
         vmt_catalog_close(c);
         if (remote)
             return vmt_error_set(VMT_EBUSY,
-                                 "VM %s runs on host %s (process %ld): run this command there",
-                                 name, vm.host, pid);
+                                 "VM %s runs on host %s (process %ld): run this command "
+                                 "there (if that host is gone for good, `vmtree stop %s "
+                                 "--forget` drops its registration)",
+                                 name, vm.host, pid, name);
     }
     if (pid > 0) {
         vmt_cli_vm_cleanup(store, name);

@@ -291,14 +291,21 @@ static void rm_gc_and_verify_work_on_the_shared_store(void)
     free(out);
     free(err);
     restores_bit_exact(url, &child_id, 1);
-    /* Host 1 stops its VM: the name is free, ps lists nothing remote. */
-    vmt_catalog *c = NULL;
-    as_host("host1", run1);
-    CU_ASSERT_EQUAL_FATAL(vmt_catalog_open(&c, url), 0);
-    CU_ASSERT_EQUAL(vmt_catalog_unregister_vm(c, "a"), 0);
-    vmt_catalog_close(c);
+    /* Host 1 is gone for good: host 2 forgets its VM (without asking it),
+     * the name is free, ps lists nothing remote, the HEAD stays. */
+    CU_ASSERT_EQUAL(host2(&out, NULL, "stop", "a", "--forget", "--json", NULL), 0);
+    CU_ASSERT(contains(out, "\"forgotten\":true") && contains(out, "host1"));
+    free(out);
+    CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "stop", "a", "--forget", NULL), 0);
+    CU_ASSERT(contains(err, "no VM named a"));
+    free(err);
     CU_ASSERT_EQUAL(host2(&out, NULL, "ps", NULL), 0);
     CU_ASSERT(out && !strstr(out, "host1"));
+    free(out);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "show", "a", "--json", NULL), 0);
+    char hc[VMT_ID_HEX_LEN + 1];
+    hex_of(&child_id, hc);
+    CU_ASSERT(contains(out, hc));
     free(out);
 }
 
