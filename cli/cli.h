@@ -156,8 +156,8 @@ int vmt_cli_catalog_open(const char *dir, vmt_catalog **out);
  * registration of it (*pid: its process there, host[cap]: that host; ""
  * for this host); 0 when not; or a negative VMT_E*.
  */
-int vmt_cli_vm_running(const char *store, vmt_catalog *cat, const char *name, long *pid,
-                       char *host, size_t cap);
+int vmt_cli_vm_running(const char *store, vmt_catalog *cat, const char *name, long *pid, char *host,
+                       size_t cap);
 /* Resolves a snapshot name (vmt_catalog_resolve) with a message naming it. */
 int vmt_cli_resolve(vmt_catalog *c, const char *name, vmt_id *out);
 /* The first 12 hex digits of an id. */

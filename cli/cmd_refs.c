@@ -224,8 +224,8 @@ static int clear_refs(const char *store, vmt_catalog *cat, const vmt_catalog_sna
         vmt_cli_short_id(&refs[i].id, sid);
         if (vmt_cli_ref_is_head(&refs[i], vm, sizeof(vm)) &&
             vmt_cli_vm_running(store, cat, vm, &pid, host, sizeof(host)) == 1)
-            rc = vmt_error_set(VMT_EBUSY, "%s is the HEAD of running VM %s (process %ld%s%s)",
-                               sid, vm, pid, host[0] ? " on host " : "", host);
+            rc = vmt_error_set(VMT_EBUSY, "%s is the HEAD of running VM %s (process %ld%s%s)", sid,
+                               vm, pid, host[0] ? " on host " : "", host);
         else if (!force)
             rc = vmt_error_set(VMT_EBUSY, "%s is %s (--force deletes that ref)", sid,
                                refs[i].name);

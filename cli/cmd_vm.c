@@ -15,9 +15,8 @@
 /* Reply fields printed as JSON strings even when they look like numbers. */
 static bool string_field(const char *key)
 {
-    static const char *const keys[] = {"name", "image", "cmdline", "head", "snap", "host",
-                                       "state", "console", "restore", "dirty_rates",
-                                       NULL};
+    static const char *const keys[] = {"name",  "image",   "cmdline", "head",        "snap", "host",
+                                       "state", "console", "restore", "dirty_rates", NULL};
     for (int i = 0; keys[i]; i++)
         if (!strcmp(keys[i], key))
             return true;
@@ -314,8 +313,8 @@ static int forget(const vmt_cli_common *c, const char *name)
     if (rc == 0)
         rc = vmt_catalog_get_vm(cat, name, &vm);
     if (rc == 0 && vmt_catalog_vm_local(cat, &vm) && vmt_cli_vm_alive(c->store, name, &pid) == 1)
-        rc = vmt_error_set(VMT_EBUSY, "VM %s runs on this host (process %ld): vmtree stop %s",
-                           name, pid, name);
+        rc = vmt_error_set(VMT_EBUSY, "VM %s runs on this host (process %ld): vmtree stop %s", name,
+                           pid, name);
     if (rc == 0)
         rc = vmt_catalog_unregister_vm(cat, name);
     vmt_catalog_close(cat);
@@ -349,7 +348,9 @@ static int simple(const simple_cmd *sc, int argc, char **argv)
     vmt_cli_common c = {.cmd = sc->name};
     const char *pos[1];
     int npos, prc = vmt_cli_parse(&c, argc, argv, NULL,
-                                  is_resume ? resume_longopts : is_stop ? stop_longopts : longopts,
+                                  is_resume ? resume_longopts
+                                  : is_stop ? stop_longopts
+                                            : longopts,
                                   set_flag, &fl, pos, 1, &npos);
     bool force = fl.force;
     if (prc)

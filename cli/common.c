@@ -158,8 +158,8 @@ int vmt_cli_run_dir(const char *store, char *buf, size_t cap)
             n = snprintf(buf, cap, "/tmp/vmtree-%u/%s", (unsigned)geteuid(), h);
     }
     if (n < 0 || (size_t)n >= cap)
-        return vmt_error_set(VMT_ERANGE, "the run directory of %s is longer than %zu bytes",
-                             store, cap - 1);
+        return vmt_error_set(VMT_ERANGE, "the run directory of %s is longer than %zu bytes", store,
+                             cap - 1);
     return 0;
 }
 
@@ -191,8 +191,8 @@ int vmt_cli_run_path(const char *store, const char *name, const char *suffix, ch
         return rc;
     int n = snprintf(buf, cap, "%s/%s%s", dir, name, suffix);
     if (n < 0 || (size_t)n >= cap)
-        return vmt_error_set(VMT_ERANGE, "path %s/%s%s is longer than %zu bytes", dir, name,
-                             suffix, cap - 1);
+        return vmt_error_set(VMT_ERANGE, "path %s/%s%s is longer than %zu bytes", dir, name, suffix,
+                             cap - 1);
     return 0;
 }
 

@@ -85,8 +85,8 @@ void vmt_cli_short_id(const vmt_id *id, char out[13])
     out[12] = '\0';
 }
 
-int vmt_cli_vm_running(const char *store, vmt_catalog *cat, const char *name, long *pid,
-                       char *host, size_t cap)
+int vmt_cli_vm_running(const char *store, vmt_catalog *cat, const char *name, long *pid, char *host,
+                       size_t cap)
 {
     vmt_catalog_vm vm;
     host[0] = '\0';

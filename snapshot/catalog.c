@@ -101,8 +101,8 @@ static int local_host(char host[VMT_CATALOG_HOST_MAX])
     if (env && *env) {
         if (strlen(env) >= VMT_CATALOG_HOST_MAX || !snap_name_valid(env))
             return vmt_error_set(VMT_EINVAL,
-                                 "VMTREE_HOST='%.80s': 1..%d letters, digits, '.', '_' or '-'",
-                                 env, VMT_CATALOG_HOST_MAX - 1);
+                                 "VMTREE_HOST='%.80s': 1..%d letters, digits, '.', '_' or '-'", env,
+                                 VMT_CATALOG_HOST_MAX - 1);
         snprintf(host, VMT_CATALOG_HOST_MAX, "%s", env);
         return 0;
     }
@@ -266,8 +266,8 @@ static int vm_check(const vmt_catalog_vm *vm)
                              VMT_SNAP_NAME_MAX - 1);
     if (!memchr(vm->socket, '\0', sizeof(vm->socket)) ||
         !memchr(vm->image, '\0', sizeof(vm->image)) || !memchr(vm->host, '\0', sizeof(vm->host)))
-        return vmt_error_set(VMT_EINVAL,
-                             "VM %s: socket, image or host is not NUL-terminated", vm->name);
+        return vmt_error_set(VMT_EINVAL, "VM %s: socket, image or host is not NUL-terminated",
+                             vm->name);
     if (vm->pid < 0)
         return vmt_error_set(VMT_EINVAL, "VM %s: negative pid", vm->name);
     return 0;

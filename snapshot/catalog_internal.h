@@ -52,7 +52,7 @@ struct vmt_catalog {
     sqlite3 *db;
     /* refs backend */
     vmt_store *store;
-    bool own_store;                   /* opened by vmt_catalog_open: closed with it */
+    bool own_store;                  /* opened by vmt_catalog_open: closed with it */
     char host[VMT_CATALOG_HOST_MAX]; /* the host VMs registered here run on */
 };
 
@@ -96,6 +96,12 @@ int cat_column_id(sqlite3_stmt *st, int col, vmt_id *id);
 /* Copies a text column into dst[cap], truncated. */
 void cat_column_text(sqlite3_stmt *st, int col, char *dst, size_t cap);
 
+/* Sets ref `ref` to id (insert or update), inside the caller's transaction. */
+int cat_sql_upsert_ref(vmt_catalog *c, const char *ref, const vmt_id *id);
+/* Runs `sql` (a DELETE binding ?1 to name): 0, VMT_ENOENT (no message) when
+ * it deleted nothing, or the SQLite error about `what`. */
+int cat_sql_delete_named(vmt_catalog *c, const char *sql, const char *name, const char *what);
+
 /* SQLite VMs (catalog_sql_vm.c). */
 int cat_sql_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm);
 int cat_sql_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out);
@@ -120,8 +126,7 @@ void cat_key(char key[CAT_KEY_MAX], const char *prefix, const char *name);
 bool cat_key_name(const char *key, const char *prefix, char *name, size_t cap);
 /* Reads a key: an absent key reads as empty at version 0 (so do
  * tombstones, at their version). */
-int cat_rget(vmt_catalog *c, const char *key, uint8_t *buf, size_t cap, size_t *len,
-             uint64_t *ver);
+int cat_rget(vmt_catalog *c, const char *key, uint8_t *buf, size_t cap, size_t *len, uint64_t *ver);
 /* Writes a key if still at version ver; VMT_EBUSY (no message) when not. */
 int cat_rset(vmt_catalog *c, const char *key, uint64_t ver, const void *data, size_t len);
 /* The error after CAT_CAS_TRIES lost compare-and-swaps on key. */

@@ -65,8 +65,7 @@ static void ref_key(const char *ref, char key[CAT_KEY_MAX])
     cat_key(key, CAT_HEAD_PREFIX, name);
 }
 
-int cat_rget(vmt_catalog *c, const char *key, uint8_t *buf, size_t cap, size_t *len,
-             uint64_t *ver)
+int cat_rget(vmt_catalog *c, const char *key, uint8_t *buf, size_t cap, size_t *len, uint64_t *ver)
 {
     int rc = vmt_store_ref_get(c->store, key, buf, cap, len, ver);
     if (rc == VMT_ENOENT) {
@@ -156,8 +155,7 @@ int cat_refs_open(vmt_catalog *c)
     for (unsigned t = 0; t < CAT_CAS_TRIES; t++) {
         int rc = cat_rget(c, FORMAT_KEY, buf, sizeof(buf), &len, &ver);
         if (rc == VMT_ERANGE || (rc == 0 && ver && len != 4))
-            return vmt_error_set(VMT_ECORRUPT, "catalog %s: %s is damaged", c->path,
-                                 FORMAT_KEY);
+            return vmt_error_set(VMT_ECORRUPT, "catalog %s: %s is damaged", c->path, FORMAT_KEY);
         if (rc)
             return rc;
         if (ver) {
@@ -193,8 +191,7 @@ static int refs_get_ref(vmt_catalog *c, const char *ref, vmt_id *out)
     ref_key(ref, key);
     int rc = cat_rget(c, key, buf, sizeof(buf), &len, &ver);
     if (rc == VMT_ERANGE || (rc == 0 && len && len != sizeof(vmt_id)))
-        return vmt_error_set(VMT_ECORRUPT, "catalog %s: ref %s (%s) is damaged", c->path, ref,
-                             key);
+        return vmt_error_set(VMT_ECORRUPT, "catalog %s: ref %s (%s) is damaged", c->path, ref, key);
     if (rc)
         return rc;
     if (len == 0)
@@ -338,9 +335,8 @@ static int snap_decode(vmt_catalog *c, const char *key, const uint8_t *p, size_t
     memset(s, 0, sizeof(*s));
     size_t vl = len > SNAP_FIXED ? p[SNAP_FIXED] : 0;
     size_t ml = len > SNAP_FIXED + 1 + vl ? p[SNAP_FIXED + 1 + vl] : 0;
-    if (len < SNAP_FIXED + 2 || p[0] != SNAP_ENTRY_VERSION || p[1] > 1 ||
-        vl >= VMT_SNAP_NAME_MAX || len != SNAP_FIXED + 2 + vl + ml ||
-        vmt_id_from_hex(key + strlen(SNAP_PREFIX), &s->id) != 0)
+    if (len < SNAP_FIXED + 2 || p[0] != SNAP_ENTRY_VERSION || p[1] > 1 || vl >= VMT_SNAP_NAME_MAX ||
+        len != SNAP_FIXED + 2 + vl + ml || vmt_id_from_hex(key + strlen(SNAP_PREFIX), &s->id) != 0)
         return vmt_error_set(VMT_ECORRUPT, "catalog %s: snapshot entry %s is damaged (%zu bytes)",
                              c->path, key, len);
     s->has_parent = p[1];
@@ -446,8 +442,7 @@ static int refs_remove_snapshot(vmt_catalog *c, const vmt_id *id)
         snprintf(why, sizeof(why), "%s", vmt_error_last());
         if (cat_rset(c, key, ver + 1, entry, len) != 0)
             vmt_warn("catalog %s: could not put back %s: %s", c->path, key, vmt_error_last());
-        rc = vmt_error_set(VMT_EBUSY, "%s (a ref was set to it while it was being removed)",
-                           why);
+        rc = vmt_error_set(VMT_EBUSY, "%s (a ref was set to it while it was being removed)", why);
     }
     free(refs);
     return rc;
@@ -468,8 +463,7 @@ static int cmp_snap_id(const void *a, const void *b)
 }
 
 /* Reads the entries of keys[0..nk) into a new array of the present ones. */
-static int read_entries(vmt_catalog *c, char **keys, size_t nk, vmt_catalog_snap **out,
-                        size_t *n)
+static int read_entries(vmt_catalog *c, char **keys, size_t nk, vmt_catalog_snap **out, size_t *n)
 {
     vmt_catalog_snap *v = vmt_reallocn(NULL, nk + 1, sizeof(*v));
     size_t k = 0;
@@ -512,8 +506,7 @@ static int refs_list_snapshots(vmt_catalog *c, vmt_catalog_snap **out, size_t *n
     return 0;
 }
 
-static int refs_find_prefix(vmt_catalog *c, const char *lo, vmt_id *ids, size_t cap,
-                            size_t *count)
+static int refs_find_prefix(vmt_catalog *c, const char *lo, vmt_id *ids, size_t cap, size_t *count)
 {
     char prefix[CAT_KEY_MAX], **keys = NULL;
     size_t nk = 0, k = 0;

@@ -48,8 +48,7 @@ static size_t vm_encode(const vmt_catalog_vm *vm, const char *host, uint8_t *p)
 
 /* Reads a string of lenbytes-byte length at *o into dst[cap]; false when
  * it runs past len or does not fit. */
-static bool get_str(const uint8_t *p, size_t len, size_t *o, size_t lenbytes, char *dst,
-                    size_t cap)
+static bool get_str(const uint8_t *p, size_t len, size_t *o, size_t lenbytes, char *dst, size_t cap)
 {
     if (*o + lenbytes > len)
         return false;
@@ -79,8 +78,7 @@ static int vm_decode(vmt_catalog *c, const char *key, const uint8_t *p, size_t l
         vcpus |= (uint32_t)p[17 + i] << (8 * i);
     ok = ok && get_str(p, len, &o, 1, vm->host, sizeof(vm->host)) &&
          get_str(p, len, &o, 2, vm->socket, sizeof(vm->socket)) &&
-         get_str(p, len, &o, 2, vm->image, sizeof(vm->image)) && o == len &&
-         fields[0] <= INT64_MAX;
+         get_str(p, len, &o, 2, vm->image, sizeof(vm->image)) && o == len && fields[0] <= INT64_MAX;
     if (!ok)
         return vmt_error_set(VMT_ECORRUPT, "catalog %s: VM registration %s is damaged (%zu bytes)",
                              c->path, key, len);
@@ -111,8 +109,8 @@ static int check_holder(const vmt_catalog_vm *old, const char *host, int64_t pid
                              "that host can tell whether it still does",
                              old->name, old->host, (long long)old->pid);
     if (old->pid != pid && cat_pid_alive(old->pid))
-        return vmt_error_set(VMT_EEXIST, "VM %s is running on host %s (pid %lld)", old->name,
-                             host, (long long)old->pid);
+        return vmt_error_set(VMT_EEXIST, "VM %s is running on host %s (pid %lld)", old->name, host,
+                             (long long)old->pid);
     return 0;
 }
 

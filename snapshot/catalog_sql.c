@@ -158,7 +158,6 @@ void cat_column_text(sqlite3_stmt *st, int col, char *dst, size_t cap)
     dst[len] = '\0';
 }
 
-
 /* ---- opening ------------------------------------------------------------ */
 
 /* Reads the schema version; 0 when the database is new (no meta table). */
@@ -242,7 +241,6 @@ static int configure(vmt_catalog *c)
                              mode);
     return cat_exec(c, "PRAGMA synchronous = FULL");
 }
-
 
 int cat_sql_open(vmt_catalog *c, const char *store_dir)
 {
@@ -402,8 +400,7 @@ static int sql_get_snapshot(vmt_catalog *c, const vmt_id *id, vmt_catalog_snap *
     return rc;
 }
 
-static int sql_find_prefix(vmt_catalog *c, const char *lo, vmt_id *ids, size_t cap,
-                           size_t *count)
+static int sql_find_prefix(vmt_catalog *c, const char *lo, vmt_id *ids, size_t cap, size_t *count)
 {
     char hi[VMT_ID_HEX_LEN + 2];
     sqlite3_stmt *st;
@@ -460,7 +457,7 @@ static int check_expect(vmt_catalog *c, const char *ref, const vmt_id *expect)
     return cat_check_expect(ref, rc == 0 ? &cur : NULL, expect);
 }
 
-static int upsert_ref(vmt_catalog *c, const char *ref, const vmt_id *id)
+int cat_sql_upsert_ref(vmt_catalog *c, const char *ref, const vmt_id *id)
 {
     sqlite3_stmt *st;
     int rc = cat_prepare(c,
@@ -476,6 +473,20 @@ static int upsert_ref(vmt_catalog *c, const char *ref, const vmt_id *id)
     return src == SQLITE_DONE ? 0 : cat_error(c, src, "setting a ref");
 }
 
+int cat_sql_delete_named(vmt_catalog *c, const char *sql, const char *name, const char *what)
+{
+    sqlite3_stmt *st;
+    int rc = cat_prepare(c, sql, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    int src = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (src != SQLITE_DONE)
+        return cat_error(c, src, what);
+    return sqlite3_changes(c->db) == 0 ? VMT_ENOENT : 0;
+}
+
 static int sql_set_ref(vmt_catalog *c, const char *ref, const vmt_id *id, const vmt_id *expect)
 {
     int rc = cat_begin(c);
@@ -484,24 +495,14 @@ static int sql_set_ref(vmt_catalog *c, const char *ref, const vmt_id *id, const 
     if (expect)
         rc = check_expect(c, ref, expect);
     if (rc == 0)
-        rc = upsert_ref(c, ref, id);
+        rc = cat_sql_upsert_ref(c, ref, id);
     return cat_end(c, rc);
 }
 
 static int sql_delete_ref(vmt_catalog *c, const char *ref)
 {
-    sqlite3_stmt *st;
-    int rc = cat_prepare(c, "DELETE FROM refs WHERE name = ?1", &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, ref, -1, SQLITE_TRANSIENT);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (src != SQLITE_DONE)
-        return cat_error(c, src, "deleting a ref");
-    if (sqlite3_changes(c->db) == 0)
-        return vmt_error_set(VMT_ENOENT, "no ref %s", ref);
-    return 0;
+    int rc = cat_sql_delete_named(c, "DELETE FROM refs WHERE name = ?1", ref, "deleting a ref");
+    return rc == VMT_ENOENT ? vmt_error_set(VMT_ENOENT, "no ref %s", ref) : rc;
 }
 
 static int ref_row(sqlite3_stmt *st, void *e)

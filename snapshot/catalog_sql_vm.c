@@ -55,20 +55,8 @@ static int upsert_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
 static int set_head(vmt_catalog *c, const vmt_catalog_vm *vm)
 {
     char ref[CATALOG_REF_MAX];
-    sqlite3_stmt *st;
-
     snprintf(ref, sizeof(ref), "vm/%s/HEAD", vm->name);
-    int rc = cat_prepare(c,
-                         "INSERT INTO refs VALUES (?1, ?2) ON CONFLICT (name) "
-                         "DO UPDATE SET id = excluded.id",
-                         &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, ref, -1, SQLITE_TRANSIENT);
-    cat_bind_id(st, 2, &vm->head);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return src == SQLITE_DONE ? 0 : cat_error(c, src, "setting a VM's HEAD");
+    return cat_sql_upsert_ref(c, ref, &vm->head);
 }
 
 int cat_sql_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
@@ -138,16 +126,6 @@ int cat_sql_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n)
 
 int cat_sql_unregister_vm(vmt_catalog *c, const char *name)
 {
-    sqlite3_stmt *st;
-    int rc = cat_prepare(c, "DELETE FROM vms WHERE name = ?1", &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (src != SQLITE_DONE)
-        return cat_error(c, src, "unregistering a VM");
-    if (sqlite3_changes(c->db) == 0)
-        return vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
-    return 0;
+    int rc = cat_sql_delete_named(c, "DELETE FROM vms WHERE name = ?1", name, "unregistering a VM");
+    return rc == VMT_ENOENT ? vmt_error_set(VMT_ENOENT, "no VM named %.64s", name) : rc;
 }

@@ -39,35 +39,6 @@ static uint8_t *image(int which)
     return mem;
 }
 
-/* Stores a snapshot of mem (pages, map, state blob, record) and commits. */
-static vmt_id put_snapshot(vmt_store *s, const uint8_t *mem, const vmt_id *parent,
-                           const char *msg, uint64_t time_ns)
-{
-    vmt_snap_record *r = calloc(1, sizeof(*r));
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    vmt_id id;
-    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
-    vmt_store_obj o = {.data = msg, .len = strlen(msg), .type = VMT_OBJ_BLOB};
-    r->map_root = fx_store_memory(s, mem, NPAGES);
-    CU_ASSERT_EQUAL_FATAL(vmt_store_put_many(s, &o, 1, &r->state, NULL, NULL), 0);
-    r->nparents = parent ? 1 : 0;
-    if (parent)
-        r->parents[0] = *parent;
-    r->mem_size = (uint64_t)NPAGES * 4096;
-    r->vcpus = 1;
-    r->time_ns = time_ns;
-    snprintf(r->vm_name, sizeof(r->vm_name), "a");
-    snprintf(r->message, sizeof(r->message), "%s", msg);
-    CU_ASSERT_EQUAL_FATAL(vmt_snap_record_encode(r, &buf, &len), 0);
-    o = (vmt_store_obj){.data = buf, .len = len, .type = VMT_OBJ_SNAPSHOT};
-    CU_ASSERT_EQUAL_FATAL(vmt_store_put_many(s, &o, 1, &id, NULL, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(vmt_store_commit(s), 0);
-    free(buf);
-    free(r);
-    return id;
-}
-
 static void as_host(const char *host, const char *run)
 {
     setenv("VMTREE_HOST", host, 1);
@@ -85,8 +56,8 @@ static void host1(int fd)
         _exit(2);
     uint8_t *m0 = image(0), *m1 = image(1);
     vmt_id ids[2];
-    ids[0] = put_snapshot(s, m0, NULL, "base on host1", 1000000000ull);
-    ids[1] = put_snapshot(s, m1, &ids[0], "child on host1", 2000000000ull);
+    ids[0] = fx_snapshot_at(s, m0, NPAGES, NULL, "base on host1", 1000000000ull);
+    ids[1] = fx_snapshot_at(s, m1, NPAGES, &ids[0], "child on host1", 2000000000ull);
     vmt_catalog_vm vm;
     memset(&vm, 0, sizeof(vm));
     snprintf(vm.name, sizeof(vm.name), "a");
@@ -165,8 +136,7 @@ static void restores_bit_exact(const char *loc, const vmt_id *id, int which)
     CU_ASSERT_EQUAL_FATAL(r.mem_size, (uint64_t)NPAGES * 4096);
     fx_ram_new(&ram, NPAGES);
     vmt_restore_opts ro = {.mode = VMT_RESTORE_EAGER, .threads = 2};
-    CU_ASSERT_EQUAL_FATAL(
-        vmt_restore_open(&rs, s, &r.map_root, ram.p, ram.fd, ram.size, &ro), 0);
+    CU_ASSERT_EQUAL_FATAL(vmt_restore_open(&rs, s, &r.map_root, ram.p, ram.fd, ram.size, &ro), 0);
     CU_ASSERT_EQUAL(vmt_restore_wait(rs, 0), 0);
     vmt_restore_free(rs);
     uint8_t *want = image(which);
@@ -250,9 +220,8 @@ static void export_from_the_shared_store_is_bit_exact(void)
     CU_ASSERT_EQUAL_FATAL(host2(NULL, NULL, "export", "golden", bundle, "--with-ancestors", NULL),
                           0);
     CU_ASSERT_EQUAL_FATAL(cli_run(NULL, NULL, "store", "init", "--store", dirstore, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(cli_run(&out, NULL, "import", bundle, "--store", dirstore, "--json",
-                                  NULL),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(
+        cli_run(&out, NULL, "import", bundle, "--store", dirstore, "--json", NULL), 0);
     free(out);
     restores_bit_exact(dirstore, &child_id, 1);
     restores_bit_exact(dirstore, &base_id, 0);
@@ -319,9 +288,8 @@ static void migration_and_golden_transfer_are_refused(void)
     CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "pull", "tcp://127.0.0.1:1", "golden", NULL), 0);
     CU_ASSERT(contains(err, "hosts sharing a RADOS store"));
     free(err);
-    CU_ASSERT_EQUAL(host2(NULL, &err, "branch", "golden", "--name", "x", "--from",
-                          "127.0.0.1:1", NULL),
-                    125);
+    CU_ASSERT_EQUAL(
+        host2(NULL, &err, "branch", "golden", "--name", "x", "--from", "127.0.0.1:1", NULL), 125);
     CU_ASSERT(contains(err, "hosts sharing the RADOS store"));
     free(err);
 }
@@ -356,13 +324,10 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     static const vmt_test_case cases[] = {
-        {"a second host sees snapshots, tags and VMs",
-         a_second_host_sees_snapshots_tags_and_vms},
+        {"a second host sees snapshots, tags and VMs", a_second_host_sees_snapshots_tags_and_vms},
         {"export from the shared store is bit-exact", export_from_the_shared_store_is_bit_exact},
-        {"rm, gc and verify work on the shared store",
-         rm_gc_and_verify_work_on_the_shared_store},
-        {"migration and golden transfer are refused",
-         migration_and_golden_transfer_are_refused},
+        {"rm, gc and verify work on the shared store", rm_gc_and_verify_work_on_the_shared_store},
+        {"migration and golden transfer are refused", migration_and_golden_transfer_are_refused},
         {NULL, NULL},
     };
     return vmt_test_run("cli/shared", cases, setup, teardown);

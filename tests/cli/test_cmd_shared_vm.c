@@ -72,29 +72,28 @@ static void a_branch_on_another_host_continues_the_counter(void)
     char *out = NULL, *err = NULL;
     as_host(1);
     CU_ASSERT_FATAL(on(1, 0, NULL,
-                       (const char *[]){"run", counter, "--mem", "64M", "--name", "a",
-                                        "--detach", "--cmdline", "buf=16384 work=4 every=1",
-                                        NULL}) == 0);
+                       (const char *[]){"run", counter, "--mem", "64M", "--name", "a", "--detach",
+                                        "--cmdline", "buf=16384 work=4 every=1", NULL}) == 0);
     as_host(1);
     CU_ASSERT_FATAL(cli_wait_step(url, "a", 5, 0, 30000) >= 5);
     size_t na = pause_and_read(1, "a", lines_a, max);
     CU_ASSERT_FATAL(na > 0);
     uint64_t s_a = lines_a[na - 1].step;
-    CU_ASSERT_FATAL(on(1, 0, NULL, (const char *[]){"snapshot", "a", "-m", "taken on host1",
-                                                     NULL}) == 0);
+    CU_ASSERT_FATAL(
+        on(1, 0, NULL, (const char *[]){"snapshot", "a", "-m", "taken on host1", NULL}) == 0);
     CU_ASSERT_EQUAL(on(1, 0, NULL, (const char *[]){"resume", "a", NULL}), 0);
 
     /* Host 2 cannot run a second VM a: host 1's registration holds it. */
-    CU_ASSERT_NOT_EQUAL(on(2, -1, &err,
-                           (const char *[]){"run", counter, "--mem", "64M", "--name", "a",
-                                            "--detach", NULL}),
-                        0);
+    CU_ASSERT_NOT_EQUAL(
+        on(2, -1, &err,
+           (const char *[]){"run", counter, "--mem", "64M", "--name", "a", "--detach", NULL}),
+        0);
     CU_ASSERT(err && strstr(err, "host1"));
     free(err);
 
     /* Host 2 branches a's HEAD from the shared store. */
-    CU_ASSERT_FATAL(on(2, 0, NULL, (const char *[]){"branch", "a", "--name", "b", "--detach",
-                                                     NULL}) == 0);
+    CU_ASSERT_FATAL(
+        on(2, 0, NULL, (const char *[]){"branch", "a", "--name", "b", "--detach", NULL}) == 0);
     as_host(2);
     CU_ASSERT_FATAL(cli_wait_step(url, "b", s_a + 20, 0, 30000) >= s_a + 20);
     size_t nb = pause_and_read(2, "b", lines_b, max);

@@ -210,6 +210,12 @@ vmt_id fx_store_memory(vmt_store *s, const uint8_t *mem, uint64_t npages)
 vmt_id fx_snapshot(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_id *parent,
                    const char *tag)
 {
+    return fx_snapshot_at(s, mem, npages, parent, tag, 0);
+}
+
+vmt_id fx_snapshot_at(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_id *parent,
+                      const char *tag, uint64_t time_ns)
+{
     vmt_snap_record *r = calloc(1, sizeof(*r));
     char blob[128];
     uint8_t *buf = NULL;
@@ -227,6 +233,7 @@ vmt_id fx_snapshot(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_
     }
     r->mem_size = npages * 4096;
     r->vcpus = 1;
+    r->time_ns = time_ns;
     snprintf(r->vm_name, sizeof(r->vm_name), "fx");
     snprintf(r->message, sizeof(r->message), "snapshot %s", tag);
     CU_ASSERT_EQUAL_FATAL(vmt_snap_record_encode(r, &buf, &len), 0);

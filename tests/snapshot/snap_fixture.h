@@ -77,6 +77,9 @@ vmt_id fx_store_memory(vmt_store *s, const uint8_t *mem, uint64_t npages);
  */
 vmt_id fx_snapshot(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_id *parent,
                    const char *tag);
+/* The same with the record's time (fx_snapshot: 0). */
+vmt_id fx_snapshot_at(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_id *parent,
+                      const char *tag, uint64_t time_ns);
 
 /*
  * An independent writer of the bundle format (docs/bundle-format.md), for

@@ -213,7 +213,7 @@ int vmt_catalog_list_refs(vmt_catalog *c, vmt_catalog_ref **out, size_t *n);
 
 typedef struct vmt_catalog_vm {
     char name[VMT_SNAP_NAME_MAX];
-    int64_t pid; /* 0 when not running; a process of `host` */
+    int64_t pid;                     /* 0 when not running; a process of `host` */
     char host[VMT_CATALOG_HOST_MAX]; /* shared catalogs: the host running it
                                         ("" when registering: this handle's
                                         host); "" in a directory store */
