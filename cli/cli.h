@@ -150,6 +150,9 @@ void vmt_cli_format_bytes(uint64_t bytes, char *buf, size_t cap);
 int vmt_cli_store_open(const char *dir, bool writer, vmt_store **out);
 /* Opens the catalog of an existing store (VMT_ENOENT when there is none). */
 int vmt_cli_catalog_open(const char *dir, vmt_catalog **out);
+/* The catalog of the open store s (borrowed: close the catalog first); a
+ * RADOS store's then needs no second store handle. */
+int vmt_cli_catalog_of(vmt_store *s, vmt_catalog **out);
 /*
  * Whether VM NAME runs: 1 when a process of this host holds its name
  * (vmt_cli_vm_alive), or when a shared catalog `cat` holds another host's

@@ -72,6 +72,12 @@ int vmt_cli_catalog_open(const char *dir, vmt_catalog **out)
     return rc ? vmt_error_wrap(rc, "opening the catalog of %s", dir) : 0;
 }
 
+int vmt_cli_catalog_of(vmt_store *s, vmt_catalog **out)
+{
+    int rc = vmt_catalog_open_store(out, s);
+    return rc ? vmt_error_wrap(rc, "opening the catalog of %s", vmt_store_dir(s)) : 0;
+}
+
 int vmt_cli_resolve(vmt_catalog *c, const char *name, vmt_id *out)
 {
     return vmt_catalog_resolve(c, name, out);

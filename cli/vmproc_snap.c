@@ -206,8 +206,10 @@ static int take(vmproc *p, vmp_conn *conn, const char *msg, vmt_id *id,
     to.progress = take_progress;
     to.progress_ctx = conn;
     int rc = vmt_cli_store_open(p->o->store, true, &s);
+    /* Over the open store: a RADOS store's catalog then needs no second
+     * store handle (opening one reads the whole index). */
     if (rc == 0)
-        rc = vmt_cli_catalog_open(p->o->store, &c);
+        rc = vmt_cli_catalog_of(s, &c);
     if (rc == 0)
         rc = vmt_vmsnap_attach(&vs, s, c, p->vm, p->has_head ? &p->head : NULL, &info);
     if (rc == 0)
