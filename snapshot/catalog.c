@@ -34,15 +34,7 @@ bool cat_ref_valid(const char *ref)
     return snap_name_valid(name);
 }
 
-void cat_first_line(const char *msg, char *dst, size_t cap)
-{
-    size_t n = strcspn(msg, "\n");
-    n = VMT_MIN(n, cap - 1);
-    memcpy(dst, msg, n);
-    dst[n] = '\0';
-}
-
-bool cat_id_is_null(const vmt_id *id)
+static bool cat_id_is_null(const vmt_id *id)
 {
     static const vmt_id none;
     return memcmp(id, &none, sizeof(none)) == 0;

@@ -146,14 +146,8 @@ int cat_refs_unregister_vm(vmt_catalog *c, const char *name);
 /* True for "tag/NAME" and "vm/NAME/HEAD" with a valid NAME. */
 bool cat_ref_valid(const char *ref);
 
-/* The first line of a message, at most cap - 1 bytes, into dst. */
-void cat_first_line(const char *msg, char *dst, size_t cap);
-
-/* The zero id means "none" in expect arguments. */
-bool cat_id_is_null(const vmt_id *id);
-
 /* The compare part of set_ref's compare-and-swap: `have` (NULL: absent)
- * against *expect; VMT_EBUSY saying which. */
+ * against *expect (the zero id: must be absent); VMT_EBUSY saying which. */
 int cat_check_expect(const char *ref, const vmt_id *have, const vmt_id *expect);
 
 /* VMT_EBUSY naming the first ref (by name) of refs[0..n) at id; else 0. */
