@@ -250,9 +250,14 @@ static void rm_gc_and_verify_work_on_the_shared_store(void)
     free(out);
     /* The child is a running VM's HEAD on host 1: kept, naming the host. */
     CU_ASSERT_EQUAL(host2(NULL, NULL, "tag", "-d", "golden", NULL), 0);
+    CU_ASSERT_EQUAL(host2(NULL, NULL, "tag", "keep", "a", NULL), 0);
     CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "rm", "a", "--force", NULL), 0);
     CU_ASSERT(contains(err, "running VM a") && contains(err, "on host host1"));
     free(err);
+    /* The refusal deleted nothing, not even the tag it could have. */
+    CU_ASSERT_EQUAL(host2(&out, NULL, "tag", "--json", NULL), 0);
+    CU_ASSERT(contains(out, "keep"));
+    free(out);
     CU_ASSERT_EQUAL(host2(&out, NULL, "gc", "--min-live", "1", "--json", NULL), 0);
     CU_ASSERT(cli_json_valid(out, true));
     free(out);
