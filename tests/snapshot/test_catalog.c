@@ -324,11 +324,15 @@ static void test_newer_format_and_foreign_files_are_refused(void)
 
 /* The writer killed below: adds snapshot i, then registers VM ki with
  * HEAD i (two statements in one transaction), forever. */
-static void writer(const char *dir)
+static void writer(const char *dir, int ready_fd)
 {
     vmt_catalog *c = NULL;
     if (vmt_catalog_open(&c, dir) != 0)
         _exit(2);
+    /* Open (on RADOS that takes a while, more under ASan): the kill should
+     * land among the updates, not before them. */
+    if (write(ready_fd, "r", 1) != 1)
+        _exit(4);
     for (uint64_t i = 0;; i++) {
         vmt_snap_record r;
         vmt_catalog_vm vm;
@@ -386,13 +390,17 @@ static void test_killed_writer_leaves_a_consistent_catalog(void)
     vmt_catalog_close(c);
     uint64_t st = (uint64_t)time(NULL);
     for (int round = 0; round < 6; round++) {
+        int pfd[2];
+        char b;
+        CU_ASSERT_FATAL(pipe(pfd) == 0);
         pid_t pid = fork();
         CU_ASSERT_FATAL(pid >= 0);
         if (pid == 0)
-            writer(tmp);
-        /* Opening a RADOS store takes ~0.1 s before the writer starts. */
-        long base = fx_rados() ? 300000000 : 20000000;
-        struct timespec ts = {0, (long)(base + fx_rand(&st) % 80000000)};
+            writer(tmp, pfd[1]);
+        close(pfd[1]);
+        CU_ASSERT_EQUAL(read(pfd[0], &b, 1), 1); /* it opened the catalog */
+        close(pfd[0]);
+        struct timespec ts = {0, (long)(20000000 + fx_rand(&st) % 80000000)};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
         int status = 0;
