@@ -100,21 +100,37 @@ int vmt_cli_parse_dirty_mode(const char *s, vmt_dirty_mode *out);
 /* VM names and tags: [A-Za-z0-9._-], 1..63 bytes, not starting with '.' or '-'. */
 int vmt_cli_check_name(const char *what, const char *name);
 
-/* STORE/run/NAME<suffix> into buf; VMT_ERANGE when it does not fit. */
+/* True for a store several hosts share (rados://). */
+bool vmt_cli_store_shared(const char *store);
+
+/*
+ * The run directory of a store on this host (control sockets, pid lock
+ * files, consoles, logs, migration outcome records; docs/cli.md):
+ *   a directory store   STORE/run
+ *   a RADOS store       $VMTREE_RUN_DIR if set, else /run/vmtree/H as root,
+ *                       else $XDG_RUNTIME_DIR/vmtree/H, else
+ *                       /tmp/vmtree-UID/H, where H is 16 hex digits of the
+ *                       hash of the store's URL (one per store and host).
+ * VMT_ERANGE when it does not fit buf.
+ */
+#define VMT_CLI_RUN_DIR_ENV "VMTREE_RUN_DIR"
+int vmt_cli_run_dir(const char *store, char *buf, size_t cap);
+/* RUN_DIR/NAME<suffix> into buf; VMT_ERANGE when it does not fit. */
 int vmt_cli_run_path(const char *store, const char *name, const char *suffix, char *buf,
                      size_t cap);
-/* Creates STORE/run (mode 0700) if missing and checks its mode. */
+/* Creates the run directory (mode 0700; a RADOS store's with its parents)
+ * if missing and checks its mode. */
 int vmt_cli_make_run_dir(const char *store);
 
 /*
- * Liveness of VM NAME: its process holds an exclusive flock on
- * STORE/run/NAME.pid for its whole life.  Returns 1 and *pid when a live
+ * Liveness of VM NAME on this host: its process holds an exclusive lock on
+ * RUN_DIR/NAME.pid for its whole life.  Returns 1 and *pid when a live
  * process holds it, 0 when none does (*pid: the pid last written, or 0),
  * or a negative VMT_E*.
  */
 int vmt_cli_vm_alive(const char *store, const char *name, long *pid);
-/* Removes STORE/run/NAME.{sock,pid} left by a dead VM process (and its
- * catalog registration). */
+/* Removes RUN_DIR/NAME.{sock,pid} left by a dead VM process (and its
+ * catalog registration, if this host made it). */
 void vmt_cli_vm_cleanup(const char *store, const char *name);
 
 /* Wall clock ns since the epoch as "YYYY-MM-DD HH:MM:SS" local time. */
@@ -134,6 +150,17 @@ void vmt_cli_format_bytes(uint64_t bytes, char *buf, size_t cap);
 int vmt_cli_store_open(const char *dir, bool writer, vmt_store **out);
 /* Opens the catalog of an existing store (VMT_ENOENT when there is none). */
 int vmt_cli_catalog_open(const char *dir, vmt_catalog **out);
+/* The catalog of the open store s (borrowed: close the catalog first); a
+ * RADOS store's then needs no second store handle. */
+int vmt_cli_catalog_of(vmt_store *s, vmt_catalog **out);
+/*
+ * Whether VM NAME runs: 1 when a process of this host holds its name
+ * (vmt_cli_vm_alive), or when a shared catalog `cat` holds another host's
+ * registration of it (*pid: its process there, host[cap]: that host; ""
+ * for this host); 0 when not; or a negative VMT_E*.
+ */
+int vmt_cli_vm_running(const char *store, vmt_catalog *cat, const char *name, long *pid, char *host,
+                       size_t cap);
 /* Resolves a snapshot name (vmt_catalog_resolve) with a message naming it. */
 int vmt_cli_resolve(vmt_catalog *c, const char *name, vmt_id *out);
 /* The first 12 hex digits of an id. */

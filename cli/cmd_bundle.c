@@ -167,7 +167,7 @@ int vmt_cli_import(int argc, char **argv)
     rc = rc ? rc : vmt_cli_store_open(c.store, true, &s);
     if (rc == VMT_ENOENT && (rc = vmt_store_init(c.store, NULL)) == 0)
         rc = vmt_cli_store_open(c.store, true, &s); /* importing into a new store */
-    rc = rc ? rc : vmt_cli_catalog_open(c.store, &cat);
+    rc = rc ? rc : vmt_cli_catalog_of(s, &cat);
     if (rc == 0) /* its messages name the file */
         rc = vmt_snap_import(s, cat, pos[0], &ids, &n, vmt_progress_store_cb, &prog);
     vmt_progress_end(&prog);

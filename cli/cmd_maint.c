@@ -113,7 +113,7 @@ int vmt_cli_gc(int argc, char **argv)
     memset(&st, 0, sizeof(st));
     int rc = vmt_cli_resolve_store(&c);
     rc = rc ? rc : vmt_cli_store_open(c.store, true, &s);
-    rc = rc ? rc : vmt_cli_catalog_open(c.store, &cat);
+    rc = rc ? rc : vmt_cli_catalog_of(s, &cat);
     rc = rc ? rc : vmt_catalog_roots(cat, &roots, &nroots);
     rc = rc ? rc : vmt_store_gc(s, roots, nroots, &o, &st);
     vmt_progress_end(&prog);

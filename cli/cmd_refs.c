@@ -204,34 +204,45 @@ static void select_tree(const vmt_catalog_snap *s, size_t n, const vmt_id *root,
     }
 }
 
+/* Whether ref r may go with the selected snapshots: VMT_EBUSY when it is a
+ * running VM's HEAD (always) or, without force, any ref. */
+static int ref_may_go(const char *store, vmt_catalog *cat, const vmt_cli_ref *r, bool force)
+{
+    char vm[VMT_SNAP_NAME_MAX], sid[13], host[VMT_CATALOG_HOST_MAX];
+    long pid;
+    vmt_cli_short_id(&r->id, sid);
+    if (vmt_cli_ref_is_head(r, vm, sizeof(vm)) &&
+        vmt_cli_vm_running(store, cat, vm, &pid, host, sizeof(host)) == 1)
+        return vmt_error_set(VMT_EBUSY, "%s is the HEAD of running VM %s (process %ld%s%s)", sid,
+                             vm, pid, host[0] ? " on host " : "", host);
+    if (!force)
+        return vmt_error_set(VMT_EBUSY, "%s is %s (--force deletes that ref)", sid, r->name);
+    return 0;
+}
+
 /* Checks the refs on the selected snapshots; with force deletes those that
  * may go (their names appended to *deleted, one per line).  Refuses a
- * running VM's HEAD always. */
+ * running VM's HEAD always.  Every ref is checked before any is deleted,
+ * so a refusal deletes nothing. */
 static int clear_refs(const char *store, vmt_catalog *cat, const vmt_catalog_snap *s, size_t n,
                       const bool *sel, bool force, FILE *deleted)
 {
     vmt_cli_ref *refs = NULL;
     size_t nr = 0;
     int rc = vmt_cli_list_refs(store, &refs, &nr);
+    bool *hit = rc == 0 ? calloc(nr + 1, sizeof(bool)) : NULL;
+    if (rc == 0 && !hit)
+        rc = vmt_error_set(VMT_ENOMEM, "out of memory");
     for (size_t i = 0; rc == 0 && i < nr; i++) {
-        bool hit = false;
-        for (size_t k = 0; k < n && !hit; k++)
-            hit = sel[k] && vmt_id_equal(&s[k].id, &refs[i].id);
-        if (!hit)
-            continue;
-        char vm[VMT_SNAP_NAME_MAX], sid[13];
-        long pid;
-        vmt_cli_short_id(&refs[i].id, sid);
-        if (vmt_cli_ref_is_head(&refs[i], vm, sizeof(vm)) &&
-            vmt_cli_vm_alive(store, vm, &pid) == 1)
-            rc = vmt_error_set(VMT_EBUSY, "%s is the HEAD of running VM %s (process %ld)", sid,
-                               vm, pid);
-        else if (!force)
-            rc = vmt_error_set(VMT_EBUSY, "%s is %s (--force deletes that ref)", sid,
-                               refs[i].name);
-        else if ((rc = vmt_catalog_delete_ref(cat, refs[i].name)) == 0)
-            fprintf(deleted, "%s\n", refs[i].name);
+        for (size_t k = 0; k < n && !hit[i]; k++)
+            hit[i] = sel[k] && vmt_id_equal(&s[k].id, &refs[i].id);
+        if (hit[i])
+            rc = ref_may_go(store, cat, &refs[i], force);
     }
+    for (size_t i = 0; rc == 0 && i < nr; i++)
+        if (hit[i] && (rc = vmt_catalog_delete_ref(cat, refs[i].name)) == 0)
+            fprintf(deleted, "%s\n", refs[i].name);
+    free(hit);
     free(refs);
     return rc;
 }

@@ -261,6 +261,12 @@ int vmt_cli_branch(int argc, char **argv)
     if (vmt_cli_resolve_store(&c) ||
         (!o.from_addr && resolve_name(c.store, pos[0], &o.snap)))
         return vmt_cli_fail("branch", "%s", vmt_error_last()), 125;
+    if (o.from_addr && vmt_cli_store_shared(c.store))
+        return vmt_cli_fail("branch",
+                            "--from pulls a golden image between stores; hosts sharing the "
+                            "RADOS store %s already see its snapshots (branch them by name)",
+                            c.store),
+               125;
     /* --from: the server resolves the name; a pull creates the store. */
     o.snap_name = pos[0];
     o.init_store = o.from_addr != NULL;

@@ -15,9 +15,8 @@
 /* Reply fields printed as JSON strings even when they look like numbers. */
 static bool string_field(const char *key)
 {
-    static const char *const keys[] = {"name", "image", "cmdline", "head", "snap",
-                                       "state", "console", "restore", "dirty_rates",
-                                       NULL};
+    static const char *const keys[] = {"name",  "image",   "cmdline", "head",        "snap", "host",
+                                       "state", "console", "restore", "dirty_rates", NULL};
     for (int i = 0; keys[i]; i++)
         if (!strcmp(keys[i], key))
             return true;
@@ -48,27 +47,63 @@ static void ps_usage(FILE *f)
     fprintf(f, "usage: vmtree ps [--store DIR] [--json]\n\n"
                "Lists the running VMs of the store: name, process, state, the snapshot\n"
                "each runs from (HEAD), memory, vCPUs and uptime.  VMs whose process\n"
-               "died are cleaned up and not listed.\n\n"
+               "died are cleaned up and not listed.  On a store several hosts share\n"
+               "(rados://) a HOST column says where each runs; VMs of other hosts are\n"
+               "listed from the catalog with state \"remote\" (this host cannot ask them).\n\n"
                "  --store DIR   the store (default: $VMTREE_STORE, else\n"
                "                ~/.local/share/vmtree/store)\n"
                "  --json        one JSON array of objects\n");
+}
+
+static void ps_header(bool shared)
+{
+    if (shared)
+        printf("%-16s %-16s ", "NAME", "HOST");
+    else
+        printf("%-16s ", "NAME");
+    printf("%-8s %-8s %-12s %10s %5s %9s  %s\n", "PID", "STATE", "HEAD", "MEMORY", "VCPUS",
+           "UPTIME", "IMAGE");
 }
 
 static void ps_row(const vmt_ctl_msg *m)
 {
     const char *head = vmt_ctl_get(m, "head");
     const char *image = vmt_ctl_get(m, "image");
+    const char *host = vmt_ctl_get(m, "host");
     const char *base = image && strrchr(image, '/') ? strrchr(image, '/') + 1 : image;
     uint64_t mem = 0, vcpus = 0, up = 0;
-    char mems[32];
+    char mems[32], ups[32] = "-";
     vmt_ctl_get_u64(m, "mem", &mem);
     vmt_ctl_get_u64(m, "vcpus", &vcpus);
-    vmt_ctl_get_u64(m, "uptime_ms", &up);
+    if (vmt_ctl_get_u64(m, "uptime_ms", &up) == 0)
+        snprintf(ups, sizeof(ups), "%llus", (unsigned long long)(up / 1000));
     vmt_cli_format_bytes(mem, mems, sizeof(mems));
-    printf("%-16s %-8s %-8s %-12.12s %10s %5llu %8llus  %s\n", vmt_ctl_get(m, "name"),
-           vmt_ctl_get(m, "pid"), vmt_ctl_get(m, "state"), head ? head : "-", mems,
-           (unsigned long long)vcpus, (unsigned long long)(up / 1000), base ? base : "");
+    printf("%-16s ", vmt_ctl_get(m, "name"));
+    if (host)
+        printf("%-16s ", host);
+    printf("%-8s %-8s %-12.12s %10s %5llu %9s  %s\n", vmt_ctl_get(m, "pid"),
+           vmt_ctl_get(m, "state"), head ? head : "-", mems, (unsigned long long)vcpus, ups,
+           base ? base : "");
     vmt_error_clear();
+}
+
+/* A VM that another host registered in a shared catalog, as a status
+ * reply (what this host knows of it). */
+static void remote_status(const vmt_catalog_vm *vm, vmt_ctl_msg *m)
+{
+    char hex[VMT_ID_HEX_LEN + 1];
+    vmt_ctl_init(m, VMT_CTL_REPLY);
+    vmt_ctl_adds(m, "name", vm->name);
+    vmt_ctl_adds(m, "host", vm->host);
+    vmt_ctl_addf(m, "pid", "%lld", (long long)vm->pid);
+    vmt_ctl_adds(m, "state", "remote");
+    if (vm->has_head) {
+        vmt_id_to_hex(&vm->head, hex);
+        vmt_ctl_adds(m, "head", hex);
+    }
+    vmt_ctl_addf(m, "mem", "%llu", (unsigned long long)vm->mem_size);
+    vmt_ctl_addf(m, "vcpus", "%u", vm->vcpus);
+    vmt_ctl_adds(m, "image", vm->image);
 }
 
 /* The names with a pid file in STORE/run (caller frees each and the array). */
@@ -77,9 +112,9 @@ static int list_names(const char *store, char ***out, size_t *n)
     char path[PATH_MAX];
     *out = NULL;
     *n = 0;
-    int pl = snprintf(path, sizeof(path), "%s/run", store);
-    if (pl < 0 || (size_t)pl >= sizeof(path))
-        return vmt_error_set(VMT_ERANGE, "store path %s is too long", store);
+    int rc = vmt_cli_run_dir(store, path, sizeof(path));
+    if (rc)
+        return rc;
     DIR *d = opendir(path);
     if (!d)
         return errno == ENOENT ? 0 : vmt_error_errno(VMT_EIO, errno, "reading %s", path);
@@ -106,11 +141,46 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Prints (or adds to the JSON array) the VMs other hosts registered. */
+static void ps_remote(const char *store, vmt_json *j, bool json, vmt_ctl_msg *m)
+{
+    vmt_catalog *c = NULL;
+    vmt_catalog_vm *vms = NULL;
+    size_t n = 0;
+    if (vmt_cli_catalog_open(store, &c) != 0 || vmt_catalog_list_vms(c, &vms, &n) != 0) {
+        vmt_cli_fail("ps", "%s", vmt_error_last());
+        n = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (vmt_catalog_vm_local(c, &vms[i]))
+            continue;
+        remote_status(&vms[i], m);
+        if (json)
+            vmt_cli_reply_json(j, m);
+        else
+            ps_row(m);
+    }
+    free(vms);
+    vmt_catalog_close(c);
+}
+
+/* The host name this host registers VMs as in a shared store ("" else). */
+static void local_host(const char *store, char *host, size_t cap)
+{
+    vmt_catalog *c = NULL;
+    host[0] = '\0';
+    if (vmt_cli_store_shared(store) && vmt_cli_catalog_open(store, &c) == 0)
+        snprintf(host, cap, "%s", vmt_catalog_host(c));
+    vmt_catalog_close(c);
+    vmt_error_clear();
+}
+
 int vmt_cli_ps(int argc, char **argv)
 {
     static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
     vmt_cli_common c = {.cmd = "ps"};
     const char *pos[1];
+    char host[VMT_CATALOG_HOST_MAX];
     int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, longopts, NULL, NULL, pos, 0, &npos);
     if (prc)
         return prc < 0 ? (ps_usage(stdout), 0) : 1;
@@ -122,20 +192,23 @@ int vmt_cli_ps(int argc, char **argv)
         return vmt_cli_fail("ps", "%s", vmt_error_last());
     if (n)
         qsort(names, n, sizeof(char *), cmp_str);
+    bool shared = vmt_cli_store_shared(c.store);
+    local_host(c.store, host, sizeof(host));
     vmt_ctl_msg *req = malloc(sizeof(*req)), *rep = malloc(sizeof(*rep));
     vmt_json j;
     vmt_json_init(&j, stdout);
     if (c.json)
         vmt_json_arr_begin(&j);
     else
-        printf("%-16s %-8s %-8s %-12s %10s %5s %9s  %s\n", "NAME", "PID", "STATE", "HEAD",
-               "MEMORY", "VCPUS", "UPTIME", "IMAGE");
+        ps_header(shared);
     for (size_t i = 0; req && rep && i < n; i++) {
         vmt_ctl_init(req, VMT_CTL_REQUEST);
         vmt_ctl_adds(req, "op", "status");
         int rc = names[i] ? vmt_cli_vm_request(c.store, names[i], req, rep,
                                                VMT_CLI_QUICK_TIMEOUT_NS, NULL)
                           : VMT_ENOMEM;
+        if (rc == 0 && shared)
+            vmt_ctl_adds(rep, "host", host);
         if (rc == 0 && c.json)
             vmt_cli_reply_json(&j, rep);
         else if (rc == 0)
@@ -144,6 +217,8 @@ int vmt_cli_ps(int argc, char **argv)
             vmt_cli_fail("ps", "%s", vmt_error_last());
         free(names[i]);
     }
+    if (shared && rep)
+        ps_remote(c.store, &j, c.json, rep);
     if (c.json)
         vmt_json_arr_end(&j);
     free(names);
@@ -171,7 +246,10 @@ static const simple_cmd simple_cmds[] = {
      "running"},
     {"stop", "stop",
      "Stops VM NAME: its guest ends, the process unregisters the name, removes\n"
-     "its socket and exits.  Its snapshots and HEAD ref stay.",
+     "its socket and exits.  Its snapshots and HEAD ref stay.\n\n"
+     "  --forget      do not contact the VM: drop its registration from the\n"
+     "                catalog.  For a shared (rados://) store whose VM's host is\n"
+     "                gone for good: while that host lives, it may still run it",
      "stopped"},
 };
 
@@ -207,12 +285,54 @@ static int wait_gone(const char *store, const char *name)
                                         "running after 10 s", name, pid);
 }
 
-static int set_force(void *ctx, int code, const char *arg)
+typedef struct simple_flags {
+    bool force, forget;
+} simple_flags;
+
+static int set_flag(void *ctx, int code, const char *arg)
 {
+    simple_flags *f = ctx;
     (void)arg;
-    if (code != 'F')
+    if (code == 'F')
+        f->force = true;
+    else if (code == 'G')
+        f->forget = true;
+    else
         return 1;
-    *(bool *)ctx = true;
+    return 0;
+}
+
+/* stop --forget: drops the registration of a VM that no host of this one
+ * can stop (its host is gone), never one running here. */
+static int forget(const vmt_cli_common *c, const char *name)
+{
+    vmt_catalog *cat = NULL;
+    vmt_catalog_vm vm;
+    long pid = 0;
+    int rc = vmt_cli_catalog_open(c->store, &cat);
+    if (rc == 0)
+        rc = vmt_catalog_get_vm(cat, name, &vm);
+    if (rc == 0 && vmt_catalog_vm_local(cat, &vm) && vmt_cli_vm_alive(c->store, name, &pid) == 1)
+        rc = vmt_error_set(VMT_EBUSY, "VM %s runs on this host (process %ld): vmtree stop %s", name,
+                           pid, name);
+    if (rc == 0)
+        rc = vmt_catalog_unregister_vm(cat, name);
+    vmt_catalog_close(cat);
+    if (rc)
+        return vmt_cli_fail("stop", "%s", vmt_error_last());
+    if (c->json) {
+        vmt_json j;
+        vmt_json_init(&j, stdout);
+        vmt_json_obj_begin(&j);
+        vmt_json_kstr(&j, "name", name);
+        vmt_json_kstr(&j, "host", vm.host);
+        vmt_json_ki64(&j, "pid", vm.pid);
+        vmt_json_kbool(&j, "forgotten", true);
+        vmt_json_obj_end(&j);
+    } else {
+        printf("%s forgotten (registered%s%s, process %lld); its HEAD stays\n", name,
+               vm.host[0] ? " on host " : "", vm.host, (long long)vm.pid);
+    }
     return 0;
 }
 
@@ -221,17 +341,26 @@ static int simple(const simple_cmd *sc, int argc, char **argv)
     static const struct option longopts[] = {VMT_CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
     static const struct option resume_longopts[] = {
         VMT_CLI_COMMON_LONGOPTS, {"force", no_argument, NULL, 'F'}, {NULL, 0, NULL, 0}};
-    bool is_resume = !strcmp(sc->op, "resume"), force = false;
+    static const struct option stop_longopts[] = {
+        VMT_CLI_COMMON_LONGOPTS, {"forget", no_argument, NULL, 'G'}, {NULL, 0, NULL, 0}};
+    bool is_resume = !strcmp(sc->op, "resume"), is_stop = !strcmp(sc->op, "stop");
+    simple_flags fl = {false, false};
     vmt_cli_common c = {.cmd = sc->name};
     const char *pos[1];
-    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL, is_resume ? resume_longopts : longopts,
-                                  set_force, &force, pos, 1, &npos);
+    int npos, prc = vmt_cli_parse(&c, argc, argv, NULL,
+                                  is_resume ? resume_longopts
+                                  : is_stop ? stop_longopts
+                                            : longopts,
+                                  set_flag, &fl, pos, 1, &npos);
+    bool force = fl.force;
     if (prc)
         return prc < 0 ? (simple_usage(sc, stdout), 0) : 1;
     if (npos != 1)
         return vmt_cli_fail(sc->name, "which VM? (usage: vmtree %s NAME)", sc->name);
     if (vmt_cli_resolve_store(&c))
         return vmt_cli_fail(sc->name, "%s", vmt_error_last());
+    if (fl.forget)
+        return forget(&c, pos[0]);
     vmt_ctl_msg *req = malloc(sizeof(*req)), *rep = malloc(sizeof(*rep));
     int rc = req && rep ? 0 : vmt_error_set(VMT_ENOMEM, "out of memory");
     if (rc == 0) {
@@ -283,7 +412,9 @@ static void console_usage(FILE *f)
 {
     fprintf(f, "usage: vmtree console NAME [--follow] [--store DIR]\n\n"
                "Prints the console output of VM NAME, started with --detach (it is kept in\n"
-               "STORE/run/NAME.console while the VM runs).  `vmtree logs` is the same.\n\n"
+               "RUN/NAME.console while the VM runs; RUN: see vmtree run --help).\n"
+               "Only a VM of this host: another host's console is on that host.\n"
+               "`vmtree logs` is the same.\n\n"
                "  -f, --follow  keep printing new output until the VM stops\n"
                "  --store DIR   the store\n");
 }

@@ -1,4 +1,4 @@
-/* What every vmtree command shares: options, the store directory, names,
+/* What every vmtree command shares: options, the store location, names,
  * run-directory paths and the liveness test of VM processes. */
 #include <errno.h>
 #include <fcntl.h>
@@ -77,18 +77,37 @@ int vmt_cli_parse(vmt_cli_common *c, int argc, char **argv, const char *shortopt
     return c->help ? -1 : 0;
 }
 
-/* The catalog of refs and the VM run directories live beside a directory
- * store; a RADOS store has neither yet (issue 8): said plainly, whether the
- * location came from --store or $VMTREE_STORE. */
-static int refuse_rados(const char *where)
+bool vmt_cli_store_shared(const char *store)
 {
-    if (strncmp(where, "rados://", 8) != 0)
+    return strncmp(store, "rados://", 8) == 0;
+}
+
+/* What still needs a directory store (docs/store-backends.md): golden
+ * images move between stores, which hosts sharing one pool do not need,
+ * and live migration has not been tried with source and destination on
+ * one shared store.  Said plainly, whether the location came from --store
+ * or $VMTREE_STORE. */
+static int refuse_rados(const char *cmd, const char *where)
+{
+    static const char *const refused[][2] = {
+        {"serve", "golden images move between stores; hosts sharing a RADOS store already see "
+                  "every snapshot of it"},
+        {"pull", "golden images move between stores; hosts sharing a RADOS store already see "
+                 "every snapshot of it"},
+        {"push", "golden images move between stores; hosts sharing a RADOS store already see "
+                 "every snapshot of it"},
+        {"migrate", "live migration into or out of a shared RADOS store is not supported yet; "
+                    "snapshot the VM and branch it on the other host instead"},
+        {"receive", "live migration into or out of a shared RADOS store is not supported yet; "
+                    "snapshot the VM and branch it on the other host instead"},
+    };
+    if (!vmt_cli_store_shared(where) || !cmd)
         return 0;
-    return vmt_error_set(VMT_EUNSUPPORTED,
-                         "store %s: a RADOS store works with 'vmtree store' commands only so "
-                         "far; snapshots, VMs and tags need the catalog in RADOS "
-                         "(docs/store-backends.md)",
-                         where);
+    for (size_t i = 0; i < VMT_ARRAY_SIZE(refused); i++)
+        if (!strcmp(cmd, refused[i][0]))
+            return vmt_error_set(VMT_EUNSUPPORTED, "store %s: %s (docs/store-backends.md)", where,
+                                 refused[i][1]);
+    return 0;
 }
 
 int vmt_cli_resolve_store(vmt_cli_common *c)
@@ -100,13 +119,48 @@ int vmt_cli_resolve_store(vmt_cli_common *c)
             return vmt_error_set(VMT_ERANGE, "--store: path longer than %zu bytes",
                                  sizeof(c->store) - 1);
         snprintf(c->store, sizeof(c->store), "%s", c->store_opt);
-        return refuse_rados(c->store);
+        return refuse_rados(c->cmd, c->store);
     }
     int rc = vmt_store_default_dir(c->store, sizeof(c->store));
     if (rc)
         return vmt_error_wrap(rc, "no store directory (give --store DIR or set %s)",
                               VMT_STORE_ENV);
-    return refuse_rados(c->store);
+    return refuse_rados(c->cmd, c->store);
+}
+
+/* A short, stable name for a store location: 16 hex digits of its id. */
+static void location_hash(const char *store, char out[17])
+{
+    char hex[VMT_ID_HEX_LEN + 1];
+    vmt_id id;
+    vmt_id_of(store, strlen(store), &id);
+    vmt_id_to_hex(&id, hex);
+    memcpy(out, hex, 16);
+    out[16] = '\0';
+}
+
+int vmt_cli_run_dir(const char *store, char *buf, size_t cap)
+{
+    char h[17];
+    int n;
+    if (!vmt_cli_store_shared(store)) {
+        n = snprintf(buf, cap, "%s/run", store);
+    } else if (getenv(VMT_CLI_RUN_DIR_ENV) && getenv(VMT_CLI_RUN_DIR_ENV)[0]) {
+        n = snprintf(buf, cap, "%s", getenv(VMT_CLI_RUN_DIR_ENV));
+    } else {
+        const char *xdg = getenv("XDG_RUNTIME_DIR");
+        location_hash(store, h);
+        if (geteuid() == 0)
+            n = snprintf(buf, cap, "/run/vmtree/%s", h);
+        else if (xdg && xdg[0] == '/')
+            n = snprintf(buf, cap, "%s/vmtree/%s", xdg, h);
+        else
+            n = snprintf(buf, cap, "/tmp/vmtree-%u/%s", (unsigned)geteuid(), h);
+    }
+    if (n < 0 || (size_t)n >= cap)
+        return vmt_error_set(VMT_ERANGE, "the run directory of %s is longer than %zu bytes", store,
+                             cap - 1);
+    return 0;
 }
 
 int vmt_cli_check_name(const char *what, const char *name)
@@ -131,10 +185,28 @@ int vmt_cli_check_name(const char *what, const char *name)
 int vmt_cli_run_path(const char *store, const char *name, const char *suffix, char *buf,
                      size_t cap)
 {
-    int n = snprintf(buf, cap, "%s/run/%s%s", store, name, suffix);
+    char dir[PATH_MAX];
+    int rc = vmt_cli_run_dir(store, dir, sizeof(dir));
+    if (rc)
+        return rc;
+    int n = snprintf(buf, cap, "%s/%s%s", dir, name, suffix);
     if (n < 0 || (size_t)n >= cap)
-        return vmt_error_set(VMT_ERANGE, "path %s/run/%s%s is longer than %zu bytes", store, name,
-                             suffix, cap - 1);
+        return vmt_error_set(VMT_ERANGE, "path %s/%s%s is longer than %zu bytes", dir, name, suffix,
+                             cap - 1);
+    return 0;
+}
+
+/* mkdir -p of path's parents (mode 0700), for a RADOS store's run dir. */
+static int make_parents(char *path)
+{
+    for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        int r = mkdir(path, 0700);
+        int e = errno;
+        *p = '/';
+        if (r != 0 && e != EEXIST)
+            return vmt_error_errno(VMT_EIO, e, "creating %.*s", (int)(p - path), path);
+    }
     return 0;
 }
 
@@ -142,9 +214,11 @@ int vmt_cli_make_run_dir(const char *store)
 {
     char path[PATH_MAX];
     struct stat st;
-    int n = snprintf(path, sizeof(path), "%s/run", store);
-    if (n < 0 || (size_t)n >= sizeof(path))
-        return vmt_error_set(VMT_ERANGE, "store path %s is too long", store);
+    int rc = vmt_cli_run_dir(store, path, sizeof(path));
+    if (rc == 0 && vmt_cli_store_shared(store))
+        rc = make_parents(path);
+    if (rc)
+        return rc;
     if (mkdir(path, 0700) != 0 && errno != EEXIST)
         return vmt_error_errno(VMT_EIO, errno, "creating %s", path);
     if (stat(path, &st) != 0)

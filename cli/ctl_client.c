@@ -29,8 +29,9 @@ void vmt_cli_vm_cleanup(const char *store, const char *name)
     unlink(sockp);
     vmt_catalog *c = NULL;
     vmt_catalog_vm vm;
+    /* Only a registration of this host can be tested (and dropped) here. */
     if (vmt_catalog_open(&c, store) == 0 && vmt_catalog_get_vm(c, name, &vm) == 0 &&
-        (vm.pid <= 0 || kill((pid_t)vm.pid, 0) != 0))
+        vmt_catalog_vm_local(c, &vm) && (vm.pid <= 0 || kill((pid_t)vm.pid, 0) != 0))
         vmt_catalog_unregister_vm(c, name);
     vmt_catalog_close(c);
     vmt_error_clear();
@@ -52,9 +53,18 @@ static int diagnose(const char *store, const char *name, const char *what)
     if (pid <= 0) {
         vmt_catalog *c = NULL;
         vmt_catalog_vm vm;
-        if (vmt_catalog_open(&c, store) == 0 && vmt_catalog_get_vm(c, name, &vm) == 0)
+        bool remote = false;
+        if (vmt_catalog_open(&c, store) == 0 && vmt_catalog_get_vm(c, name, &vm) == 0) {
             pid = (long)vm.pid;
+            remote = !vmt_catalog_vm_local(c, &vm);
+        }
         vmt_catalog_close(c);
+        if (remote)
+            return vmt_error_set(VMT_EBUSY,
+                                 "VM %s runs on host %s (process %ld): run this command "
+                                 "there (if that host is gone for good, `vmtree stop %s "
+                                 "--forget` drops its registration)",
+                                 name, vm.host, pid, name);
     }
     if (pid > 0) {
         vmt_cli_vm_cleanup(store, name);

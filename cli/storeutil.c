@@ -56,13 +56,26 @@ int vmt_cli_catalog_open(const char *dir, vmt_catalog **out)
      * Without this check, opening the catalog would create catalog.db in
      * whatever directory --store named. */
     snprintf(marker, sizeof(marker), "%s/STORE", dir);
-    if (access(marker, F_OK) != 0)
+    if (!vmt_cli_store_shared(dir) && access(marker, F_OK) != 0)
         return vmt_error_set(VMT_ENOENT,
                              "no store at %s (vmtree store init %s creates one; so does "
                              "vmtree run --name)",
                              dir, dir);
+    /* A RADOS store's catalog opens the store (read-only) to reach its refs:
+     * VMT_ENOENT when there is none. */
     int rc = vmt_catalog_open(out, dir);
+    if (rc == VMT_ENOENT && vmt_cli_store_shared(dir))
+        return vmt_error_set(VMT_ENOENT,
+                             "no store at %s (vmtree store init %s creates one; so does "
+                             "vmtree run --name)",
+                             dir, dir);
     return rc ? vmt_error_wrap(rc, "opening the catalog of %s", dir) : 0;
+}
+
+int vmt_cli_catalog_of(vmt_store *s, vmt_catalog **out)
+{
+    int rc = vmt_catalog_open_store(out, s);
+    return rc ? vmt_error_wrap(rc, "opening the catalog of %s", vmt_store_dir(s)) : 0;
 }
 
 int vmt_cli_resolve(vmt_catalog *c, const char *name, vmt_id *out)
@@ -76,4 +89,21 @@ void vmt_cli_short_id(const vmt_id *id, char out[13])
     vmt_id_to_hex(id, hex);
     memcpy(out, hex, 12);
     out[12] = '\0';
+}
+
+int vmt_cli_vm_running(const char *store, vmt_catalog *cat, const char *name, long *pid, char *host,
+                       size_t cap)
+{
+    vmt_catalog_vm vm;
+    host[0] = '\0';
+    int alive = vmt_cli_vm_alive(store, name, pid);
+    if (alive != 0 || !vmt_catalog_shared(cat))
+        return alive;
+    if (vmt_catalog_get_vm(cat, name, &vm) != 0 || vmt_catalog_vm_local(cat, &vm)) {
+        vmt_error_clear();
+        return 0;
+    }
+    *pid = (long)vm.pid;
+    snprintf(host, cap, "%s", vm.host);
+    return 1;
 }

@@ -618,9 +618,9 @@ int vmt_vmproc_incoming(vmproc_opts *o, vmt_session *s, vmt_store *store, int re
     int rc = setup_vmm(&p);
     if (rc == 0) {
         char outcomes[PATH_MAX];
-        int pl = snprintf(outcomes, sizeof(outcomes), "%s/run/migrations", o->store);
-        bool have_dir = pl > 0 && (size_t)pl < sizeof(outcomes) &&
-                        (mkdir(outcomes, 0700) == 0 || errno == EEXIST);
+        bool have_dir =
+            vmt_cli_run_path(o->store, "migrations", "", outcomes, sizeof(outcomes)) == 0 &&
+            (mkdir(outcomes, 0700) == 0 || errno == EEXIST);
         vmt_migrate_recv_opts ro = {.timeout_ms = o->timeout_ms, .base = &p.base,
                                     .store = store, .on_config = incoming_config,
                                     .config_ctx = &ic,

@@ -70,10 +70,18 @@ int vmp_register(vmproc *p)
         return rc;
     rc = vmt_catalog_register_vm(c, &vm);
     if (rc == VMT_EEXIST) {
-        /* We hold the name's lock, so the registered process is gone (its
-         * pid now names another process). */
-        vmt_catalog_unregister_vm(c, vm.name);
-        rc = vmt_catalog_register_vm(c, &vm);
+        /* We hold the name's lock on this host, so a process registered
+         * here is gone (its pid now names another process).  Another host's
+         * registration is never overridden: the error names that host. */
+        char why[512];
+        vmt_catalog_vm old;
+        snprintf(why, sizeof(why), "%s", vmt_error_last());
+        if (vmt_catalog_get_vm(c, vm.name, &old) == 0 && vmt_catalog_vm_local(c, &old)) {
+            vmt_catalog_unregister_vm(c, vm.name);
+            rc = vmt_catalog_register_vm(c, &vm);
+        } else {
+            rc = vmt_error_set(VMT_EEXIST, "%s", why);
+        }
     }
     head_ref(vm.name, ref, sizeof(ref));
     if (rc == 0 && p->has_head)
@@ -198,8 +206,10 @@ static int take(vmproc *p, vmp_conn *conn, const char *msg, vmt_id *id,
     to.progress = take_progress;
     to.progress_ctx = conn;
     int rc = vmt_cli_store_open(p->o->store, true, &s);
+    /* Over the open store: a RADOS store's catalog then needs no second
+     * store handle (opening one reads the whole index). */
     if (rc == 0)
-        rc = vmt_cli_catalog_open(p->o->store, &c);
+        rc = vmt_cli_catalog_of(s, &c);
     if (rc == 0)
         rc = vmt_vmsnap_attach(&vs, s, c, p->vm, p->has_head ? &p->head : NULL, &info);
     if (rc == 0)

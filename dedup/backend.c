@@ -23,7 +23,7 @@ static int remove_in(void *ctx, const char *name)
 {
     void **c = ctx;
     dd_backend *b = c[0];
-    char full[128];
+    char full[DD_NAME_MAX];
     snprintf(full, sizeof(full), "%s/%s", (const char *)c[1], name);
     return b->ops->remove(b, full);
 }

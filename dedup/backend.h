@@ -33,6 +33,10 @@ typedef enum dd_bmode {
     DD_BF_REPLACE, /* staged writes that replace the object atomically at publish */
 } dd_bmode;
 
+/* Longest object name with its NUL: "refs/" + a 128-byte ref name +
+ * ".tmp" (the directory backend's staging name) fits. */
+#define DD_NAME_MAX 160
+
 /* Called by idx_load for each entry: 32 bytes in the index file's layout. */
 typedef int (*dd_idx_load_fn)(void *ctx, const uint8_t rec[32]);
 

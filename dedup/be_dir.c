@@ -28,7 +28,7 @@ typedef struct dir_be {
 struct dd_bfile {
     dir_be *b;
     int fd;
-    char name[64]; /* for messages, and the final name of a REPLACE file */
+    char name[DD_NAME_MAX]; /* for messages, and the final name of a REPLACE file */
     bool staged;   /* REPLACE: writes go to name.tmp */
 };
 
@@ -37,7 +37,7 @@ static const dd_backend_ops dir_ops;
 static int dir_open(dd_backend *base, const char *name, dd_bmode mode, dd_bfile **out)
 {
     dir_be *b = (dir_be *)base;
-    char path[80];
+    char path[DD_NAME_MAX + 8];
     static const int flags[] = {
         [DD_BF_READ] = O_RDONLY,
         [DD_BF_WRITE] = O_RDWR,
@@ -180,7 +180,7 @@ static const char *folder_of(const char *name, char buf[64])
 
 static int dir_publish(dd_bfile *f)
 {
-    char tmp[80], folder[64];
+    char tmp[DD_NAME_MAX + 8], folder[64];
     int rc = f->staged ? 0 : vmt_error_set(VMT_ERR, "internal: publish of a plain file");
     if (rc == 0 && fsync(f->fd) != 0)
         rc = vmt_error_errno(VMT_EIO, errno, "fsync of %s", f->name);

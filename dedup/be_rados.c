@@ -40,7 +40,7 @@
 
 struct dd_bfile {
     rados_be *b;
-    char name[64];
+    char name[DD_NAME_MAX];
     bool staged;      /* DD_BF_REPLACE: bytes collect in buf until publish */
     uint8_t *buf;     /* staged bytes */
     size_t len, cap;  /* staged length and capacity */

@@ -137,3 +137,39 @@ int vmt_store_ref_set(vmt_store *s, const char *name, uint64_t expect, const voi
         *version = expect + 1;
     return 0;
 }
+
+typedef struct ref_lister {
+    const char *prefix;
+    size_t plen;
+    vmt_store_ref_list_fn fn;
+    void *ctx;
+    bool called; /* the folder exists: an error after this is the callback's */
+} ref_lister;
+
+/* Skips what is not a ref: the directory backend's refs/.lock and the
+ * staging files NAME.tmp of a replacement in progress. */
+static int list_one(void *arg, const char *name)
+{
+    ref_lister *l = arg;
+    size_t n = strlen(name);
+    l->called = true;
+    if (name[0] == '.' || (n >= 4 && strcmp(name + n - 4, ".tmp") == 0) || n > REF_NAME_MAX ||
+        strncmp(name, l->prefix, l->plen) != 0)
+        return 0;
+    return l->fn(l->ctx, name);
+}
+
+int vmt_store_ref_list(vmt_store *s, const char *prefix, vmt_store_ref_list_fn fn, void *ctx)
+{
+    if (!s || !prefix || !fn)
+        return vmt_error_set(VMT_EINVAL, "vmt_store_ref_list: NULL argument");
+    ref_lister l = {.prefix = prefix, .plen = strlen(prefix), .fn = fn, .ctx = ctx};
+    int rc = s->be->ops->list(s->be, DD_REFS_DIR, list_one, &l);
+    if (rc == VMT_ECORRUPT && !l.called) {
+        /* A directory store made before refs existed has no refs/ yet (it
+         * appears with the first ref): no refs. */
+        vmt_error_clear();
+        return 0;
+    }
+    return rc;
+}

@@ -1,161 +1,21 @@
 /*
- * The catalog: STORE_DIR/catalog.db, a SQLite database (WAL, synchronous =
- * FULL, busy timeout) holding the refs, the registered VMs and an index of
- * snapshots.  Every update that takes more than one statement runs in one
- * BEGIN IMMEDIATE transaction, so a crash leaves either all of it or none.
- * Schema (docs/snapshot.md) versioned in the `meta` table; a newer schema
- * is refused.  This file: opening, helpers, snapshots and refs.
+ * The catalog's public functions: each checks its arguments and calls the
+ * backend (catalog_internal.h) the location chose:
+ *   a directory   SQLite, STORE_DIR/catalog.db (catalog_sql*.c)
+ *   rados://...   the store's own refs, shared by every host (catalog_refs*.c)
+ * and the small rules both share (ref names, compare-and-swap messages).
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "catalog_internal.h"
 
-/* clang-format off */
-static const char *const schema_v1[] = {
-    "CREATE TABLE snapshots ("
-    " id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 16),"
-    " hex TEXT NOT NULL UNIQUE,"           /* lowercase hex of id, for prefixes */
-    " parent BLOB CHECK (parent IS NULL OR length(parent) = 16)," /* first parent */
-    " time_ns INTEGER NOT NULL,"
-    " vm_name TEXT NOT NULL,"
-    " message TEXT NOT NULL,"
-    " mem_size INTEGER NOT NULL,"
-    " nonzero_pages INTEGER NOT NULL)",
-    "CREATE INDEX snapshots_parent ON snapshots (parent)",
-    "CREATE TABLE refs ("
-    " name TEXT PRIMARY KEY NOT NULL,"
-    " id BLOB NOT NULL CHECK (length(id) = 16))",
-    "CREATE INDEX refs_id ON refs (id)",
-    "CREATE TABLE vms ("
-    " name TEXT PRIMARY KEY NOT NULL,"
-    " pid INTEGER NOT NULL,"
-    " socket TEXT NOT NULL,"
-    " image TEXT NOT NULL,"
-    " mem_size INTEGER NOT NULL,"
-    " vcpus INTEGER NOT NULL)",
-};
-/* clang-format on */
-
-/* ---- helpers ------------------------------------------------------------ */
-
-int cat_error(vmt_catalog *c, int src, const char *what)
-{
-    const char *msg = c && c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(src);
-    int code;
-
-    switch (src & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        code = VMT_EBUSY;
-        break;
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        code = VMT_ECORRUPT;
-        break;
-    case SQLITE_NOMEM:
-        code = VMT_ENOMEM;
-        break;
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_CANTOPEN:
-    case SQLITE_READONLY:
-        code = VMT_EIO;
-        break;
-    default:
-        code = VMT_ERR;
-    }
-    return vmt_error_set(code, "catalog %s: %s: %s", c && c->path ? c->path : "", what, msg);
-}
-
-int cat_prepare(vmt_catalog *c, const char *sql, sqlite3_stmt **st)
-{
-    int src = sqlite3_prepare_v2(c->db, sql, -1, st, NULL);
-    if (src != SQLITE_OK)
-        return cat_error(c, src, "preparing a statement");
-    return 0;
-}
-
-int cat_collect(vmt_catalog *c, const char *sql, size_t size, cat_row_fn row, const char *what,
-                void **out, size_t *n)
-{
-    sqlite3_stmt *st = NULL;
-    uint8_t *v = NULL;
-    size_t cnt = 0, cap = 0;
-    int rc = cat_prepare(c, sql, &st);
-    int src = SQLITE_DONE;
-    while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            uint8_t *nv = vmt_reallocn(v, ncap, size);
-            if (!nv) {
-                rc = VMT_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        rc = row(st, v + size * cnt++);
-    }
-    if (rc == 0 && src != SQLITE_DONE)
-        rc = cat_error(c, src, what);
-    sqlite3_finalize(st);
-    if (rc) {
-        free(v);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
-    return 0;
-}
-
-int cat_exec(vmt_catalog *c, const char *sql)
-{
-    int src = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
-    if (src != SQLITE_OK)
-        return cat_error(c, src, sql);
-    return 0;
-}
-
-int cat_begin(vmt_catalog *c)
-{
-    return cat_exec(c, "BEGIN IMMEDIATE");
-}
-
-int cat_end(vmt_catalog *c, int rc)
-{
-    if (rc == 0)
-        return cat_exec(c, "COMMIT");
-    /* Keep the first error's message: rollback failing is secondary. */
-    (void)sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    return rc;
-}
-
-int cat_bind_id(sqlite3_stmt *st, int col, const vmt_id *id)
-{
-    return sqlite3_bind_blob(st, col, id->b, sizeof(id->b), SQLITE_TRANSIENT);
-}
-
-int cat_column_id(sqlite3_stmt *st, int col, vmt_id *id)
-{
-    const void *p = sqlite3_column_blob(st, col);
-    if (!p || sqlite3_column_bytes(st, col) != (int)sizeof(id->b))
-        return vmt_error_set(VMT_ECORRUPT, "catalog: an id column does not hold 16 bytes");
-    memcpy(id->b, p, sizeof(id->b));
-    return 0;
-}
-
-void cat_column_text(sqlite3_stmt *st, int col, char *dst, size_t cap)
-{
-    const unsigned char *p = sqlite3_column_text(st, col);
-    int n = sqlite3_column_bytes(st, col);
-    size_t len = p && n > 0 ? VMT_MIN((size_t)n, cap - 1) : 0;
-
-    if (len)
-        memcpy(dst, p, len);
-    dst[len] = '\0';
-}
+/* ---- shared rules -------------------------------------------------------- */
 
 bool cat_ref_valid(const char *ref)
 {
@@ -174,106 +34,101 @@ bool cat_ref_valid(const char *ref)
     return snap_name_valid(name);
 }
 
+static bool cat_id_is_null(const vmt_id *id)
+{
+    static const vmt_id none;
+    return memcmp(id, &none, sizeof(none)) == 0;
+}
+
+int cat_check_expect(const char *ref, const vmt_id *have, const vmt_id *expect)
+{
+    char want[VMT_ID_HEX_LEN + 1], cur[VMT_ID_HEX_LEN + 1];
+
+    if (!have) {
+        if (cat_id_is_null(expect))
+            return 0;
+        vmt_id_to_hex(expect, want);
+        return vmt_error_set(VMT_EBUSY, "ref %s does not exist (expected it at %s)", ref, want);
+    }
+    if (vmt_id_equal(have, expect))
+        return 0;
+    vmt_id_to_hex(have, cur);
+    if (cat_id_is_null(expect))
+        return vmt_error_set(VMT_EBUSY, "ref %s exists already (at %s)", ref, cur);
+    vmt_id_to_hex(expect, want);
+    return vmt_error_set(VMT_EBUSY, "ref %s is at %s, expected %s", ref, cur, want);
+}
+
+int cat_check_unreferenced(const vmt_catalog_ref *refs, size_t n, const vmt_id *id)
+{
+    char hex[VMT_ID_HEX_LEN + 1];
+    const char *first = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (vmt_id_equal(&refs[i].id, id) && (!first || strcmp(refs[i].name, first) < 0))
+            first = refs[i].name;
+    if (!first)
+        return 0;
+    vmt_id_to_hex(id, hex);
+    return vmt_error_set(VMT_EBUSY, "snapshot %s is still referenced by %s", hex, first);
+}
+
+bool cat_pid_alive(int64_t pid)
+{
+    if (pid <= 0 || pid > INT32_MAX)
+        return false;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
 /* ---- opening ------------------------------------------------------------ */
 
-/* Reads the schema version; 0 when the database is new (no meta table). */
-static int schema_version(vmt_catalog *c, int64_t *version)
+static bool is_rados(const char *location)
 {
-    sqlite3_stmt *st;
-    int rc = cat_prepare(c,
-                         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
-                         "name = 'meta'",
-                         &st);
-    if (rc)
-        return rc;
-    int src = sqlite3_step(st);
-    bool have = src == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0;
-    sqlite3_finalize(st);
-    if (src != SQLITE_ROW)
-        return cat_error(c, src, "reading the schema");
-    *version = 0;
-    if (!have)
+    return strncmp(location, "rados://", 8) == 0;
+}
+
+/* $VMTREE_HOST, else the hostname (cut at 63 bytes). */
+static int local_host(char host[VMT_CATALOG_HOST_MAX])
+{
+    const char *env = getenv("VMTREE_HOST");
+    if (env && *env) {
+        if (strlen(env) >= VMT_CATALOG_HOST_MAX || !snap_name_valid(env))
+            return vmt_error_set(VMT_EINVAL,
+                                 "VMTREE_HOST='%.80s': 1..%d letters, digits, '.', '_' or '-'", env,
+                                 VMT_CATALOG_HOST_MAX - 1);
+        snprintf(host, VMT_CATALOG_HOST_MAX, "%s", env);
         return 0;
-    if ((rc = cat_prepare(c, "SELECT value FROM meta WHERE key = 'schema_version'", &st)) != 0)
-        return rc;
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW)
-        *version = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (src != SQLITE_ROW)
-        return vmt_error_set(VMT_ECORRUPT, "catalog %s: the meta table has no schema_version",
-                             c->path);
+    }
+    char buf[256] = "";
+    if (gethostname(buf, sizeof(buf) - 1) != 0 || !buf[0])
+        return vmt_error_errno(VMT_EIO, errno, "reading the hostname (set VMTREE_HOST)");
+    snprintf(host, VMT_CATALOG_HOST_MAX, "%s", buf);
     return 0;
 }
 
-static int create_schema(vmt_catalog *c)
+/* Opens the backend for `location` into a new handle; `s` (may be NULL) is
+ * an open store of that location to borrow. */
+static int open_at(vmt_catalog **out, const char *location, vmt_store *s)
 {
-    char sql[128];
-    int rc = cat_exec(c, "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL)");
-    for (size_t i = 0; rc == 0 && i < VMT_ARRAY_SIZE(schema_v1); i++)
-        rc = cat_exec(c, schema_v1[i]);
-    snprintf(sql, sizeof(sql), "INSERT INTO meta VALUES ('schema_version', %d)",
-             CATALOG_SCHEMA_VERSION);
-    return rc ? rc : cat_exec(c, sql);
-}
-
-static int check_schema(vmt_catalog *c)
-{
-    int64_t v = 0;
-    int rc = cat_begin(c);
-    if (rc)
-        return rc;
-    rc = schema_version(c, &v);
-    if (rc == 0 && v == 0)
-        rc = create_schema(c);
-    else if (rc == 0 && v > CATALOG_SCHEMA_VERSION)
-        rc = vmt_error_set(VMT_EUNSUPPORTED,
-                           "catalog %s has schema version %lld, newer than this vmtree's (%d)",
-                           c->path, (long long)v, CATALOG_SCHEMA_VERSION);
-    else if (rc == 0 && v < 1)
-        rc = vmt_error_set(VMT_ECORRUPT, "catalog %s: schema version %lld is not valid", c->path,
-                           (long long)v);
-    return cat_end(c, rc);
-}
-
-static int configure(vmt_catalog *c)
-{
-    sqlite3_stmt *st;
-    char mode[16] = "";
-
-    sqlite3_busy_timeout(c->db, CATALOG_BUSY_MS);
-    sqlite3_extended_result_codes(c->db, 1);
-    int rc = cat_prepare(c, "PRAGMA journal_mode = WAL", &st);
-    if (rc)
-        return rc;
-    int src = sqlite3_step(st);
-    if (src == SQLITE_ROW)
-        cat_column_text(st, 0, mode, sizeof(mode));
-    sqlite3_finalize(st);
-    if (src != SQLITE_ROW)
-        return cat_error(c, src, "setting WAL mode");
-    if (strcmp(mode, "wal") != 0)
-        return vmt_error_set(VMT_EIO, "catalog %s: cannot use WAL mode (got \"%s\")", c->path,
-                             mode);
-    return cat_exec(c, "PRAGMA synchronous = FULL");
-}
-
-int vmt_catalog_open(vmt_catalog **out, const char *store_dir)
-{
-    if (!out || !store_dir)
-        return vmt_error_set(VMT_EINVAL, "vmt_catalog_open: NULL argument");
     vmt_catalog *c = calloc(1, sizeof(*c));
-    if (!c || asprintf(&c->path, "%s/catalog.db", store_dir) < 0) {
-        free(c);
+    if (!c)
         return vmt_error_set(VMT_ENOMEM, "catalog: out of memory");
+    int rc;
+    if (!is_rados(location)) {
+        rc = cat_sql_open(c, location);
+    } else {
+        rc = local_host(c->host);
+        c->store = s;
+        if (rc == 0 && !s) {
+            vmt_store_open_opts o;
+            vmt_store_open_opts_init(&o);
+            o.read_only = true;
+            o.threads = 1;
+            rc = vmt_store_open(&c->store, location, &o);
+            c->own_store = rc == 0;
+        }
+        if (rc == 0)
+            rc = cat_refs_open(c);
     }
-    int src = sqlite3_open_v2(
-        c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    int rc = src == SQLITE_OK ? 0 : cat_error(c, src, "opening");
-    if (rc == 0)
-        rc = configure(c);
-    if (rc == 0)
-        rc = check_schema(c);
     if (rc) {
         vmt_catalog_close(c);
         return rc;
@@ -282,262 +137,163 @@ int vmt_catalog_open(vmt_catalog **out, const char *store_dir)
     return 0;
 }
 
+int vmt_catalog_open(vmt_catalog **out, const char *location)
+{
+    if (!out || !location)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_open: NULL argument");
+    return open_at(out, location, NULL);
+}
+
+int vmt_catalog_open_store(vmt_catalog **out, vmt_store *s)
+{
+    if (!out || !s)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_open_store: NULL argument");
+    return open_at(out, vmt_store_dir(s), s);
+}
+
 void vmt_catalog_close(vmt_catalog *c)
 {
     if (!c)
         return;
-    sqlite3_close_v2(c->db);
+    if (c->ops)
+        c->ops->close(c);
+    else
+        sqlite3_close_v2(c->db); /* a SQLite open that failed before choosing */
+    if (c->own_store)
+        vmt_store_close(c->store);
     free(c->path);
     free(c);
+}
+
+bool vmt_catalog_shared(const vmt_catalog *c)
+{
+    return c && c->ops == &cat_refs_ops;
+}
+
+const char *vmt_catalog_host(const vmt_catalog *c)
+{
+    return c ? c->host : "";
+}
+
+bool vmt_catalog_vm_local(const vmt_catalog *c, const vmt_catalog_vm *vm)
+{
+    return !vmt_catalog_shared(c) || !vm->host[0] || strcmp(vm->host, c->host) == 0;
 }
 
 /* ---- snapshots ---------------------------------------------------------- */
 
 int vmt_catalog_add_snapshot(vmt_catalog *c, const vmt_id *id, const vmt_snap_record *r)
 {
-    char hex[VMT_ID_HEX_LEN + 1];
-    sqlite3_stmt *st;
-
     if (!c || !id || !r)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_add_snapshot: NULL argument");
     if (!memchr(r->vm_name, '\0', sizeof(r->vm_name)) ||
         !memchr(r->message, '\0', sizeof(r->message)))
         return vmt_error_set(VMT_EINVAL, "catalog: record text is not NUL-terminated");
-    int rc = cat_prepare(c,
-                         "INSERT INTO snapshots VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
-                         "ON CONFLICT (id) DO NOTHING",
-                         &st);
-    if (rc)
-        return rc;
-    vmt_id_to_hex(id, hex);
-    cat_bind_id(st, 1, id);
-    sqlite3_bind_text(st, 2, hex, -1, SQLITE_TRANSIENT);
-    if (r->nparents > 0)
-        cat_bind_id(st, 3, &r->parents[0]);
-    sqlite3_bind_int64(st, 4, (int64_t)r->time_ns);
-    sqlite3_bind_text(st, 5, r->vm_name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 6, r->message, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 7, (int64_t)r->mem_size);
-    sqlite3_bind_int64(st, 8, (int64_t)r->nonzero_pages);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return src == SQLITE_DONE ? 0 : cat_error(c, src, "adding a snapshot");
-}
-
-/* VMT_EBUSY naming a ref that points at id, 0 when none does. */
-static int check_unreferenced(vmt_catalog *c, const vmt_id *id, const char *hex)
-{
-    sqlite3_stmt *st;
-    char ref[CATALOG_REF_MAX];
-    int rc = cat_prepare(c, "SELECT name FROM refs WHERE id = ?1 ORDER BY name LIMIT 1", &st);
-    if (rc)
-        return rc;
-    cat_bind_id(st, 1, id);
-    int src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        cat_column_text(st, 0, ref, sizeof(ref));
-        rc = vmt_error_set(VMT_EBUSY, "snapshot %s is still referenced by %s", hex, ref);
-    } else if (src != SQLITE_DONE) {
-        rc = cat_error(c, src, "looking up refs");
-    }
-    sqlite3_finalize(st);
-    return rc;
-}
-
-static int delete_snapshot(vmt_catalog *c, const vmt_id *id, const char *hex)
-{
-    sqlite3_stmt *st;
-    int rc = cat_prepare(c, "DELETE FROM snapshots WHERE id = ?1", &st);
-    if (rc)
-        return rc;
-    cat_bind_id(st, 1, id);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (src != SQLITE_DONE)
-        return cat_error(c, src, "removing a snapshot");
-    if (sqlite3_changes(c->db) == 0)
-        return vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
-    return 0;
+    return c->ops->add_snapshot(c, id, r);
 }
 
 int vmt_catalog_remove_snapshot(vmt_catalog *c, const vmt_id *id)
 {
-    char hex[VMT_ID_HEX_LEN + 1];
-
     if (!c || !id)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_remove_snapshot: NULL argument");
-    vmt_id_to_hex(id, hex);
-    int rc = cat_begin(c);
-    if (rc)
-        return rc;
-    rc = check_unreferenced(c, id, hex);
-    if (rc == 0)
-        rc = delete_snapshot(c, id, hex);
-    return cat_end(c, rc);
-}
-
-static int read_snap_row(sqlite3_stmt *st, vmt_catalog_snap *s);
-static int snap_row(sqlite3_stmt *st, void *e)
-{
-    return read_snap_row(st, e);
-}
-
-static int read_snap_row(sqlite3_stmt *st, vmt_catalog_snap *s)
-{
-    memset(s, 0, sizeof(*s));
-    int rc = cat_column_id(st, 0, &s->id);
-    if (rc == 0 && sqlite3_column_type(st, 1) != SQLITE_NULL) {
-        s->has_parent = true;
-        rc = cat_column_id(st, 1, &s->parent);
-        s->parent_present = sqlite3_column_int(st, 4) != 0;
-    }
-    s->time_ns = (uint64_t)sqlite3_column_int64(st, 2);
-    cat_column_text(st, 3, s->vm_name, sizeof(s->vm_name));
-    cat_column_text(st, 5, s->message, sizeof(s->message));
-    s->message[strcspn(s->message, "\n")] = '\0'; /* the first line */
-    return rc;
+    return c->ops->remove_snapshot(c, id);
 }
 
 int vmt_catalog_list_snapshots(vmt_catalog *c, vmt_catalog_snap **out, size_t *n)
 {
     if (!c || !out || !n)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_list_snapshots: NULL argument");
-    void *v = NULL;
-    int rc = cat_collect(c, "SELECT s.id, s.parent, s.time_ns, s.vm_name, p.id IS NOT NULL, "
-                         "substr(s.message, 1, 255) FROM snapshots s LEFT JOIN snapshots p "
-                         "ON p.id = s.parent ORDER BY s.time_ns, s.rowid", sizeof(vmt_catalog_snap), snap_row, "listing snapshots", &v, n);
-    if (rc == 0)
-        *out = v;
-    return rc;
+    return c->ops->list_snapshots(c, out, n);
 }
 
 /* ---- refs --------------------------------------------------------------- */
 
-int cat_get_ref(vmt_catalog *c, const char *ref, vmt_id *out)
+static int check_ref(const char *ref)
 {
-    sqlite3_stmt *st;
-    int rc = cat_prepare(c, "SELECT id FROM refs WHERE name = ?1", &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, ref, -1, SQLITE_TRANSIENT);
-    int src = sqlite3_step(st);
-    if (src == SQLITE_ROW)
-        rc = cat_column_id(st, 0, out);
-    else if (src == SQLITE_DONE)
-        rc = vmt_error_set(VMT_ENOENT, "no ref %s", ref);
-    else
-        rc = cat_error(c, src, "reading a ref");
-    sqlite3_finalize(st);
-    return rc;
+    if (!cat_ref_valid(ref))
+        return vmt_error_set(VMT_EINVAL, "\"%.80s\" is not a ref (tag/NAME or vm/NAME/HEAD)", ref);
+    return 0;
 }
 
 int vmt_catalog_get_ref(vmt_catalog *c, const char *ref, vmt_id *out)
 {
     if (!c || !ref || !out)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_get_ref: NULL argument");
-    if (!cat_ref_valid(ref))
-        return vmt_error_set(VMT_EINVAL, "\"%.80s\" is not a ref (tag/NAME or vm/NAME/HEAD)", ref);
-    return cat_get_ref(c, ref, out);
-}
-
-static bool id_is_null(const vmt_id *id)
-{
-    static const vmt_id none;
-    return memcmp(id, &none, sizeof(none)) == 0;
-}
-
-/* The compare part of set_ref's compare-and-swap. */
-static int check_expect(vmt_catalog *c, const char *ref, const vmt_id *expect)
-{
-    char want[VMT_ID_HEX_LEN + 1], have[VMT_ID_HEX_LEN + 1];
-    vmt_id cur;
-    int rc = cat_get_ref(c, ref, &cur);
-
-    if (rc == VMT_ENOENT) {
-        if (id_is_null(expect))
-            return 0;
-        vmt_id_to_hex(expect, want);
-        return vmt_error_set(VMT_EBUSY, "ref %s does not exist (expected it at %s)", ref, want);
-    }
-    if (rc)
-        return rc;
-    if (vmt_id_equal(&cur, expect))
-        return 0;
-    vmt_id_to_hex(&cur, have);
-    if (id_is_null(expect))
-        return vmt_error_set(VMT_EBUSY, "ref %s exists already (at %s)", ref, have);
-    vmt_id_to_hex(expect, want);
-    return vmt_error_set(VMT_EBUSY, "ref %s is at %s, expected %s", ref, have, want);
-}
-
-static int upsert_ref(vmt_catalog *c, const char *ref, const vmt_id *id)
-{
-    sqlite3_stmt *st;
-    int rc = cat_prepare(c,
-                         "INSERT INTO refs VALUES (?1, ?2) ON CONFLICT (name) "
-                         "DO UPDATE SET id = excluded.id",
-                         &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, ref, -1, SQLITE_TRANSIENT);
-    cat_bind_id(st, 2, id);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return src == SQLITE_DONE ? 0 : cat_error(c, src, "setting a ref");
+    int rc = check_ref(ref);
+    return rc ? rc : c->ops->get_ref(c, ref, out);
 }
 
 int vmt_catalog_set_ref(vmt_catalog *c, const char *ref, const vmt_id *id, const vmt_id *expect)
 {
     if (!c || !ref || !id)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_set_ref: NULL argument");
-    if (!cat_ref_valid(ref))
-        return vmt_error_set(VMT_EINVAL, "\"%.80s\" is not a ref (tag/NAME or vm/NAME/HEAD)", ref);
-    int rc = cat_begin(c);
-    if (rc)
-        return rc;
-    if (expect)
-        rc = check_expect(c, ref, expect);
-    if (rc == 0)
-        rc = upsert_ref(c, ref, id);
-    return cat_end(c, rc);
+    int rc = check_ref(ref);
+    return rc ? rc : c->ops->set_ref(c, ref, id, expect);
 }
 
 int vmt_catalog_delete_ref(vmt_catalog *c, const char *ref)
 {
-    sqlite3_stmt *st;
-
     if (!c || !ref)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_delete_ref: NULL argument");
-    if (!cat_ref_valid(ref))
-        return vmt_error_set(VMT_EINVAL, "\"%.80s\" is not a ref (tag/NAME or vm/NAME/HEAD)", ref);
-    int rc = cat_prepare(c, "DELETE FROM refs WHERE name = ?1", &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, ref, -1, SQLITE_TRANSIENT);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (src != SQLITE_DONE)
-        return cat_error(c, src, "deleting a ref");
-    if (sqlite3_changes(c->db) == 0)
-        return vmt_error_set(VMT_ENOENT, "no ref %s", ref);
-    return 0;
-}
-
-static int ref_row(sqlite3_stmt *st, void *e)
-{
-    vmt_catalog_ref *r = e;
-    memset(r, 0, sizeof(*r));
-    cat_column_text(st, 0, r->name, sizeof(r->name));
-    return cat_column_id(st, 1, &r->id);
+    int rc = check_ref(ref);
+    return rc ? rc : c->ops->delete_ref(c, ref);
 }
 
 int vmt_catalog_list_refs(vmt_catalog *c, vmt_catalog_ref **out, size_t *n)
 {
     if (!c || !out || !n)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_list_refs: NULL argument");
-    void *v = NULL;
-    int rc = cat_collect(c, "SELECT name, id FROM refs ORDER BY name", sizeof(vmt_catalog_ref), ref_row, "listing refs", &v, n);
-    if (rc == 0)
-        *out = v;
-    return rc;
+    return c->ops->list_refs(c, out, n);
+}
+
+/* ---- VMs ---------------------------------------------------------------- */
+
+static int vm_check(const vmt_catalog_vm *vm)
+{
+    if (!memchr(vm->name, '\0', sizeof(vm->name)) || !snap_name_valid(vm->name))
+        return vmt_error_set(VMT_EINVAL,
+                             "\"%.64s\" is not a valid VM name ([A-Za-z0-9._-], "
+                             "1..%u bytes)",
+                             memchr(vm->name, '\0', sizeof(vm->name)) ? vm->name : "",
+                             VMT_SNAP_NAME_MAX - 1);
+    if (!memchr(vm->socket, '\0', sizeof(vm->socket)) ||
+        !memchr(vm->image, '\0', sizeof(vm->image)) || !memchr(vm->host, '\0', sizeof(vm->host)))
+        return vmt_error_set(VMT_EINVAL, "VM %s: socket, image or host is not NUL-terminated",
+                             vm->name);
+    if (vm->pid < 0)
+        return vmt_error_set(VMT_EINVAL, "VM %s: negative pid", vm->name);
+    return 0;
+}
+
+int vmt_catalog_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
+{
+    if (!c || !vm)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_register_vm: NULL argument");
+    int rc = vm_check(vm);
+    return rc ? rc : c->ops->register_vm(c, vm);
+}
+
+int vmt_catalog_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
+{
+    if (!c || !name || !out)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_get_vm: NULL argument");
+    if (!snap_name_valid(name))
+        return vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
+    return c->ops->get_vm(c, name, out);
+}
+
+int vmt_catalog_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n)
+{
+    if (!c || !out || !n)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_list_vms: NULL argument");
+    return c->ops->list_vms(c, out, n);
+}
+
+int vmt_catalog_unregister_vm(vmt_catalog *c, const char *name)
+{
+    if (!c || !name)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_unregister_vm: NULL argument");
+    if (!snap_name_valid(name))
+        return vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
+    return c->ops->unregister_vm(c, name);
 }

@@ -1,6 +1,10 @@
 /*
- * Internals of the catalog (catalog*.c): the handle and the SQLite helpers
- * its files share.  Never included outside snapshot/.
+ * Internals of the catalog (catalog*.c): the handle, the backend ops table
+ * and the helpers its files share.  Two backends:
+ *   catalog_sql.c, catalog_sql_vm.c   SQLite file STORE_DIR/catalog.db
+ *   catalog_refs.c, catalog_refs_vm.c the store's own refs (rados://)
+ * catalog.c checks every argument and dispatches; catalog_resolve.c
+ * resolves names over any backend.  Never included outside snapshot/.
  */
 #ifndef VMTREE_CATALOG_INTERNAL_H
 #define VMTREE_CATALOG_INTERNAL_H
@@ -16,10 +20,54 @@
 /* Longest ref name: "vm/" NAME "/HEAD". */
 #define CATALOG_REF_MAX VMT_CATALOG_REF_MAX
 
+/*
+ * What a backend implements.  Arguments are checked by catalog.c (non-NULL,
+ * valid ref and VM names, NUL-terminated text) before any call.
+ */
+typedef struct cat_ops {
+    const char *name; /* "sqlite", "refs" */
+    void (*close)(vmt_catalog *c);
+    int (*add_snapshot)(vmt_catalog *c, const vmt_id *id, const vmt_snap_record *r);
+    int (*remove_snapshot)(vmt_catalog *c, const vmt_id *id);
+    int (*list_snapshots)(vmt_catalog *c, vmt_catalog_snap **out, size_t *n);
+    /* One index entry (parent_present not filled); VMT_ENOENT when absent. */
+    int (*get_snapshot)(vmt_catalog *c, const vmt_id *id, vmt_catalog_snap *out);
+    /* The ids whose lowercase hex starts with `lo`, in hex order: at most
+     * cap into ids, *count = how many match (at least up to cap + 1). */
+    int (*find_prefix)(vmt_catalog *c, const char *lo, vmt_id *ids, size_t cap, size_t *count);
+    int (*get_ref)(vmt_catalog *c, const char *ref, vmt_id *out); /* VMT_ENOENT */
+    int (*set_ref)(vmt_catalog *c, const char *ref, const vmt_id *id, const vmt_id *expect);
+    int (*delete_ref)(vmt_catalog *c, const char *ref);
+    int (*list_refs)(vmt_catalog *c, vmt_catalog_ref **out, size_t *n);
+    int (*register_vm)(vmt_catalog *c, const vmt_catalog_vm *vm);
+    int (*get_vm)(vmt_catalog *c, const char *name, vmt_catalog_vm *out);
+    int (*list_vms)(vmt_catalog *c, vmt_catalog_vm **out, size_t *n);
+    int (*unregister_vm)(vmt_catalog *c, const char *name);
+} cat_ops;
+
 struct vmt_catalog {
+    const cat_ops *ops;
+    char *path; /* catalog.db, or the store's location */
+    /* SQLite backend */
     sqlite3 *db;
-    char *path;
+    /* refs backend */
+    vmt_store *store;
+    bool own_store;                  /* opened by vmt_catalog_open: closed with it */
+    char host[VMT_CATALOG_HOST_MAX]; /* the host VMs registered here run on */
 };
+
+extern const cat_ops cat_sql_ops;
+extern const cat_ops cat_refs_ops;
+
+/* Opens the SQLite backend into c (c->path set to STORE_DIR/catalog.db). */
+int cat_sql_open(vmt_catalog *c, const char *store_dir);
+/* Opens the refs backend over c->store (set by the caller). */
+int cat_refs_open(vmt_catalog *c);
+
+/* True when pid is a live process of this host (kill(pid, 0)). */
+bool cat_pid_alive(int64_t pid);
+
+/* ---- SQLite helpers (catalog_sql.c) ------------------------------------- */
 
 /* Maps a SQLite result to a VMT_E* with a message about `what`. */
 int cat_error(vmt_catalog *c, int src, const char *what);
@@ -48,10 +96,61 @@ int cat_column_id(sqlite3_stmt *st, int col, vmt_id *id);
 /* Copies a text column into dst[cap], truncated. */
 void cat_column_text(sqlite3_stmt *st, int col, char *dst, size_t cap);
 
+/* Sets ref `ref` to id (insert or update), inside the caller's transaction. */
+int cat_sql_upsert_ref(vmt_catalog *c, const char *ref, const vmt_id *id);
+/* Runs `sql` (a DELETE binding ?1 to name): 0, VMT_ENOENT (no message) when
+ * it deleted nothing, or the SQLite error about `what`. */
+int cat_sql_delete_named(vmt_catalog *c, const char *sql, const char *name, const char *what);
+
+/* SQLite VMs (catalog_sql_vm.c). */
+int cat_sql_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm);
+int cat_sql_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out);
+int cat_sql_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n);
+int cat_sql_unregister_vm(vmt_catalog *c, const char *name);
+
+/* ---- refs backend helpers (catalog_refs.c) ------------------------------- */
+
+/* Room for a store ref name (at most 128 bytes) and its NUL. */
+#define CAT_KEY_MAX 160
+/* Compare-and-swap attempts before an update gives up with VMT_EBUSY. */
+#define CAT_CAS_TRIES 1000u
+#define CAT_REF_PREFIX "cat."    /* every key of the catalog */
+#define CAT_TAG_PREFIX "cat.t."  /* tag/N */
+#define CAT_HEAD_PREFIX "cat.h." /* vm/N/HEAD */
+#define CAT_VM_PREFIX "cat.v."   /* VM registrations */
+
+/* key = prefix + name with every '.' of name written '@'. */
+void cat_key(char key[CAT_KEY_MAX], const char *prefix, const char *name);
+/* The name in a key of `prefix` (into name[cap]); false when it is not one
+ * or not a valid name. */
+bool cat_key_name(const char *key, const char *prefix, char *name, size_t cap);
+/* Reads a key: an absent key reads as empty at version 0 (so do
+ * tombstones, at their version). */
+int cat_rget(vmt_catalog *c, const char *key, uint8_t *buf, size_t cap, size_t *len, uint64_t *ver);
+/* Writes a key if still at version ver; VMT_EBUSY (no message) when not. */
+int cat_rset(vmt_catalog *c, const char *key, uint64_t ver, const void *data, size_t len);
+/* The error after CAT_CAS_TRIES lost compare-and-swaps on key. */
+int cat_conflict(vmt_catalog *c, const char *key);
+/* Every key starting with prefix, sorted (caller frees with cat_free_keys). */
+int cat_list_keys(vmt_catalog *c, const char *prefix, char ***keys, size_t *n);
+void cat_free_keys(char **keys, size_t n);
+
+/* Refs-catalog VMs (catalog_refs_vm.c). */
+int cat_refs_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm);
+int cat_refs_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out);
+int cat_refs_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n);
+int cat_refs_unregister_vm(vmt_catalog *c, const char *name);
+
+/* ---- shared ---------------------------------------------------------------- */
+
 /* True for "tag/NAME" and "vm/NAME/HEAD" with a valid NAME. */
 bool cat_ref_valid(const char *ref);
 
-/* Looks a ref up: 0 and *out, VMT_ENOENT when absent. */
-int cat_get_ref(vmt_catalog *c, const char *ref, vmt_id *out);
+/* The compare part of set_ref's compare-and-swap: `have` (NULL: absent)
+ * against *expect (the zero id: must be absent); VMT_EBUSY saying which. */
+int cat_check_expect(const char *ref, const vmt_id *have, const vmt_id *expect);
+
+/* VMT_EBUSY naming the first ref (by name) of refs[0..n) at id; else 0. */
+int cat_check_unreferenced(const vmt_catalog_ref *refs, size_t n, const vmt_id *id);
 
 #endif

@@ -6,7 +6,7 @@
  * A bare word is tried as a VM (its HEAD), then as a tag, then as a unique
  * prefix (>= 4 digits) of a snapshot id in the index.  Names hold no '^',
  * '~', '@' or '/', so the grammar is unambiguous.  Suffixes walk first
- * parents through the snapshots table.
+ * parents through the index.  Works over any backend (cat_ops).
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -54,56 +54,31 @@ static bool all_hex(const char *s)
     return true;
 }
 
-static int list_candidates(sqlite3_stmt *st, const char *prefix, int *count, vmt_id *out)
-{
-    char list[RESOLVE_CANDIDATES * (VMT_ID_HEX_LEN + 2) + 8] = "";
-    int src, n = 0;
-
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *hex = (const char *)sqlite3_column_text(st, 1);
-        if (n == 0) {
-            int rc = cat_column_id(st, 0, out);
-            if (rc)
-                return rc;
-        }
-        if (n < RESOLVE_CANDIDATES && hex && strlen(hex) == VMT_ID_HEX_LEN)
-            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", n ? ", " : "", hex);
-        n++;
-    }
-    *count = n;
-    if (src != SQLITE_DONE)
-        return vmt_error_set(VMT_EIO, "catalog: looking up id prefix %s failed", prefix);
-    if (n > 1)
-        return vmt_error_set(VMT_EINVAL, "id prefix %s is ambiguous: %s%s", prefix, list,
-                             n > RESOLVE_CANDIDATES ? ", ..." : "");
-    return 0;
-}
-
 /* A unique snapshot id starting with the hex digits `prefix`. */
 static int resolve_prefix(vmt_catalog *c, const char *prefix, vmt_id *out)
 {
-    char lo[VMT_ID_HEX_LEN + 1], hi[VMT_ID_HEX_LEN + 2];
-    sqlite3_stmt *st;
-    size_t n = strlen(prefix);
-    int count = 0;
+    char lo[VMT_ID_HEX_LEN + 1], list[RESOLVE_CANDIDATES * (VMT_ID_HEX_LEN + 2) + 8] = "";
+    vmt_id ids[RESOLVE_CANDIDATES];
+    size_t n = strlen(prefix), count = 0;
 
     for (size_t i = 0; i <= n; i++)
         lo[i] = (char)tolower((unsigned char)prefix[i]);
-    /* Every hex string starting with lo sorts in [lo, lo "g"). */
-    snprintf(hi, sizeof(hi), "%sg", lo);
-    int rc = cat_prepare(c,
-                         "SELECT id, hex FROM snapshots WHERE hex >= ?1 AND hex < ?2 "
-                         "ORDER BY hex LIMIT 9",
-                         &st);
+    int rc = c->ops->find_prefix(c, lo, ids, RESOLVE_CANDIDATES, &count);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, lo, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, hi, -1, SQLITE_TRANSIENT);
-    rc = list_candidates(st, lo, &count, out);
-    sqlite3_finalize(st);
-    if (rc == 0 && count == 0)
-        rc = vmt_error_set(VMT_ENOENT, "no snapshot id starts with %s", lo);
-    return rc;
+    if (count == 0)
+        return vmt_error_set(VMT_ENOENT, "no snapshot id starts with %s", lo);
+    if (count == 1) {
+        *out = ids[0];
+        return 0;
+    }
+    for (size_t i = 0; i < VMT_MIN(count, (size_t)RESOLVE_CANDIDATES); i++) {
+        char hex[VMT_ID_HEX_LEN + 1];
+        vmt_id_to_hex(&ids[i], hex);
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "", hex);
+    }
+    return vmt_error_set(VMT_EINVAL, "id prefix %s is ambiguous: %s%s", lo, list,
+                         count > RESOLVE_CANDIDATES ? ", ..." : "");
 }
 
 /* Tries the ref PREFIX NAME SUFFIX; VMT_ENOENT when absent. */
@@ -113,7 +88,7 @@ static int try_ref(vmt_catalog *c, const char *prefix, const char *name, const c
     char ref[CATALOG_REF_MAX];
 
     snprintf(ref, sizeof(ref), "%s%s%s", prefix, name, suffix);
-    return cat_get_ref(c, ref, out);
+    return c->ops->get_ref(c, ref, out);
 }
 
 static int resolve_word(vmt_catalog *c, const char *w, vmt_id *out)
@@ -142,7 +117,7 @@ static int resolve_base(vmt_catalog *c, const char *b, vmt_id *out)
     if (strncmp(b, "tag/", 4) == 0 || strncmp(b, "vm/", 3) == 0) {
         if (!cat_ref_valid(b))
             return vmt_error_set(VMT_EINVAL, "\"%s\" is not a valid ref", b);
-        return cat_get_ref(c, b, out);
+        return c->ops->get_ref(c, b, out);
     }
     if (at) {
         char name[VMT_SNAP_NAME_MAX];
@@ -163,23 +138,16 @@ static int resolve_base(vmt_catalog *c, const char *b, vmt_id *out)
 static int first_parent(vmt_catalog *c, const vmt_id *id, vmt_id *out)
 {
     char hex[VMT_ID_HEX_LEN + 1];
-    sqlite3_stmt *st;
-    int rc = cat_prepare(c, "SELECT parent FROM snapshots WHERE id = ?1", &st);
+    vmt_catalog_snap e;
+    int rc = c->ops->get_snapshot(c, id, &e);
     if (rc)
         return rc;
-    cat_bind_id(st, 1, id);
-    int src = sqlite3_step(st);
-    vmt_id_to_hex(id, hex);
-    if (src == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        rc = cat_column_id(st, 0, out);
-    else if (src == SQLITE_ROW)
-        rc = vmt_error_set(VMT_ENOENT, "snapshot %s has no parent", hex);
-    else if (src == SQLITE_DONE)
-        rc = vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
-    else
-        rc = cat_error(c, src, "reading a parent");
-    sqlite3_finalize(st);
-    return rc;
+    if (!e.has_parent) {
+        vmt_id_to_hex(id, hex);
+        return vmt_error_set(VMT_ENOENT, "snapshot %s has no parent", hex);
+    }
+    *out = e.parent;
+    return 0;
 }
 
 int vmt_catalog_resolve(vmt_catalog *c, const char *name, vmt_id *out)
@@ -209,18 +177,41 @@ int vmt_catalog_resolve(vmt_catalog *c, const char *name, vmt_id *out)
 
 /* ---- GC roots ----------------------------------------------------------- */
 
-static int id_row(sqlite3_stmt *st, void *e)
+static int cmp_id(const void *a, const void *b)
 {
-    return cat_column_id(st, 0, e);
+    return memcmp(a, b, sizeof(vmt_id));
 }
 
 int vmt_catalog_roots(vmt_catalog *c, vmt_id **out, size_t *n)
 {
+    vmt_catalog_snap *snaps = NULL;
+    vmt_catalog_ref *refs = NULL;
+    size_t ns = 0, nr = 0;
+
     if (!c || !out || !n)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_roots: NULL argument");
-    void *v = NULL;
-    int rc = cat_collect(c, "SELECT id FROM snapshots UNION SELECT id FROM refs", sizeof(vmt_id), id_row, "listing roots", &v, n);
+    int rc = c->ops->list_snapshots(c, &snaps, &ns);
     if (rc == 0)
-        *out = v;
-    return rc;
+        rc = c->ops->list_refs(c, &refs, &nr);
+    vmt_id *v = rc == 0 ? vmt_reallocn(NULL, ns + nr + 1, sizeof(vmt_id)) : NULL;
+    if (rc == 0 && !v)
+        rc = vmt_error_set(VMT_ENOMEM, "catalog: out of memory listing roots");
+    size_t k = 0;
+    for (size_t i = 0; v && i < ns; i++)
+        v[k++] = snaps[i].id;
+    for (size_t i = 0; v && i < nr; i++)
+        v[k++] = refs[i].id;
+    free(snaps);
+    free(refs);
+    if (rc)
+        return rc;
+    /* Each id once. */
+    qsort(v, k, sizeof(vmt_id), cmp_id);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (u == 0 || !vmt_id_equal(&v[u - 1], &v[i]))
+            v[u++] = v[i];
+    *out = v;
+    *n = u;
+    return 0;
 }

@@ -20,7 +20,8 @@ int cli_runv(char **out, char **err, const char *const *args);
 /* Set once by each suite's setup: the CLI binary. */
 void cli_set_binary(const char *path);
 
-/* The console text of detached VM name (caller frees; "" when none). */
+/* The console text of detached VM name (caller frees; "" when none).  The
+ * run directory of a rados:// store is $VMTREE_RUN_DIR (set it). */
 char *cli_console(const char *store, const char *name);
 /* Waits until the console holds `needle` at or after byte `from`, up to
  * timeout_ms; returns the console text (caller frees) or NULL on timeout. */
@@ -47,7 +48,7 @@ bool cli_json_valid(const char *text, bool container);
 bool cli_json_u64(const char *text, const char *key, uint64_t *out);
 bool cli_json_str(const char *text, const char *key, char *buf, size_t cap);
 
-/* SIGKILLs every VM process left in the store's run/ directory. */
+/* SIGKILLs every VM process left in the store's run directory. */
 void cli_kill_all(const char *store);
 
 #endif

@@ -32,6 +32,21 @@ static void test_get_set_and_conflicts(void)
     CU_ASSERT_EQUAL(memcmp(buf, "two!", 4), 0);
     CU_ASSERT_EQUAL(vmt_store_ref_get(s, "vm-a", buf, 2, &len, &v), VMT_ERANGE);
     CU_ASSERT_EQUAL(len, 4);
+    /* The longest name (128 bytes) is a ref of its own: not cut to a
+     * shorter object name that another ref could share. */
+    char lng[129], lng2[129];
+    memset(lng, 'x', 128);
+    lng[128] = '\0';
+    memcpy(lng2, lng, sizeof(lng));
+    lng2[127] = 'y';
+    DDT_OK(vmt_store_ref_set(s, lng, 0, "L1", 2, NULL));
+    DDT_OK(vmt_store_ref_set(s, lng2, 0, "L2", 2, NULL));
+    DDT_OK(vmt_store_ref_get(s, lng, buf, sizeof(buf), &len, &v));
+    CU_ASSERT_TRUE(len == 2 && memcmp(buf, "L1", 2) == 0 && v == 1);
+    DDT_OK(vmt_store_ref_get(s, lng2, buf, sizeof(buf), &len, &v));
+    CU_ASSERT_TRUE(len == 2 && memcmp(buf, "L2", 2) == 0 && v == 1);
+    lng[0] = 'z';
+    CU_ASSERT_EQUAL(vmt_store_ref_get(s, lng, buf, sizeof(buf), &len, &v), VMT_ENOENT);
     /* Bad names and sizes are refused before anything is written. */
     static char big[VMT_STORE_REF_MAX + 1];
     CU_ASSERT_EQUAL(vmt_store_ref_set(s, "../x", 0, "x", 1, NULL), VMT_EINVAL);
@@ -211,6 +226,66 @@ static void test_watch_sees_another_process(void)
     ddt_cleanup(dir);
 }
 
+typedef struct listed {
+    char names[8][32];
+    int n;
+} listed;
+
+static int collect(void *ctx, const char *name)
+{
+    listed *l = ctx;
+    if (l->n < 8)
+        snprintf(l->names[l->n], sizeof(l->names[0]), "%s", name);
+    l->n++;
+    return 0;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static int stop_at_first(void *ctx, const char *name)
+{
+    (void)name;
+    ++*(int *)ctx;
+    return VMT_ECORRUPT; /* any code: the listing returns it as is */
+}
+
+/* Listing by prefix sees exactly the refs (not the store's packs, index or
+ * the directory's lock and staging files), from another handle too. */
+static void test_list_by_prefix(void)
+{
+    char *dir = ddt_store("list", NULL);
+    vmt_store *s = ddt_open(dir, true, 1);
+    listed l = {.n = 0};
+    DDT_OK(vmt_store_ref_list(s, "", collect, &l)); /* no refs yet */
+    CU_ASSERT_EQUAL(l.n, 0);
+    static const char *const names[] = {"cat.s.00ff", "cat.s.0100", "cat.r.tag@sx", "other",
+                                        "cat.s"};
+    for (size_t i = 0; i < VMT_ARRAY_SIZE(names); i++)
+        DDT_OK(vmt_store_ref_set(s, names[i], 0, "v", 1, NULL));
+    DDT_OK(vmt_store_ref_set(s, "cat.s.00ff", 1, "w", 1, NULL)); /* listed once */
+    vmt_store *r = ddt_open(dir, true, 1);
+    DDT_OK(vmt_store_ref_list(r, "cat.s.", collect, &l));
+    CU_ASSERT_EQUAL_FATAL(l.n, 2);
+    qsort(l.names, 2, sizeof(l.names[0]), cmp_name);
+    CU_ASSERT_STRING_EQUAL(l.names[0], "cat.s.00ff");
+    CU_ASSERT_STRING_EQUAL(l.names[1], "cat.s.0100");
+    l.n = 0;
+    DDT_OK(vmt_store_ref_list(r, "", collect, &l));
+    CU_ASSERT_EQUAL(l.n, 5);
+    l.n = 0;
+    DDT_OK(vmt_store_ref_list(r, "nothing", collect, &l));
+    CU_ASSERT_EQUAL(l.n, 0);
+    int calls = 0;
+    CU_ASSERT_EQUAL(vmt_store_ref_list(r, "cat.", stop_at_first, &calls), VMT_ECORRUPT);
+    CU_ASSERT_EQUAL(calls, 1);
+    vmt_store_close(r);
+    vmt_store_close(s);
+    ddt_cleanup(dir);
+}
+
 int main(void)
 {
     /* librados talks to the cluster over sockets from its own threads; a
@@ -221,6 +296,7 @@ int main(void)
         {"get, set and conflicts", test_get_set_and_conflicts},
         {"racing writers lose no update", test_racing_writers_lose_no_update},
         {"a watch sees another process's update", test_watch_sees_another_process},
+        {"list by prefix", test_list_by_prefix},
         {NULL, NULL},
     };
     return vmt_test_run("dedup/refs", cases, NULL, NULL);

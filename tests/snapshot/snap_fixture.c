@@ -39,6 +39,67 @@ void fx_store_free(fx_store *f)
     memset(f, 0, sizeof(*f));
 }
 
+bool fx_rados(void)
+{
+    const char *b = getenv("VMTREE_TEST_BACKEND");
+    return b && strcmp(b, "rados") == 0;
+}
+
+/* rados://POOL?Q -> rados://POOL/NS?Q with a namespace unique to this call,
+ * holding a new store; exits VMT_TEST_SKIP without a cluster. */
+static char *rados_location(const char *tag)
+{
+    static unsigned seq;
+    const char *url = getenv("VMTREE_TEST_RADOS");
+    const char *conf = url ? strstr(url, "conf=") : NULL;
+    char path[4096], *loc = NULL;
+    if (!url || !conf) {
+        printf("SKIP: VMTREE_TEST_RADOS is not set (a cluster from scripts/ceph-cluster.sh)\n");
+        exit(VMT_TEST_SKIP);
+    }
+    snprintf(path, sizeof(path), "%.*s", (int)strcspn(conf + 5, "&"), conf + 5);
+    if (access(path, R_OK) != 0) {
+        printf("SKIP: no Ceph test cluster (%s missing: ceph-mon/ceph-osd not installed? "
+               "scripts/install-deps.sh --ceph)\n",
+               path);
+        exit(VMT_TEST_SKIP);
+    }
+    const char *q = strchr(url, '?');
+    size_t plen = q ? (size_t)(q - url) : strlen(url);
+    if (asprintf(&loc, "%.*s/%s-%ld-%u-%ld%s", (int)plen, url, tag, (long)getpid(), ++seq,
+                 (long)(vmt_now_ns() % 1000000), q ? q : "") < 0)
+        return NULL;
+    int rc = vmt_store_init(loc, NULL);
+    if (rc == VMT_EUNSUPPORTED) {
+        printf("SKIP: %s\n", vmt_error_last());
+        exit(VMT_TEST_SKIP);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "creating a store at %s: %s\n", loc, vmt_error_last());
+        free(loc);
+        return NULL;
+    }
+    return loc;
+}
+
+char *fx_location(const char *tag)
+{
+    return fx_rados() ? rados_location(tag) : vmt_test_tmpdir(tag);
+}
+
+void fx_location_free(char *loc)
+{
+    if (!loc)
+        return;
+    if (strncmp(loc, "rados://", 8) == 0) {
+        if (vmt_store_remove(loc) != 0)
+            fprintf(stderr, "(removing %s: %s) ", loc, vmt_error_last());
+    } else {
+        vmt_test_rmtree(loc);
+    }
+    free(loc);
+}
+
 uint64_t fx_rand(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
@@ -149,6 +210,12 @@ vmt_id fx_store_memory(vmt_store *s, const uint8_t *mem, uint64_t npages)
 vmt_id fx_snapshot(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_id *parent,
                    const char *tag)
 {
+    return fx_snapshot_at(s, mem, npages, parent, tag, 0);
+}
+
+vmt_id fx_snapshot_at(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_id *parent,
+                      const char *tag, uint64_t time_ns)
+{
     vmt_snap_record *r = calloc(1, sizeof(*r));
     char blob[128];
     uint8_t *buf = NULL;
@@ -166,6 +233,7 @@ vmt_id fx_snapshot(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_
     }
     r->mem_size = npages * 4096;
     r->vcpus = 1;
+    r->time_ns = time_ns;
     snprintf(r->vm_name, sizeof(r->vm_name), "fx");
     snprintf(r->message, sizeof(r->message), "snapshot %s", tag);
     CU_ASSERT_EQUAL_FATAL(vmt_snap_record_encode(r, &buf, &len), 0);

@@ -6,6 +6,7 @@
 #ifndef VMTREE_TEST_SNAP_FIXTURE_H
 #define VMTREE_TEST_SNAP_FIXTURE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,20 @@ void fx_store_new(fx_store *f, const char *tag);
 /* Closes and reopens the store (dropping uncommitted puts). */
 void fx_store_reopen(fx_store *f);
 void fx_store_free(fx_store *f);
+
+/*
+ * Catalog suites run against both catalog backends (docs/store-backends.md):
+ * with VMTREE_TEST_BACKEND=rados (the *_rados ctest variants) a location is
+ * a fresh store in its own namespace of $VMTREE_TEST_RADOS, else a fresh
+ * temporary directory.  Where the cluster or librados is missing the suite
+ * prints why and exits VMT_TEST_SKIP.
+ */
+bool fx_rados(void);
+/* A fresh location for vmt_catalog_open (caller frees with
+ * fx_location_free, which removes what is there); NULL (said on stderr)
+ * when it cannot be made.  No CUnit asserts: usable in a suite's setup. */
+char *fx_location(const char *tag);
+void fx_location_free(char *loc);
 
 /* splitmix64 step. */
 uint64_t fx_rand(uint64_t *state);
@@ -62,6 +77,9 @@ vmt_id fx_store_memory(vmt_store *s, const uint8_t *mem, uint64_t npages);
  */
 vmt_id fx_snapshot(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_id *parent,
                    const char *tag);
+/* The same with the record's time (fx_snapshot: 0). */
+vmt_id fx_snapshot_at(vmt_store *s, const uint8_t *mem, uint64_t npages, const vmt_id *parent,
+                      const char *tag, uint64_t time_ns);
 
 /*
  * An independent writer of the bundle format (docs/bundle-format.md), for

@@ -2,6 +2,7 @@
  * snapshot/catalog_resolve.c: every form of snapshot name resolves to the
  * right id (hex prefixes, tags, VM HEADs, NAME@HEAD, ~N and ^), unknown
  * names are VMT_ENOENT and ambiguous prefixes VMT_EINVAL naming candidates.
+ * Over both catalog backends (test_catalog_resolve_rados: the refs catalog).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,7 @@ static int setup(void)
         "22222222222222222222222222222222", "33333333333333333333333333333333",
         "44444444444444444444444444444444", "55555555555555555555555555555555"};
     static const int parent[6] = {-1, 0, 1, 2, 1, -2};
-    tmp = vmt_test_tmpdir("resolve");
+    tmp = fx_location("resolve");
     if (!tmp || vmt_catalog_open(&cat, tmp) != 0)
         return 1;
     for (int i = 0; i < 6; i++) {
@@ -57,8 +58,7 @@ static int setup(void)
 static int teardown(void)
 {
     vmt_catalog_close(cat);
-    vmt_test_rmtree(tmp);
-    free(tmp);
+    fx_location_free(tmp);
     return 0;
 }
 

@@ -1,7 +1,9 @@
 /*
- * snapshot/catalog_vm.c: registering VMs.  A name is held while the process
- * registered for it lives; a registration left by a dead process is
- * replaced; the VM's HEAD is the ref vm/NAME/HEAD.
+ * snapshot/catalog_sql_vm.c and catalog_refs_vm.c: registering VMs.  A name
+ * is held while the process registered for it lives; a registration left by
+ * a dead process is replaced; the VM's HEAD is the ref vm/NAME/HEAD.  In a
+ * shared catalog (test_catalog_vm_rados) a registration names its host, and
+ * one by another host holds the name.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -18,9 +20,8 @@ static char *tmp;
 static vmt_catalog *open_fresh(void)
 {
     vmt_catalog *c = NULL;
-    vmt_test_rmtree(tmp);
-    free(tmp);
-    tmp = vmt_test_tmpdir("catvm");
+    fx_location_free(tmp);
+    tmp = fx_location("catvm");
     CU_ASSERT_PTR_NOT_NULL_FATAL(tmp);
     CU_ASSERT_EQUAL_FATAL(vmt_catalog_open(&c, tmp), 0);
     return c;
@@ -28,8 +29,7 @@ static vmt_catalog *open_fresh(void)
 
 static int teardown(void)
 {
-    vmt_test_rmtree(tmp);
-    free(tmp);
+    fx_location_free(tmp);
     return 0;
 }
 
@@ -135,6 +135,40 @@ static void test_invalid_vm_names_are_refused(void)
     vmt_catalog_close(c);
 }
 
+/* Another host's registration cannot be tested here: it holds the name
+ * (the error names the host) until that host unregisters it.  A directory
+ * store's catalog has one host and keeps no host. */
+static void test_other_hosts_registration_holds_the_name(void)
+{
+    vmt_catalog *c = open_fresh();
+    vmt_catalog_vm vm, got;
+    vmt_id h = fx_fake_id(3);
+    vmdesc(&vm, "web.1", 999999, &h);
+    snprintf(vm.host, sizeof(vm.host), "host-a");
+    CU_ASSERT_EQUAL_FATAL(vmt_catalog_register_vm(c, &vm), 0);
+    CU_ASSERT_EQUAL_FATAL(vmt_catalog_get_vm(c, "web.1", &got), 0);
+    CU_ASSERT_TRUE(got.has_head && vmt_id_equal(&got.head, &h));
+    if (!fx_rados()) {
+        CU_ASSERT_STRING_EQUAL(got.host, "");
+        CU_ASSERT_TRUE(vmt_catalog_vm_local(c, &got));
+        vmt_catalog_close(c);
+        return;
+    }
+    CU_ASSERT_STRING_EQUAL(got.host, "host-a");
+    CU_ASSERT_FALSE(vmt_catalog_vm_local(c, &got));
+    /* pid 999999 is no process here, yet the name stays taken. */
+    vmdesc(&vm, "web.1", getpid(), NULL);
+    CU_ASSERT_EQUAL(vmt_catalog_register_vm(c, &vm), VMT_EEXIST);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "host-a"));
+    CU_ASSERT_EQUAL(vmt_catalog_unregister_vm(c, "web.1"), 0);
+    CU_ASSERT_EQUAL(vmt_catalog_register_vm(c, &vm), 0);
+    CU_ASSERT_EQUAL_FATAL(vmt_catalog_get_vm(c, "web.1", &got), 0);
+    CU_ASSERT_STRING_EQUAL(got.host, vmt_catalog_host(c));
+    CU_ASSERT_TRUE(vmt_catalog_vm_local(c, &got));
+    CU_ASSERT_TRUE(got.has_head && vmt_id_equal(&got.head, &h)); /* HEAD kept */
+    vmt_catalog_close(c);
+}
+
 int main(void)
 {
     static const vmt_test_case cases[] = {
@@ -142,6 +176,8 @@ int main(void)
         {"live process holds its name until it dies",
          test_live_process_holds_its_name_until_it_dies},
         {"invalid VM names are refused", test_invalid_vm_names_are_refused},
+        {"another host's registration holds the name",
+         test_other_hosts_registration_holds_the_name},
         {NULL, NULL},
     };
     return vmt_test_run("snapshot/catalog_vm", cases, NULL, teardown);

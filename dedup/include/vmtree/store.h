@@ -318,6 +318,21 @@ int vmt_store_ref_get(vmt_store *s, const char *name, void *buf, size_t cap, siz
 int vmt_store_ref_set(vmt_store *s, const char *name, uint64_t expect, const void *data,
                       size_t len, uint64_t *version);
 
+/* Called by vmt_store_ref_list for each ref name (valid during the call);
+ * non-zero stops the listing, which then returns that value. */
+typedef int (*vmt_store_ref_list_fn)(void *ctx, const char *name);
+
+/*
+ * Calls fn(ctx, name) for every ref whose name starts with `prefix` ("" for
+ * all), in no particular order.  Names only: read each with
+ * vmt_store_ref_get (a ref may be set while the listing runs, and one set
+ * after it began may or may not be listed).  A directory store reads
+ * refs/; a RADOS store lists its namespace's objects, so the cost grows
+ * with the objects of the store (packs, index shards), not just the refs.
+ * Any handle, read-only too.
+ */
+int vmt_store_ref_list(vmt_store *s, const char *prefix, vmt_store_ref_list_fn fn, void *ctx);
+
 /* Called when a watched ref changed (or its watch broke: read it again). */
 typedef void (*vmt_store_ref_fn)(void *ctx, const char *name);
 

@@ -8,9 +8,10 @@
  *   record      { parents, map root, state blob, VM config, time, message }
  *               stored as a VMT_OBJ_SNAPSHOT object through proto/; its id
  *               names the snapshot.
- *   catalog     SQLite database in the store directory: refs (each VM's
- *               HEAD, tags), the VMs that run, and an index of snapshots
- *               (parent, time, message) for log/resolve.  Crash-safe,
+ *   catalog     refs (each VM's HEAD, tags), the VMs that run, and an
+ *               index of snapshots (parent, time, message) for log/resolve:
+ *               a SQLite database in a directory store, or the store's own
+ *               refs in a RADOS store (shared by every host).  Crash-safe,
  *               atomic updates.
  *
  * Threading: handles are not shared between threads unless stated.  Errors:
@@ -138,13 +139,34 @@ int vmt_snap_record_read(vmt_store *s, const vmt_id *id, vmt_snap_record *r);
 typedef struct vmt_catalog vmt_catalog;
 
 /*
- * Opens (creating if needed) STORE_DIR/catalog.db (docs/snapshot.md: WAL,
- * synchronous=FULL, a busy timeout for other processes' writes).
- * VMT_EUNSUPPORTED for a catalog of a newer schema, VMT_ECORRUPT for a file
- * that is not one, VMT_EIO when it cannot be opened.  Several processes may
- * open one catalog; each update is atomic.
+ * Opens the catalog of the store at `location`:
+ *  - a directory: (creating if needed) DIR/catalog.db, a SQLite database
+ *    (docs/snapshot.md: WAL, synchronous=FULL, a busy timeout for other
+ *    processes' writes).  VMT_EUNSUPPORTED for a catalog of a newer schema,
+ *    VMT_ECORRUPT for a file that is not one, VMT_EIO when it cannot be
+ *    opened.
+ *  - rados://...: the catalog kept in the store's refs (vmt_store_ref_*,
+ *    docs/store-backends.md "The catalog in RADOS"), shared by every host
+ *    using the store.  The store must exist (VMT_ENOENT); the handle opens
+ *    its own read-only store handle and closes it with the catalog.
+ *    VMT_EUNSUPPORTED for a catalog written by a newer vmtree.
+ * Several processes (and, on RADOS, hosts) may open one catalog; each
+ * update is atomic and none is lost to a concurrent one.
  */
-int vmt_catalog_open(vmt_catalog **out, const char *store_dir);
+int vmt_catalog_open(vmt_catalog **out, const char *location);
+/*
+ * The same over an open store `s` (borrowed: it must outlive the catalog;
+ * a read-only handle does): a directory store's catalog.db, or a RADOS
+ * store's refs catalog without opening the store a second time.
+ */
+int vmt_catalog_open_store(vmt_catalog **out, vmt_store *s);
+/* True when the catalog lives in a store several hosts share (rados://):
+ * VM registrations then name their host. */
+bool vmt_catalog_shared(const vmt_catalog *c);
+/* The host this handle registers VMs as (shared catalogs): $VMTREE_HOST if
+ * set (letters, digits, '.', '_', '-'; 1..63 bytes), else the hostname.
+ * "" for a directory store's catalog (one host).  Owned by the handle. */
+const char *vmt_catalog_host(const vmt_catalog *c);
 /* Closes the handle (accepts NULL). */
 void vmt_catalog_close(vmt_catalog *c);
 
@@ -186,9 +208,15 @@ typedef struct vmt_catalog_ref {
 /* Every ref, by name (*out: caller frees with free()). */
 int vmt_catalog_list_refs(vmt_catalog *c, vmt_catalog_ref **out, size_t *n);
 
+/* Longest host name with its NUL (VM registrations in a shared catalog). */
+#define VMT_CATALOG_HOST_MAX 64
+
 typedef struct vmt_catalog_vm {
     char name[VMT_SNAP_NAME_MAX];
-    int64_t pid; /* 0 when not running */
+    int64_t pid;                     /* 0 when not running; a process of `host` */
+    char host[VMT_CATALOG_HOST_MAX]; /* shared catalogs: the host running it
+                                        ("" when registering: this handle's
+                                        host); "" in a directory store */
     char socket[VMT_SNAP_PATH_MAX];
     vmt_id head;
     bool has_head;
@@ -200,11 +228,18 @@ typedef struct vmt_catalog_vm {
 /*
  * Registers a VM name (VMT_EEXIST when another live process holds it:
  * kill(pid, 0) succeeds; a registration left by a dead process is replaced;
- * the same pid may re-register to update its entry).  With has_head, the
- * ref vm/NAME/HEAD is set to head in the same transaction; without, an
- * existing HEAD is kept.  VMT_EINVAL for a bad name.
+ * the same pid may re-register to update its entry).  In a shared catalog
+ * a registration by another host counts as live (this host cannot test its
+ * process): the message names that host; vm->host "" means this handle's
+ * host.  With has_head, the ref vm/NAME/HEAD is set to head (SQLite: in the
+ * same transaction; refs catalog: right after the registration, which is
+ * what claims the name); without, an existing HEAD is kept.  VMT_EINVAL for
+ * a bad name.
  */
 int vmt_catalog_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm);
+/* True when `vm` (as read from c) runs on this host, so its pid can be
+ * tested here: always in a directory store. */
+bool vmt_catalog_vm_local(const vmt_catalog *c, const vmt_catalog_vm *vm);
 /* A registered VM (VMT_ENOENT); its head is the ref vm/NAME/HEAD. */
 int vmt_catalog_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out);
 /* Every registered VM by name (*out: caller frees with free()). */

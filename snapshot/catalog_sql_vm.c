@@ -1,46 +1,19 @@
 /*
- * The catalog's registered VMs.  A VM's HEAD lives in the refs table
+ * The SQLite catalog's registered VMs.  A VM's HEAD lives in the refs table
  * ("vm/NAME/HEAD"), the one source of truth; the vms table holds the
  * process that runs it (pid, control socket) and its config.  A name is
  * held while its registered process is alive (kill(pid, 0)); a
  * registration left by a dead process is replaced.
  */
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
 
 #include "catalog_internal.h"
 
 #define VM_COLUMNS                                                                                 \
     "SELECT v.name, v.pid, v.socket, v.image, v.mem_size, v.vcpus, r.id FROM vms v "               \
     "LEFT JOIN refs r ON r.name = 'vm/' || v.name || '/HEAD'"
-
-static bool pid_alive(int64_t pid)
-{
-    if (pid <= 0 || pid > INT32_MAX)
-        return false;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
-}
-
-static int vm_check(const vmt_catalog_vm *vm)
-{
-    if (!memchr(vm->name, '\0', sizeof(vm->name)) || !snap_name_valid(vm->name))
-        return vmt_error_set(VMT_EINVAL,
-                             "\"%.64s\" is not a valid VM name ([A-Za-z0-9._-], "
-                             "1..%u bytes)",
-                             memchr(vm->name, '\0', sizeof(vm->name)) ? vm->name : "",
-                             VMT_SNAP_NAME_MAX - 1);
-    if (!memchr(vm->socket, '\0', sizeof(vm->socket)) ||
-        !memchr(vm->image, '\0', sizeof(vm->image)))
-        return vmt_error_set(VMT_EINVAL, "VM %s: socket or image path is not NUL-terminated",
-                             vm->name);
-    if (vm->pid < 0)
-        return vmt_error_set(VMT_EINVAL, "VM %s: negative pid", vm->name);
-    return 0;
-}
 
 /* VMT_EEXIST when `name` is registered to another live process. */
 static int check_holder(vmt_catalog *c, const vmt_catalog_vm *vm)
@@ -53,7 +26,7 @@ static int check_holder(vmt_catalog *c, const vmt_catalog_vm *vm)
     int src = sqlite3_step(st);
     if (src == SQLITE_ROW) {
         int64_t pid = sqlite3_column_int64(st, 0);
-        if (pid != vm->pid && pid_alive(pid))
+        if (pid != vm->pid && cat_pid_alive(pid))
             rc = vmt_error_set(VMT_EEXIST, "VM %s is running (pid %lld)", vm->name, (long long)pid);
     } else if (src != SQLITE_DONE) {
         rc = cat_error(c, src, "looking up a VM");
@@ -82,29 +55,13 @@ static int upsert_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
 static int set_head(vmt_catalog *c, const vmt_catalog_vm *vm)
 {
     char ref[CATALOG_REF_MAX];
-    sqlite3_stmt *st;
-
     snprintf(ref, sizeof(ref), "vm/%s/HEAD", vm->name);
-    int rc = cat_prepare(c,
-                         "INSERT INTO refs VALUES (?1, ?2) ON CONFLICT (name) "
-                         "DO UPDATE SET id = excluded.id",
-                         &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, ref, -1, SQLITE_TRANSIENT);
-    cat_bind_id(st, 2, &vm->head);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return src == SQLITE_DONE ? 0 : cat_error(c, src, "setting a VM's HEAD");
+    return cat_sql_upsert_ref(c, ref, &vm->head);
 }
 
-int vmt_catalog_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
+int cat_sql_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
 {
-    if (!c || !vm)
-        return vmt_error_set(VMT_EINVAL, "vmt_catalog_register_vm: NULL argument");
-    int rc = vm_check(vm);
-    if (rc)
-        return rc;
+    int rc;
     if ((rc = cat_begin(c)) != 0)
         return rc;
     rc = check_holder(c, vm);
@@ -113,12 +70,6 @@ int vmt_catalog_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
     if (rc == 0 && vm->has_head)
         rc = set_head(c, vm);
     return cat_end(c, rc);
-}
-
-static int read_vm_row(sqlite3_stmt *st, vmt_catalog_vm *vm);
-static int vm_row(sqlite3_stmt *st, void *e)
-{
-    return read_vm_row(st, e);
 }
 
 static int read_vm_row(sqlite3_stmt *st, vmt_catalog_vm *vm)
@@ -140,12 +91,14 @@ static int read_vm_row(sqlite3_stmt *st, vmt_catalog_vm *vm)
     return cat_column_id(st, 6, &vm->head);
 }
 
-int vmt_catalog_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
+static int vm_row(sqlite3_stmt *st, void *e)
+{
+    return read_vm_row(st, e);
+}
+
+int cat_sql_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
 {
     sqlite3_stmt *st;
-
-    if (!c || !name || !out)
-        return vmt_error_set(VMT_EINVAL, "vmt_catalog_get_vm: NULL argument");
     int rc = cat_prepare(c, VM_COLUMNS " WHERE v.name = ?1", &st);
     if (rc)
         return rc;
@@ -161,32 +114,18 @@ int vmt_catalog_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
     return rc;
 }
 
-int vmt_catalog_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n)
+int cat_sql_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n)
 {
-    if (!c || !out || !n)
-        return vmt_error_set(VMT_EINVAL, "vmt_catalog_list_vms: NULL argument");
     void *v = NULL;
-    int rc = cat_collect(c, VM_COLUMNS " ORDER BY v.name", sizeof(vmt_catalog_vm), vm_row, "listing VMs", &v, n);
+    int rc = cat_collect(c, VM_COLUMNS " ORDER BY v.name", sizeof(vmt_catalog_vm), vm_row,
+                         "listing VMs", &v, n);
     if (rc == 0)
         *out = v;
     return rc;
 }
 
-int vmt_catalog_unregister_vm(vmt_catalog *c, const char *name)
+int cat_sql_unregister_vm(vmt_catalog *c, const char *name)
 {
-    sqlite3_stmt *st;
-
-    if (!c || !name)
-        return vmt_error_set(VMT_EINVAL, "vmt_catalog_unregister_vm: NULL argument");
-    int rc = cat_prepare(c, "DELETE FROM vms WHERE name = ?1", &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    int src = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (src != SQLITE_DONE)
-        return cat_error(c, src, "unregistering a VM");
-    if (sqlite3_changes(c->db) == 0)
-        return vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
-    return 0;
+    int rc = cat_sql_delete_named(c, "DELETE FROM vms WHERE name = ?1", name, "unregistering a VM");
+    return rc == VMT_ENOENT ? vmt_error_set(VMT_ENOENT, "no VM named %.64s", name) : rc;
 }

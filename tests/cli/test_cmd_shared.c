@@ -1,0 +1,339 @@
+/*
+ * The vmtree command on a store several hosts share (rados://, the catalog
+ * in the store's refs, a run directory per host): two processes act as two
+ * hosts (VMTREE_HOST, VMTREE_RUN_DIR).  "Host 1" is a forked process that
+ * stores snapshots through the library, tags one and registers a VM;
+ * "host 2" is build/bin/vmtree, which sees them in log, show, tag and ps,
+ * resolves prefixes, exports them bit-exact, refuses to touch host 1's VM
+ * (naming host 1), and removes, collects and verifies on the shared store.
+ * No KVM: snapshots are built from memory images as tests/snapshot does.
+ * Runs against the Ceph test cluster (label rados); skips without it.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli_util.h"
+#include "harness.h"
+#include "snap_fixture.h"
+
+enum { NPAGES = 512 };
+
+static char *cli, *tmpdir, *url;
+static char dirstore[4096], bundle[4096], run1[4096], run2[4096];
+static vmt_id base_id, child_id;
+
+/* The memory image of snapshot `which` (0 base, 1 child): deterministic. */
+static uint8_t *image(int which)
+{
+    uint8_t *mem = malloc((size_t)NPAGES * 4096);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mem);
+    fx_fill_mixed(mem, NPAGES, 42);
+    if (which == 1)
+        for (uint64_t p = 0; p < NPAGES; p += 7)
+            fx_page_random(mem + p * 4096, 1000 + p); /* the child changed these */
+    return mem;
+}
+
+static void as_host(const char *host, const char *run)
+{
+    setenv("VMTREE_HOST", host, 1);
+    setenv("VMTREE_RUN_DIR", run, 1);
+}
+
+/* Host 1, a process of its own: two snapshots, a tag, VM a registered
+ * with HEAD on the child.  Writes the two ids to fd. */
+static void host1(int fd)
+{
+    vmt_store *s = NULL;
+    vmt_catalog *c = NULL;
+    as_host("host1", run1);
+    if (vmt_store_open(&s, url, NULL) != 0 || vmt_catalog_open_store(&c, s) != 0)
+        _exit(2);
+    uint8_t *m0 = image(0), *m1 = image(1);
+    vmt_id ids[2];
+    ids[0] = fx_snapshot_at(s, m0, NPAGES, NULL, "base on host1", 1000000000ull);
+    ids[1] = fx_snapshot_at(s, m1, NPAGES, &ids[0], "child on host1", 2000000000ull);
+    vmt_catalog_vm vm;
+    memset(&vm, 0, sizeof(vm));
+    snprintf(vm.name, sizeof(vm.name), "a");
+    vm.pid = getpid();
+    snprintf(vm.socket, sizeof(vm.socket), "%.900s/a.sock", run1);
+    snprintf(vm.image, sizeof(vm.image), "/guests/counter.elf");
+    vm.mem_size = (uint64_t)NPAGES * 4096;
+    vm.vcpus = 1;
+    vm.head = ids[1];
+    vm.has_head = true;
+    for (int i = 0; i < 2; i++) {
+        vmt_snap_record r;
+        if (vmt_snap_record_read(s, &ids[i], &r) != 0 || vmt_catalog_add_snapshot(c, &ids[i], &r))
+            _exit(3);
+    }
+    if (vmt_catalog_set_ref(c, "tag/golden", &ids[1], NULL) != 0 ||
+        vmt_catalog_register_vm(c, &vm) != 0)
+        _exit(4);
+    vmt_catalog_close(c);
+    vmt_store_close(s);
+    _exit(write(fd, ids, sizeof(ids)) == (ssize_t)sizeof(ids) ? 0 : 5);
+}
+
+static bool contains(const char *text, const char *needle)
+{
+    bool ok = text && strstr(text, needle);
+    if (!ok)
+        fprintf(stderr, "\n  expected '%s' in:\n%s\n", needle, text ? text : "(null)");
+    return ok;
+}
+
+/* Runs vmtree as host 2 with --store URL appended (NULL-terminated
+ * arguments); returns its exit status, printing what it said on failure
+ * when `want_ok`. */
+static int host2(char **out, char **err, const char *arg, ...)
+{
+    const char *args[32];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a && n < 28; a = va_arg(ap, const char *))
+        args[n++] = a;
+    va_end(ap);
+    args[n++] = "--store";
+    args[n++] = url;
+    args[n] = NULL;
+    as_host("host2", run2);
+    char *o = NULL, *e = NULL;
+    int st = cli_runv(&o, &e, args);
+    if (getenv("VMT_TEST_VERBOSE"))
+        fprintf(stderr, "\n  vmtree %s -> %d\n%s%s", arg, st, o, e);
+    if (out)
+        *out = o;
+    else
+        free(o);
+    if (err)
+        *err = e;
+    else
+        free(e);
+    return st;
+}
+
+/* Restores snapshot id of the store at loc into a memfd and compares it
+ * with the memory image it was made from. */
+static void restores_bit_exact(const char *loc, const vmt_id *id, int which)
+{
+    vmt_store *s = NULL;
+    vmt_store_open_opts o;
+    vmt_snap_record r;
+    vmt_restore *rs = NULL;
+    fx_ram ram;
+    vmt_store_open_opts_init(&o);
+    o.read_only = true;
+    CU_ASSERT_EQUAL_FATAL(vmt_store_open(&s, loc, &o), 0);
+    CU_ASSERT_EQUAL_FATAL(vmt_snap_record_read(s, id, &r), 0);
+    CU_ASSERT_EQUAL_FATAL(r.mem_size, (uint64_t)NPAGES * 4096);
+    fx_ram_new(&ram, NPAGES);
+    vmt_restore_opts ro = {.mode = VMT_RESTORE_EAGER, .threads = 2};
+    CU_ASSERT_EQUAL_FATAL(vmt_restore_open(&rs, s, &r.map_root, ram.p, ram.fd, ram.size, &ro), 0);
+    CU_ASSERT_EQUAL(vmt_restore_wait(rs, 0), 0);
+    vmt_restore_free(rs);
+    uint8_t *want = image(which);
+    CU_ASSERT_EQUAL(memcmp(ram.p, want, ram.size), 0);
+    free(want);
+    fx_ram_free(&ram);
+    vmt_store_close(s);
+}
+
+static void hex_of(const vmt_id *id, char hex[VMT_ID_HEX_LEN + 1])
+{
+    vmt_id_to_hex(id, hex);
+}
+
+/* Host 1 makes the snapshots, host 2 sees them by every name. */
+static void a_second_host_sees_snapshots_tags_and_vms(void)
+{
+    int pfd[2];
+    CU_ASSERT_FATAL(pipe(pfd) == 0);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0)
+        host1(pfd[1]);
+    close(pfd[1]);
+    vmt_id ids[2];
+    ssize_t got = read(pfd[0], ids, sizeof(ids));
+    close(pfd[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_FATAL(WIFEXITED(st) && WEXITSTATUS(st) == 0 && got == (ssize_t)sizeof(ids));
+    base_id = ids[0];
+    child_id = ids[1];
+    char hb[VMT_ID_HEX_LEN + 1], hc[VMT_ID_HEX_LEN + 1], prefix[9];
+    hex_of(&base_id, hb);
+    hex_of(&child_id, hc);
+    char *out = NULL, *err = NULL;
+    CU_ASSERT_EQUAL(host2(&out, NULL, "log", "--json", NULL), 0);
+    CU_ASSERT(cli_json_valid(out, true));
+    CU_ASSERT(contains(out, hb) && contains(out, hc) && contains(out, "golden"));
+    CU_ASSERT(contains(out, "child on host1"));
+    free(out);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "show", "golden", "--json", NULL), 0);
+    CU_ASSERT(contains(out, hc) && contains(out, hb)); /* itself and its parent */
+    free(out);
+    snprintf(prefix, sizeof(prefix), "%.8s", hb);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "show", prefix, "--json", NULL), 0);
+    char id[40] = "";
+    CU_ASSERT(cli_json_str(out, "id", id, sizeof(id)) && strcmp(id, hb) == 0);
+    free(out);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "show", "a~1", "--json", NULL), 0); /* VM a's HEAD^ */
+    CU_ASSERT(cli_json_str(out, "id", id, sizeof(id)) && strcmp(id, hb) == 0);
+    free(out);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "tag", "--json", NULL), 0);
+    CU_ASSERT(contains(out, "golden") && contains(out, hc));
+    free(out);
+    /* A tag made on host 2 is seen by host 1 (the library, here). */
+    CU_ASSERT_EQUAL(host2(NULL, NULL, "tag", "v2", prefix, NULL), 0);
+    vmt_catalog *c = NULL;
+    vmt_id v2;
+    as_host("host1", run1);
+    CU_ASSERT_EQUAL_FATAL(vmt_catalog_open(&c, url), 0);
+    CU_ASSERT_EQUAL(vmt_catalog_get_ref(c, "tag/v2", &v2), 0);
+    CU_ASSERT(vmt_id_equal(&v2, &base_id));
+    vmt_catalog_close(c);
+    /* ps on host 2 lists host 1's VM with its host, and cannot ask it. */
+    CU_ASSERT_EQUAL(host2(&out, NULL, "ps", NULL), 0);
+    CU_ASSERT(contains(out, "HOST") && contains(out, "host1") && contains(out, "remote"));
+    free(out);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "ps", "--json", NULL), 0);
+    CU_ASSERT(cli_json_valid(out, true) && contains(out, "\"host\":\"host1\""));
+    free(out);
+    CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "stop", "a", NULL), 0);
+    CU_ASSERT(contains(err, "runs on host host1"));
+    free(err);
+}
+
+/* What host 2 exports restores to host 1's bytes; both stores restore it. */
+static void export_from_the_shared_store_is_bit_exact(void)
+{
+    char *out = NULL;
+    CU_ASSERT_EQUAL_FATAL(host2(NULL, NULL, "export", "golden", bundle, "--with-ancestors", NULL),
+                          0);
+    CU_ASSERT_EQUAL_FATAL(cli_run(NULL, NULL, "store", "init", "--store", dirstore, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(
+        cli_run(&out, NULL, "import", bundle, "--store", dirstore, "--json", NULL), 0);
+    free(out);
+    restores_bit_exact(dirstore, &child_id, 1);
+    restores_bit_exact(dirstore, &base_id, 0);
+    restores_bit_exact(url, &child_id, 1);
+    /* And the other way: a bundle imported on host 2 lands in the shared
+     * catalog (the ids are there already: the index gains nothing). */
+    CU_ASSERT_EQUAL(host2(NULL, NULL, "import", bundle, NULL), 0);
+}
+
+/* rm, gc and verify on the shared store; the child stays whole. */
+static void rm_gc_and_verify_work_on_the_shared_store(void)
+{
+    char *out = NULL, *err = NULL;
+    char hb[VMT_ID_HEX_LEN + 1];
+    hex_of(&base_id, hb);
+    CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "rm", hb, NULL), 0); /* tag v2 holds it */
+    CU_ASSERT(contains(err, "tag/v2"));
+    free(err);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "rm", hb, "--force", "--json", NULL), 0);
+    CU_ASSERT(contains(out, "tag/v2") && contains(out, hb));
+    free(out);
+    char idkey[64];
+    snprintf(idkey, sizeof(idkey), "\"id\":\"%s\"", hb);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "log", "--json", NULL), 0);
+    CU_ASSERT(contains(out, "\"parent_present\":false") && !strstr(out, idkey));
+    free(out);
+    /* The child is a running VM's HEAD on host 1: kept, naming the host. */
+    CU_ASSERT_EQUAL(host2(NULL, NULL, "tag", "-d", "golden", NULL), 0);
+    CU_ASSERT_EQUAL(host2(NULL, NULL, "tag", "keep", "a", NULL), 0);
+    CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "rm", "a", "--force", NULL), 0);
+    CU_ASSERT(contains(err, "running VM a") && contains(err, "on host host1"));
+    free(err);
+    /* The refusal deleted nothing, not even the tag it could have. */
+    CU_ASSERT_EQUAL(host2(&out, NULL, "tag", "--json", NULL), 0);
+    CU_ASSERT(contains(out, "keep"));
+    free(out);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "gc", "--min-live", "1", "--json", NULL), 0);
+    CU_ASSERT(cli_json_valid(out, true));
+    free(out);
+    CU_ASSERT_EQUAL(host2(&out, &err, "verify", "--json", NULL), 0);
+    free(out);
+    free(err);
+    restores_bit_exact(url, &child_id, 1);
+    /* Host 1 is gone for good: host 2 forgets its VM (without asking it),
+     * the name is free, ps lists nothing remote, the HEAD stays. */
+    CU_ASSERT_EQUAL(host2(&out, NULL, "stop", "a", "--forget", "--json", NULL), 0);
+    CU_ASSERT(contains(out, "\"forgotten\":true") && contains(out, "host1"));
+    free(out);
+    CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "stop", "a", "--forget", NULL), 0);
+    CU_ASSERT(contains(err, "no VM named a"));
+    free(err);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "ps", NULL), 0);
+    CU_ASSERT(out && !strstr(out, "host1"));
+    free(out);
+    CU_ASSERT_EQUAL(host2(&out, NULL, "show", "a", "--json", NULL), 0);
+    char hc[VMT_ID_HEX_LEN + 1];
+    hex_of(&child_id, hc);
+    CU_ASSERT(contains(out, hc));
+    free(out);
+}
+
+/* What still needs a directory store says so. */
+static void migration_and_golden_transfer_are_refused(void)
+{
+    char *err = NULL;
+    CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "migrate", "a", "127.0.0.1:1", NULL), 0);
+    CU_ASSERT(contains(err, "live migration") && contains(err, "shared RADOS store"));
+    free(err);
+    CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "pull", "tcp://127.0.0.1:1", "golden", NULL), 0);
+    CU_ASSERT(contains(err, "hosts sharing a RADOS store"));
+    free(err);
+    CU_ASSERT_EQUAL(
+        host2(NULL, &err, "branch", "golden", "--name", "x", "--from", "127.0.0.1:1", NULL), 125);
+    CU_ASSERT(contains(err, "hosts sharing the RADOS store"));
+    free(err);
+}
+
+static int setup(void)
+{
+    setenv("VMTREE_TEST_BACKEND", "rados", 1);
+    cli = vmt_test_cli_path();
+    tmpdir = vmt_test_tmpdir("cli-shared");
+    if (!cli || !tmpdir)
+        return 1;
+    cli_set_binary(cli);
+    url = fx_location("shared"); /* exits 77 (SKIP, printed) without a cluster */
+    snprintf(dirstore, sizeof(dirstore), "%s/dir", tmpdir);
+    snprintf(bundle, sizeof(bundle), "%s/golden.vmtb", tmpdir);
+    snprintf(run1, sizeof(run1), "%s/run-host1", tmpdir);
+    snprintf(run2, sizeof(run2), "%s/run-host2", tmpdir);
+    return url ? 0 : 1;
+}
+
+static int teardown(void)
+{
+    fx_location_free(url);
+    if (!getenv("VMT_TEST_KEEP"))
+        vmt_test_rmtree(tmpdir);
+    free(tmpdir);
+    free(cli);
+    return 0;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    static const vmt_test_case cases[] = {
+        {"a second host sees snapshots, tags and VMs", a_second_host_sees_snapshots_tags_and_vms},
+        {"export from the shared store is bit-exact", export_from_the_shared_store_is_bit_exact},
+        {"rm, gc and verify work on the shared store", rm_gc_and_verify_work_on_the_shared_store},
+        {"migration and golden transfer are refused", migration_and_golden_transfer_are_refused},
+        {NULL, NULL},
+    };
+    return vmt_test_run("cli/shared", cases, setup, teardown);
+}
