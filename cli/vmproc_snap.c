@@ -48,6 +48,32 @@ static char *head_ref(const char *name, char *buf, size_t cap)
     return buf;
 }
 
+/*
+ * After VMT_EEXIST: replaces a registration of this host whose process is
+ * gone.  We hold the name's lock in our run directory, so a process
+ * registered from that directory is gone (its pid now names another
+ * process).  On a shared store the run directory is per host and per
+ * location spelling ($VMTREE_RUN_DIR, $XDG_RUNTIME_DIR, root or not), so a
+ * live registration of this host from another directory (another socket
+ * path) may well be running: it is refused, as is another host's.
+ */
+static int register_over(vmt_catalog *c, const vmt_catalog_vm *vm)
+{
+    char why[512];
+    vmt_catalog_vm old;
+    snprintf(why, sizeof(why), "%s", vmt_error_last());
+    if (vmt_catalog_get_vm(c, vm->name, &old) != 0 || !vmt_catalog_vm_local(c, &old))
+        return vmt_error_set(VMT_EEXIST, "%s", why);
+    if (vmt_catalog_shared(c) && strcmp(old.socket, vm->socket) != 0)
+        return vmt_error_set(VMT_EEXIST,
+                             "%s, with its control socket %s: another run directory than this "
+                             "command's %s (set VMTREE_RUN_DIR alike, or if that process is not "
+                             "VM %s, `vmtree stop %s --forget` drops the registration)",
+                             why, old.socket, vm->socket, vm->name, vm->name);
+    vmt_catalog_unregister_vm(c, vm->name);
+    return vmt_catalog_register_vm(c, vm);
+}
+
 int vmp_register(vmproc *p)
 {
     vmt_catalog *c = NULL;
@@ -69,20 +95,8 @@ int vmp_register(vmproc *p)
     if (rc)
         return rc;
     rc = vmt_catalog_register_vm(c, &vm);
-    if (rc == VMT_EEXIST) {
-        /* We hold the name's lock on this host, so a process registered
-         * here is gone (its pid now names another process).  Another host's
-         * registration is never overridden: the error names that host. */
-        char why[512];
-        vmt_catalog_vm old;
-        snprintf(why, sizeof(why), "%s", vmt_error_last());
-        if (vmt_catalog_get_vm(c, vm.name, &old) == 0 && vmt_catalog_vm_local(c, &old)) {
-            vmt_catalog_unregister_vm(c, vm.name);
-            rc = vmt_catalog_register_vm(c, &vm);
-        } else {
-            rc = vmt_error_set(VMT_EEXIST, "%s", why);
-        }
-    }
+    if (rc == VMT_EEXIST)
+        rc = register_over(c, &vm);
     head_ref(vm.name, ref, sizeof(ref));
     if (rc == 0 && p->has_head)
         rc = vmt_catalog_set_ref(c, ref, &p->head, NULL);
