@@ -34,10 +34,11 @@ int vmt_cli_store_open(const char *dir, bool writer, vmt_store **out)
         if (rc == 0)
             return 0;
         if (rc == VMT_ENOENT)
-            return vmt_error_set(VMT_ENOENT,
-                                 "no store at %s (vmtree store init %s creates one; so does "
-                                 "vmtree run --name)",
-                                 dir, dir);
+            return vmt_error_set(
+                VMT_ENOENT,
+                "no store at %s (vmtree store init --store %s creates one; so does "
+                "vmtree run --name)",
+                dir, dir);
         if (rc != VMT_EBUSY)
             return rc;
         uint64_t waited_ms = (vmt_now_ns() - start) / 1000000;
@@ -58,7 +59,7 @@ int vmt_cli_catalog_open(const char *dir, vmt_catalog **out)
     snprintf(marker, sizeof(marker), "%s/STORE", dir);
     if (!vmt_cli_store_shared(dir) && access(marker, F_OK) != 0)
         return vmt_error_set(VMT_ENOENT,
-                             "no store at %s (vmtree store init %s creates one; so does "
+                             "no store at %s (vmtree store init --store %s creates one; so does "
                              "vmtree run --name)",
                              dir, dir);
     /* A RADOS store's catalog opens the store (read-only) to reach its refs:
@@ -66,7 +67,7 @@ int vmt_cli_catalog_open(const char *dir, vmt_catalog **out)
     int rc = vmt_catalog_open(out, dir);
     if (rc == VMT_ENOENT && vmt_cli_store_shared(dir))
         return vmt_error_set(VMT_ENOENT,
-                             "no store at %s (vmtree store init %s creates one; so does "
+                             "no store at %s (vmtree store init --store %s creates one; so does "
                              "vmtree run --name)",
                              dir, dir);
     return rc ? vmt_error_wrap(rc, "opening the catalog of %s", dir) : 0;

@@ -33,8 +33,9 @@ int vmp_prepare_store(const vmproc_opts *o)
     if (rc != VMT_ENOENT)
         return rc;
     if (!o->init_store)
-        return vmt_error_set(VMT_ENOENT, "no store at %s (vmtree store init %s creates one)",
-                             o->store, o->store);
+        return vmt_error_set(VMT_ENOENT,
+                             "no store at %s (vmtree store init --store %s creates one)", o->store,
+                             o->store);
     rc = vmt_store_init(o->store, NULL);
     if (rc)
         return vmt_error_wrap(rc, "creating the store");
