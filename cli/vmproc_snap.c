@@ -111,10 +111,14 @@ int vmp_register(vmproc *p)
 void vmp_unregister(vmproc *p)
 {
     vmt_catalog *c = NULL;
+    vmt_catalog_vm vm;
     if (!p->registered)
         return;
     p->registered = false;
-    if (vmt_cli_catalog_open(p->o->store, &c) == 0)
+    /* Only our own registration: on a shared store, after `vmtree stop
+     * NAME --forget` elsewhere, the name may be another host's by now. */
+    if (vmt_cli_catalog_open(p->o->store, &c) == 0 && vmt_catalog_get_vm(c, p->o->name, &vm) == 0 &&
+        vmt_catalog_vm_local(c, &vm) && vm.pid == (int64_t)getpid())
         vmt_catalog_unregister_vm(c, p->o->name);
     vmt_catalog_close(c);
 }
