@@ -103,7 +103,23 @@ typedef struct dd_backend_ops {
     unsigned idx_shards;
     int (*idx_add)(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
     int (*idx_load)(dd_backend *b, dd_idx_load_fn fn, void *ctx);
+    /*
+     * Optional (NULL: open + map).  A read-only view of the first len bytes
+     * of `name`, bytes that never change while it exists (a sealed pack);
+     * tag (the store's uuid) tells apart stores that used the same name.
+     * The backend may serve it from a local copy (*how gets DD_VIEW_LOCAL;
+     * such a copy can be damaged: `fresh` then reads the object itself and
+     * replaces the copy).  Released with unmap.
+     */
+    int (*map_sealed)(dd_backend *b, const char *name, size_t len, const uint8_t tag[16],
+                      bool fresh, uint8_t **out, unsigned *how);
+    /* Optional: local copies written and removed (the bound) by this handle. */
+    void (*cache_counters)(dd_backend *b, uint64_t *fills, uint64_t *evicted);
 } dd_backend_ops;
+
+/* How map_sealed served a view (flags). */
+#define DD_VIEW_FETCHED 1u /* read from the backend's objects */
+#define DD_VIEW_LOCAL 2u   /* mapped from a local copy */
 
 /* Every backend handle starts with this. */
 struct dd_backend {
@@ -113,6 +129,8 @@ struct dd_backend {
     uint64_t pack_default; /* what init uses in place of VMT_STORE_PACK_DEFAULT */
     bool lazy_views;       /* map sealed packs at their first read, not at open
                               (a RADOS view costs reading the whole pack) */
+    uint64_t view_max;     /* lazy_views: bytes of views of sealed packs the store
+                              keeps mapped (least recently used dropped); 0: no bound */
 };
 
 /*

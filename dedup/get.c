@@ -28,20 +28,11 @@ static int check_header(const dd_entry *e, const uint8_t *rec, dd_rec_hdr *h)
     return 0;
 }
 
-int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash)
+/* Checks and decodes the record at rec into dst. */
+static int read_record(vmt_store *s, dd_scratch *sc, const dd_entry *e, const uint8_t *rec,
+                       void *dst, bool rehash)
 {
-    dd_pack *p = dd_pack_get(s, e->pack);
     dd_rec_hdr h;
-    if (!p || p->bad || p->torn)
-        return damaged(e, p ? p->why : "its pack is missing");
-    uint64_t size = __atomic_load_n(&p->size, __ATOMIC_ACQUIRE);
-    uint64_t end = (uint64_t)e->off + DD_REC_HDR + e->slen;
-    if (end > size || end > p->map_len)
-        return damaged(e, "the record lies beyond the end of its pack");
-    const uint8_t *view = dd_pack_view(s, p);
-    if (!view)
-        return vmt_error_wrap(VMT_EIO, "reading pack %u", e->pack);
-    const uint8_t *rec = view + e->off;
     int rc = check_header(e, rec, &h);
     if (rc != 0)
         return rc;
@@ -60,6 +51,25 @@ int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bo
             return damaged(e, "content does not hash to its id");
     }
     return 0;
+}
+
+int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash)
+{
+    dd_pack *p = dd_pack_get(s, e->pack);
+    if (!p || p->bad || p->torn)
+        return damaged(e, p ? p->why : "its pack is missing");
+    uint64_t size = __atomic_load_n(&p->size, __ATOMIC_ACQUIRE);
+    uint64_t end = (uint64_t)e->off + DD_REC_HDR + e->slen;
+    if (end > size || end > p->map_len)
+        return damaged(e, "the record lies beyond the end of its pack");
+    const uint8_t *view = dd_pack_view(s, p);
+    if (!view)
+        return vmt_error_wrap(VMT_EIO, "reading pack %u", e->pack);
+    int rc = read_record(s, sc, e, view + e->off, dst, rehash);
+    /* A damaged local copy (the read cache) is replaced by the pack itself. */
+    if (rc == VMT_ECORRUPT && (view = dd_pack_refetch(s, p, view)) != NULL)
+        rc = read_record(s, sc, e, view + e->off, dst, rehash);
+    return rc;
 }
 
 typedef struct get_job {
@@ -136,9 +146,11 @@ static int run_get(get_job *j)
 {
     if (j->n == 0)
         return 0;
+    dd_views_tick(j->s);
     pthread_rwlock_rdlock(&j->s->layout);
     int rc = dd_run(j->s, j->s->gscr, false, get_work, j, j->n);
     pthread_rwlock_unlock(&j->s->layout);
+    dd_views_trim(j->s);
     return rc ? rc : dd_job_err_raise(&j->err);
 }
 

@@ -1,0 +1,232 @@
+/*
+ * Views of packs on a backend that fetches them (RADOS: be->lazy_views;
+ * docs/store-backends.md, "The local read cache").
+ *
+ * A pack's view is fetched at its first read.  A sealed pack (no byte below
+ * its size changes again) comes through the backend's map_sealed, which may
+ * map it from a local cache file instead of asking the cluster; a record
+ * that fails its checks in such a copy makes the pack be fetched again
+ * from the cluster (dd_pack_refetch), so a damaged cache file costs a fetch,
+ * never a wrong or failed read.
+ *
+ * Memory is bounded by be->view_max: after a read batch (and after a
+ * commit), the least recently used views are unmapped until the rest fits;
+ * an unmapped pack is fetched again (or mapped from the cache) at its next
+ * read.  Views are unmapped only with wmu and layout held exclusively, so
+ * no reader is in one; a view replaced under readers (refetch) is retired
+ * and unmapped at the next trim or at close.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void dd_views_seal(vmt_store *s)
+{
+    for (uint32_t i = 1; i < s->committed.pack && i < s->packs_cap; i++) {
+        if (s->packs[i])
+            s->packs[i]->sealed = true;
+    }
+}
+
+void dd_views_tick(vmt_store *s)
+{
+    if (s->be->lazy_views)
+        __atomic_add_fetch(&s->epoch, 1, __ATOMIC_RELAXED);
+}
+
+static void touch(vmt_store *s, dd_pack *p)
+{
+    uint64_t e = __atomic_load_n(&s->epoch, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&p->used, __ATOMIC_RELAXED) != e)
+        __atomic_store_n(&p->used, e, __ATOMIC_RELAXED);
+}
+
+/* The pack's bytes from the backend: map_sealed for a sealed pack (a local
+ * copy unless `fresh`), else open + map.  *how: DD_VIEW_*. */
+static int fetch(vmt_store *s, dd_pack *p, bool fresh, uint8_t **m, unsigned *how)
+{
+    const dd_backend_ops *ops = s->be->ops;
+    char name[40];
+    dd_bfile *f;
+    if (p->sealed && ops->map_sealed) {
+        dd_pack_name(name, p->num);
+        int rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, fresh, m, how);
+        if (rc == 0 && (*how & DD_VIEW_LOCAL) &&
+            dd_pack_hdr_check(*m, p->map_len, p->num, s->uuid) != 0) {
+            vmt_warn("store %s: the cached copy of pack %u is damaged (%s); fetching it again",
+                     s->dir, p->num, vmt_error_last());
+            __atomic_add_fetch(&s->n_damaged, 1, __ATOMIC_RELAXED);
+            ops->unmap(s->be, *m, p->map_len);
+            rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, true, m, how);
+        }
+        if (rc == 0)
+            __atomic_add_fetch(*how & DD_VIEW_LOCAL ? &s->n_hit : &s->n_fetch, 1,
+                               __ATOMIC_RELAXED);
+        return rc;
+    }
+    int rc = dd_pack_file(s, p->num, DD_BF_READ, &f);
+    if (rc != 0)
+        return rc;
+    rc = ops->map(f, p->map_len, m);
+    ops->close(f);
+    *how = DD_VIEW_FETCHED;
+    if (rc == 0)
+        __atomic_add_fetch(&s->n_fetch, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p)
+{
+    uint8_t *m = __atomic_load_n(&p->map, __ATOMIC_ACQUIRE);
+    unsigned how = 0;
+    if (m) {
+        touch(s, p);
+        return m;
+    }
+    if (p->bad || p->torn) {
+        vmt_error_set(VMT_EIO, "%s", p->why);
+        return NULL;
+    }
+    if (fetch(s, p, false, &m, &how) != 0)
+        return NULL;
+    /* Two readers may fetch at once: the first view stays, the other goes. */
+    pthread_mutex_lock(&s->view_mu);
+    uint8_t *cur = p->map;
+    if (!cur) {
+        p->how = how;
+        __atomic_store_n(&p->map, m, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&s->view_bytes, p->map_len, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&s->view_mu);
+    if (cur) {
+        s->be->ops->unmap(s->be, m, p->map_len);
+        m = cur;
+    }
+    touch(s, p);
+    return m;
+}
+
+const uint8_t *dd_pack_refetch(vmt_store *s, dd_pack *p, const uint8_t *old)
+{
+    uint8_t *m = NULL;
+    unsigned how = 0;
+    pthread_mutex_lock(&s->view_mu);
+    uint8_t *cur = p->map;
+    bool local = cur == old && (p->how & DD_VIEW_LOCAL);
+    pthread_mutex_unlock(&s->view_mu);
+    if (cur != old)
+        return cur; /* another reader replaced it already */
+    if (!local)
+        return NULL;
+    vmt_warn("store %s: a record of pack %u's cached copy fails its checks; fetching the pack "
+             "again", s->dir, p->num);
+    __atomic_add_fetch(&s->n_damaged, 1, __ATOMIC_RELAXED);
+    if (fetch(s, p, true, &m, &how) != 0)
+        return NULL;
+    dd_retired *r = malloc(sizeof(*r));
+    pthread_mutex_lock(&s->view_mu);
+    bool swap = p->map == old && r;
+    if (swap) {
+        *r = (dd_retired){.next = s->retired, .map = p->map, .len = p->map_len};
+        s->retired = r;
+        p->how = how;
+        __atomic_store_n(&p->map, m, __ATOMIC_RELEASE);
+    }
+    cur = p->map;
+    pthread_mutex_unlock(&s->view_mu);
+    if (!swap) {
+        free(r);
+        s->be->ops->unmap(s->be, m, p->map_len);
+        return cur == old ? NULL : cur;
+    }
+    return m;
+}
+
+static void free_retired(vmt_store *s)
+{
+    pthread_mutex_lock(&s->view_mu);
+    dd_retired *r = s->retired;
+    s->retired = NULL;
+    pthread_mutex_unlock(&s->view_mu);
+    while (r) {
+        dd_retired *next = r->next;
+        s->be->ops->unmap(s->be, r->map, r->len);
+        free(r);
+        r = next;
+    }
+}
+
+void dd_views_free(vmt_store *s)
+{
+    if (s->be)
+        free_retired(s);
+}
+
+static int by_use(const void *a, const void *b)
+{
+    const dd_pack *x = *(dd_pack *const *)a, *y = *(dd_pack *const *)b;
+    if (x->used != y->used)
+        return x->used < y->used ? -1 : 1;
+    return (x->num > y->num) - (x->num < y->num);
+}
+
+/* Under wmu and layout exclusively: no reader is in any view. */
+static void trim_views(vmt_store *s)
+{
+    dd_pack **v = vmt_callocn(s->packs_cap ? s->packs_cap : 1, sizeof(*v));
+    size_t n = 0;
+    uint64_t total = 0, max = s->be->view_max;
+    if (!v)
+        return;
+    for (uint32_t i = 0; i < s->packs_cap; i++) {
+        dd_pack *p = s->packs[i];
+        /* The writer's packs: those it no longer writes (synced, closed,
+         * before the commit) are sealed and can be fetched again. */
+        if (!p || !p->map || p->f || p == s->active)
+            continue;
+        if (!s->read_only && p->num < s->committed.pack)
+            p->sealed = true;
+        v[n++] = p;
+        total += p->map_len;
+    }
+    qsort(v, n, sizeof(*v), by_use);
+    for (size_t i = 0; i < n && total > max; i++) {
+        dd_pack *p = v[i];
+        s->be->ops->unmap(s->be, p->map, p->map_len);
+        total -= p->map_len;
+        p->map = NULL;
+        p->map_len = (size_t)p->size;
+        p->how = 0;
+        __atomic_add_fetch(&s->n_dropped, 1, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&s->view_bytes, total, __ATOMIC_RELAXED);
+    free(v);
+}
+
+void dd_views_trim_locked(vmt_store *s)
+{
+    if (!s->be->lazy_views || !s->be->view_max)
+        return;
+    /* Readers at work: the end of their batch tries again. */
+    if (pthread_rwlock_trywrlock(&s->layout) != 0)
+        return;
+    free_retired(s);
+    trim_views(s);
+    pthread_rwlock_unlock(&s->layout);
+}
+
+void dd_views_trim(vmt_store *s)
+{
+    if (!s->be->lazy_views || !s->be->view_max)
+        return;
+    bool retired = __atomic_load_n(&s->retired, __ATOMIC_RELAXED) != NULL;
+    if (__atomic_load_n(&s->view_bytes, __ATOMIC_RELAXED) <= s->be->view_max && !retired)
+        return;
+    /* A writer at work trims at its commit. */
+    if (pthread_mutex_trylock(&s->wmu) != 0)
+        return;
+    dd_views_trim_locked(s);
+    pthread_mutex_unlock(&s->wmu);
+}
