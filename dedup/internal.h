@@ -64,6 +64,7 @@ typedef struct dd_pack {
     bool sealed;   /* no byte below size changes again: its view may come from
                       the backend's map_sealed (a local cache) */
     unsigned how;  /* DD_VIEW_* of the view (under view_mu); 0: the writer's own */
+    bool fetching; /* a reader is fetching its view (under view_mu) */
     uint64_t used; /* atomic: the store's read epoch when last read */
 } dd_pack;
 
@@ -114,6 +115,7 @@ struct vmt_store {
 
     /* Views of packs on a backend that fetches them (packview.c). */
     pthread_mutex_t view_mu; /* installing and replacing views */
+    pthread_cond_t view_cv;  /* a fetch ended */
     dd_retired *retired;     /* under view_mu */
     uint64_t view_bytes;     /* atomic: bytes of droppable views (as of the last trim + since) */
     uint64_t epoch;          /* atomic: read batches begun (the views' LRU clock) */

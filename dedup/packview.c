@@ -22,11 +22,24 @@
 
 #include "internal.h"
 
+/*
+ * Packs before the commit position never change again (the writer moved on
+ * to a later pack; gc only deletes).  Neither do the first committed.off
+ * bytes of the pack holding the last commit marker: commits only move
+ * forward and recovery truncates after the last marker.  So a read-only
+ * handle views that pack up to its commit position only, and can take that
+ * prefix from the cache too: a later handle that sees a later commit asks
+ * for a longer prefix, which is another cache key.
+ */
 void dd_views_seal(vmt_store *s)
 {
-    for (uint32_t i = 1; i < s->committed.pack && i < s->packs_cap; i++) {
-        if (s->packs[i])
-            s->packs[i]->sealed = true;
+    for (uint32_t i = 1; i <= s->committed.pack && i < s->packs_cap; i++) {
+        dd_pack *p = s->packs[i];
+        if (!p || p->map || (i == s->committed.pack && !s->read_only))
+            continue;
+        p->sealed = true;
+        if (i == s->committed.pack)
+            p->map_len = (size_t)VMT_MIN((uint64_t)p->map_len, s->committed.off);
     }
 }
 
@@ -77,10 +90,46 @@ static int fetch(vmt_store *s, dd_pack *p, bool fresh, uint8_t **m, unsigned *ho
     return rc;
 }
 
+/* Waits until nobody fetches p's view, then marks it fetched by the caller
+ * when its view is still `expect`; returns the current view. */
+static uint8_t *claim(vmt_store *s, dd_pack *p, const uint8_t *expect, bool *mine, bool *local)
+{
+    pthread_mutex_lock(&s->view_mu);
+    while (p->fetching)
+        pthread_cond_wait(&s->view_cv, &s->view_mu);
+    uint8_t *cur = p->map;
+    *local = (p->how & DD_VIEW_LOCAL) != 0;
+    *mine = cur == expect && (!expect || *local);
+    p->fetching = *mine;
+    pthread_mutex_unlock(&s->view_mu);
+    return cur;
+}
+
+/* Ends the caller's fetch: installs m (NULL: the fetch failed), retiring
+ * the view it replaces. */
+static void install(vmt_store *s, dd_pack *p, uint8_t *m, unsigned how, dd_retired *r)
+{
+    pthread_mutex_lock(&s->view_mu);
+    if (m && p->map) {
+        *r = (dd_retired){.next = s->retired, .map = p->map, .len = p->map_len};
+        s->retired = r;
+    } else if (m) {
+        __atomic_add_fetch(&s->view_bytes, p->map_len, __ATOMIC_RELAXED);
+    }
+    if (m) {
+        p->how = how;
+        __atomic_store_n(&p->map, m, __ATOMIC_RELEASE);
+    }
+    p->fetching = false;
+    pthread_cond_broadcast(&s->view_cv);
+    pthread_mutex_unlock(&s->view_mu);
+}
+
 const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p)
 {
     uint8_t *m = __atomic_load_n(&p->map, __ATOMIC_ACQUIRE);
     unsigned how = 0;
+    bool mine, local;
     if (m) {
         touch(s, p);
         return m;
@@ -89,20 +138,14 @@ const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p)
         vmt_error_set(VMT_EIO, "%s", p->why);
         return NULL;
     }
-    if (fetch(s, p, false, &m, &how) != 0)
-        return NULL;
-    /* Two readers may fetch at once: the first view stays, the other goes. */
-    pthread_mutex_lock(&s->view_mu);
-    uint8_t *cur = p->map;
-    if (!cur) {
-        p->how = how;
-        __atomic_store_n(&p->map, m, __ATOMIC_RELEASE);
-        __atomic_add_fetch(&s->view_bytes, p->map_len, __ATOMIC_RELAXED);
-    }
-    pthread_mutex_unlock(&s->view_mu);
-    if (cur) {
-        s->be->ops->unmap(s->be, m, p->map_len);
-        m = cur;
+    /* One reader fetches; the others wait for its view (a pack is several
+     * MiB: fetching it twice costs a round trip and the bandwidth). */
+    m = claim(s, p, NULL, &mine, &local);
+    if (mine) {
+        int rc = fetch(s, p, false, &m, &how);
+        install(s, p, rc == 0 ? m : NULL, how, NULL);
+        if (rc != 0)
+            return NULL;
     }
     touch(s, p);
     return m;
@@ -112,34 +155,22 @@ const uint8_t *dd_pack_refetch(vmt_store *s, dd_pack *p, const uint8_t *old)
 {
     uint8_t *m = NULL;
     unsigned how = 0;
-    pthread_mutex_lock(&s->view_mu);
-    uint8_t *cur = p->map;
-    bool local = cur == old && (p->how & DD_VIEW_LOCAL);
-    pthread_mutex_unlock(&s->view_mu);
-    if (cur != old)
-        return cur; /* another reader replaced it already */
-    if (!local)
-        return NULL;
+    bool mine, local;
+    dd_retired *r = malloc(sizeof(*r));
+    uint8_t *cur = r ? claim(s, p, old, &mine, &local) : NULL;
+    if (!r || !mine) {
+        free(r);
+        /* Another reader replaced it already, or the damage is in the store. */
+        return cur != old ? cur : NULL;
+    }
     vmt_warn("store %s: a record of pack %u's cached copy fails its checks; fetching the pack "
              "again", s->dir, p->num);
     __atomic_add_fetch(&s->n_damaged, 1, __ATOMIC_RELAXED);
-    if (fetch(s, p, true, &m, &how) != 0)
-        return NULL;
-    dd_retired *r = malloc(sizeof(*r));
-    pthread_mutex_lock(&s->view_mu);
-    bool swap = p->map == old && r;
-    if (swap) {
-        *r = (dd_retired){.next = s->retired, .map = p->map, .len = p->map_len};
-        s->retired = r;
-        p->how = how;
-        __atomic_store_n(&p->map, m, __ATOMIC_RELEASE);
-    }
-    cur = p->map;
-    pthread_mutex_unlock(&s->view_mu);
-    if (!swap) {
+    int rc = fetch(s, p, true, &m, &how);
+    install(s, p, rc == 0 ? m : NULL, how, r);
+    if (rc != 0) {
         free(r);
-        s->be->ops->unmap(s->be, m, p->map_len);
-        return cur == old ? NULL : cur;
+        return NULL;
     }
     return m;
 }
@@ -197,7 +228,8 @@ static void trim_views(vmt_store *s)
         s->be->ops->unmap(s->be, p->map, p->map_len);
         total -= p->map_len;
         p->map = NULL;
-        p->map_len = (size_t)p->size;
+        if (!p->how) /* the writer's own view, longer than the pack */
+            p->map_len = (size_t)p->size;
         p->how = 0;
         __atomic_add_fetch(&s->n_dropped, 1, __ATOMIC_RELAXED);
     }

@@ -230,6 +230,7 @@ static vmt_store *store_new(const char *dir)
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->spare_mu, NULL);
     pthread_mutex_init(&s->view_mu, NULL);
+    pthread_cond_init(&s->view_cv, NULL);
     if (!s->dir || dd_index_init(&s->ix, 0) != 0) {
         free(s->dir);
         free(s);
@@ -329,6 +330,7 @@ void vmt_store_close(vmt_store *s)
     pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->spare_mu);
     pthread_mutex_destroy(&s->view_mu);
+    pthread_cond_destroy(&s->view_cv);
     free(s->dir);
     free(s);
 }
