@@ -119,7 +119,8 @@ int dd_pcache_map(dd_pcache *c, const char *key, size_t len, uint8_t **out)
         close(fd);
         return VMT_ENOENT;
     }
-    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    /* Populated at once: one call instead of a fault per page at first use. */
+    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
     int err = errno;
     if (m != MAP_FAILED)
         futimens(fd, NULL); /* used now: the LRU order is by mtime */
@@ -263,6 +264,52 @@ int dd_pcache_put(dd_pcache *c, const char *key, const void *data, size_t len)
     __atomic_add_fetch(&c->fills, 1, __ATOMIC_RELAXED);
     sweep(c, name);
     return 0;
+}
+
+int dd_pcache_begin(dd_pcache *c, const char *key, size_t len, dd_pcache_fill *f)
+{
+    memset(f, 0, sizeof(*f));
+    if (len > c->max || len == 0)
+        return vmt_error_set(VMT_ERANGE, "read cache: %zu bytes do not fit its bound", len);
+    file_name(f->name, sizeof(f->name), key);
+    snprintf(f->tmp, sizeof(f->tmp), "tmp-%ld-%u-%s", (long)getpid(),
+             __atomic_add_fetch(&c->seq, 1, __ATOMIC_RELAXED), f->name);
+    int fd = openat(c->dfd, f->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return vmt_error_errno(VMT_EIO, errno, "read cache: creating %s/%s", c->dir, f->tmp);
+    void *m = MAP_FAILED;
+    int err = fallocate(fd, 0, 0, (off_t)len) == 0 ? 0 : errno;
+    if (err == 0 && (m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED)
+        err = errno;
+    close(fd);
+    if (err != 0) {
+        unlinkat(c->dfd, f->tmp, 0);
+        return vmt_error_errno(VMT_EIO, err, "read cache: reserving %zu bytes in %s", len, c->dir);
+    }
+    f->map = m;
+    f->len = len;
+    return 0;
+}
+
+int dd_pcache_commit(dd_pcache *c, dd_pcache_fill *f)
+{
+    mprotect(f->map, f->len, PROT_READ);
+    if (renameat(c->dfd, f->tmp, c->dfd, f->name) != 0) {
+        int err = errno;
+        unlinkat(c->dfd, f->tmp, 0);
+        return vmt_error_errno(VMT_EIO, err, "read cache: publishing %s/%s", c->dir, f->name);
+    }
+    __atomic_add_fetch(&c->fills, 1, __ATOMIC_RELAXED);
+    sweep(c, f->name);
+    return 0;
+}
+
+void dd_pcache_abort(dd_pcache *c, dd_pcache_fill *f)
+{
+    if (f->map)
+        munmap(f->map, f->len);
+    unlinkat(c->dfd, f->tmp, 0);
+    f->map = NULL;
 }
 
 void dd_pcache_drop(dd_pcache *c, const char *key)

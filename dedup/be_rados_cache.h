@@ -45,6 +45,23 @@ int dd_pcache_map(dd_pcache *c, const char *key, size_t len, uint8_t **out);
  * Objects larger than the bound are not stored (returns 0). */
 int dd_pcache_put(dd_pcache *c, const char *key, const void *data, size_t len);
 
+/*
+ * Fetching straight into the cache: dd_pcache_begin creates a tmp file of
+ * len bytes (blocks reserved: a full disk fails here, not as a SIGBUS when
+ * the mapping is written) mapped read-write at *map; the caller fills the
+ * mapping, then dd_pcache_commit publishes it as key (the mapping stays
+ * valid, read-only, until munmap(*map, len)) or dd_pcache_abort removes it
+ * and unmaps.  Saves the copy and the write() of dd_pcache_put.
+ */
+typedef struct dd_pcache_fill {
+    char tmp[96], name[64];
+    uint8_t *map;
+    size_t len;
+} dd_pcache_fill;
+int dd_pcache_begin(dd_pcache *c, const char *key, size_t len, dd_pcache_fill *f);
+int dd_pcache_commit(dd_pcache *c, dd_pcache_fill *f);
+void dd_pcache_abort(dd_pcache *c, dd_pcache_fill *f);
+
 /* Removes key's copy (absent: not an error). */
 void dd_pcache_drop(dd_pcache *c, const char *key);
 

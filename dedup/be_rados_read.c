@@ -159,6 +159,22 @@ int dd_rados_map_sealed(dd_backend *base, const char *name, size_t len, const ui
         if (rc != VMT_ENOENT)
             vmt_warn("%s (fetching from the cluster instead)", vmt_error_last());
     }
+    /* Straight into a new cache file (one copy less than a write), else into
+     * memory and then written. */
+    dd_pcache_fill fill;
+    if (b->cache && dd_pcache_begin(b->cache, key, len, &fill) == 0) {
+        int rc = dd_rados_read_all(b, name, fill.map, len);
+        if (rc != 0) {
+            dd_pcache_abort(b->cache, &fill);
+            return rc;
+        }
+        if (dd_pcache_commit(b->cache, &fill) != 0 &&
+            !__atomic_exchange_n(&b->cache_warned, 1, __ATOMIC_RELAXED))
+            vmt_warn("%s (reading on without caching)", vmt_error_last());
+        *out = fill.map;
+        *how = DD_VIEW_FETCHED;
+        return 0;
+    }
     int rc = fetch(b, name, len, out);
     if (rc != 0)
         return rc;
