@@ -54,6 +54,8 @@ int vmt_bench_net_transports(const vmt_bench_opts *o, const char *rdma_addr);
 int vmt_bench_rados(const vmt_bench_opts *o);
 /* Part of `rados`: eager and lazy restore from RADOS (with and without the
  * read cache) against a directory store; dir holds the temporary stores. */
+/* syncfs() of the file system holding dir (bench_rados.c). */
+void vmt_bench_syncdir(const char *dir);
 int vmt_bench_rados_restore(const vmt_bench_opts *o, const char *dir, const char *url,
                             unsigned runs, double load);
 
