@@ -121,8 +121,7 @@ static int put_all(const char *loc, pages *p, double *f)
 
 /* Opens loc read-only and reads every page `passes` times: f[first] the
  * first pass, f[first + 1] the second; *fetches the packs fetched. */
-static int read_all(const char *loc, pages *p, double *f, int first, int passes,
-                    uint64_t *fetches)
+static int read_all(const char *loc, pages *p, double *f, int first, int passes, uint64_t *fetches)
 {
     vmt_store *s = NULL;
     vmt_store_open_opts o;
@@ -201,8 +200,8 @@ static int one_run(const char *loc, const char *cache_dir, pages *p, double *f)
 static void emit(const char *backend, double med[F_COUNT], const pages *p, unsigned runs,
                  double load)
 {
-    static const char *names[F_COUNT] = {"ingest",    "open",           "read_cold",
-                                         "read_warm", "read_cache_cold", "read_cache_warm"};
+    static const char *names[F_COUNT] = {
+        "ingest", "open", "read_cold", "read_warm", "read_cache_cold", "read_cache_warm"};
     char ex[512];
     snprintf(ex, sizeof(ex),
              "\"backend\":\"%s\",\"pages\":%zu,\"runs\":%u,\"codec\":\"lz4\",\"pack_mib\":16,"
@@ -237,8 +236,8 @@ static int measure(const char *backend, const char *base, const char *dir, bool 
     for (unsigned r = 0; r < runs; r++) {
         const char *q = strchr(base, '?');
         if (rados)
-            snprintf(loc, sizeof(loc), "%.*s/bench-%ld-%u%s", (int)(q ? q - base : (long)strlen(base)),
-                     base, (long)getpid(), r, q ? q : "");
+            snprintf(loc, sizeof(loc), "%.*s/bench-%ld-%u%s",
+                     (int)(q ? q - base : (long)strlen(base)), base, (long)getpid(), r, q ? q : "");
         else
             snprintf(loc, sizeof(loc), "%s/vmtree-bench-rados-%ld-%u", base, (long)getpid(), r);
         int rc = one_run(loc, rados ? dir : NULL, p, f);

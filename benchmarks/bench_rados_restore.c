@@ -83,8 +83,8 @@ static int put_image(const char *loc, const rbench *b, vmt_id *root)
 
 /* One restore through a new read-only handle on loc; fills out[M_*] (ms)
  * for the mode; checks the RAM against the image. */
-static int restore_once(const char *loc, const rbench *b, const vmt_id *root,
-                        vmt_restore_mode mode, double *out)
+static int restore_once(const char *loc, const rbench *b, const vmt_id *root, vmt_restore_mode mode,
+                        double *out)
 {
     vmt_store *s = NULL;
     vmt_restore *h = NULL;
@@ -98,9 +98,9 @@ static int restore_once(const char *loc, const rbench *b, const vmt_id *root,
                        ? mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
                        : MAP_FAILED;
     vmt_restore_opts o = {.mode = mode};
-    int rc = ram == MAP_FAILED ? vmt_error_set(VMT_ENOMEM, "guest RAM of %llu bytes",
-                                               (unsigned long long)size)
-                               : vmt_store_open(&s, loc, &so);
+    int rc = ram == MAP_FAILED
+                 ? vmt_error_set(VMT_ENOMEM, "guest RAM of %llu bytes", (unsigned long long)size)
+                 : vmt_store_open(&s, loc, &so);
     uint64_t t0 = vmt_now_ns();
     if (rc == 0)
         rc = vmt_restore_open(&h, s, root, ram, fd, size, &o);

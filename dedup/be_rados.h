@@ -35,7 +35,7 @@ typedef struct rados_be {
     bool stop;
     /* The local read cache of sealed packs (be_rados_cache.c); NULL: none. */
     dd_pcache *cache;
-    char scope[192]; /* cluster fsid/pool id/namespace: part of every cache key */
+    char scope[192];  /* cluster fsid/pool id/namespace: part of every cache key */
     int cache_warned; /* atomic: a failed cache write was reported once */
 } rados_be;
 

@@ -165,7 +165,8 @@ static cfile *list_files(dd_pcache *c, size_t *n, uint64_t *total)
         struct stat st;
         size_t l = strlen(de->d_name);
         bool tmp = strncmp(de->d_name, "tmp-", 4) == 0;
-        bool ours = l == DD_PCACHE_KEY_LEN + strlen(SUFFIX) && strcmp(de->d_name + DD_PCACHE_KEY_LEN, SUFFIX) == 0;
+        bool ours = l == DD_PCACHE_KEY_LEN + strlen(SUFFIX) &&
+                    strcmp(de->d_name + DD_PCACHE_KEY_LEN, SUFFIX) == 0;
         if ((!tmp && !ours) || fstatat(c->dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
             !S_ISREG(st.st_mode))
             continue;

@@ -27,8 +27,7 @@
 #define MEM_DEFAULT (1ull << 30)
 #define MEM_MIN (1ull << 20)
 
-static int parse_size_field(const char *what, const char *v, size_t n, uint64_t min,
-                            uint64_t *out)
+static int parse_size_field(const char *what, const char *v, size_t n, uint64_t min, uint64_t *out)
 {
     char buf[32];
     if (n == 0 || n >= sizeof(buf))
@@ -36,8 +35,9 @@ static int parse_size_field(const char *what, const char *v, size_t n, uint64_t 
     memcpy(buf, v, n);
     buf[n] = '\0';
     if (vmt_parse_size(buf, out) != 0 || *out < min)
-        return vmt_error_set(VMT_EINVAL, "rados location: %s=%s is not a size of at least %llu "
-                                         "bytes (e.g. 512M, 4G)",
+        return vmt_error_set(VMT_EINVAL,
+                             "rados location: %s=%s is not a size of at least %llu "
+                             "bytes (e.g. 512M, 4G)",
                              what, buf, (unsigned long long)min);
     return 0;
 }
@@ -46,8 +46,10 @@ int dd_rados_read_param(rados_read_cfg *c, const char *kv, size_t n)
 {
     if (n > 6 && strncmp(kv, "cache=", 6) == 0) {
         if (n - 6 >= sizeof(c->cache))
-            return vmt_error_set(VMT_EINVAL, "rados location: cache directory longer than %zu "
-                                             "bytes", sizeof(c->cache) - 1);
+            return vmt_error_set(VMT_EINVAL,
+                                 "rados location: cache directory longer than %zu "
+                                 "bytes",
+                                 sizeof(c->cache) - 1);
         c->cache_off = n == 9 && strncmp(kv + 6, "off", 3) == 0;
         memcpy(c->cache, kv + 6, n - 6);
         c->cache[n - 6] = '\0';
@@ -68,8 +70,10 @@ static int cache_settings(const rados_read_cfg *c, const char **dir, uint64_t *s
     *size = c->cache_size;
     if (*dir && !*size && esize && *esize &&
         (vmt_parse_size(esize, size) != 0 || *size < DD_PCACHE_SIZE_MIN))
-        return vmt_error_set(VMT_EINVAL, "$VMTREE_RADOS_CACHE_SIZE=%s is not a size of at least "
-                                         "1 MiB", esize);
+        return vmt_error_set(VMT_EINVAL,
+                             "$VMTREE_RADOS_CACHE_SIZE=%s is not a size of at least "
+                             "1 MiB",
+                             esize);
     if (!*size)
         *size = DD_PCACHE_SIZE_DEFAULT;
     return 0;
@@ -106,8 +110,8 @@ int dd_rados_read_all(rados_be *b, const char *name, uint8_t *buf, size_t len)
         for (; sent < k; sent++) {
             size_t off = (first + sent) * READ_PIECE, want = VMT_MIN(len - off, (size_t)READ_PIECE);
             int r = rados_aio_create_completion2(NULL, NULL, &comp[sent]);
-            if (r == 0 && (r = rados_aio_read(b->io, name, comp[sent], (char *)buf + off, want,
-                                              off)) < 0)
+            if (r == 0 &&
+                (r = rados_aio_read(b->io, name, comp[sent], (char *)buf + off, want, off)) < 0)
                 rados_aio_release(comp[sent]);
             if (r < 0) {
                 rc = dd_rados_err(r, "reading", name);

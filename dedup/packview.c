@@ -75,8 +75,7 @@ static int fetch(vmt_store *s, dd_pack *p, bool fresh, uint8_t **m, unsigned *ho
             rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, true, m, how);
         }
         if (rc == 0)
-            __atomic_add_fetch(*how & DD_VIEW_LOCAL ? &s->n_hit : &s->n_fetch, 1,
-                               __ATOMIC_RELAXED);
+            __atomic_add_fetch(*how & DD_VIEW_LOCAL ? &s->n_hit : &s->n_fetch, 1, __ATOMIC_RELAXED);
         return rc;
     }
     int rc = dd_pack_file(s, p->num, DD_BF_READ, &f);
@@ -164,7 +163,8 @@ const uint8_t *dd_pack_refetch(vmt_store *s, dd_pack *p, const uint8_t *old)
         return cur != old ? cur : NULL;
     }
     vmt_warn("store %s: a record of pack %u's cached copy fails its checks; fetching the pack "
-             "again", s->dir, p->num);
+             "again",
+             s->dir, p->num);
     __atomic_add_fetch(&s->n_damaged, 1, __ATOMIC_RELAXED);
     int rc = fetch(s, p, true, &m, &how);
     install(s, p, rc == 0 ? m : NULL, how, r);

@@ -24,9 +24,9 @@
 #define BATCH 64u
 
 typedef struct fixture {
-    char *loc;    /* the store, no cache */
-    char *cdir;   /* the cache directory */
-    vmt_id *ids;  /* page i has content ddt_random_page(seed + i) */
+    char *loc;   /* the store, no cache */
+    char *cdir;  /* the cache directory */
+    vmt_id *ids; /* page i has content ddt_random_page(seed + i) */
     uint64_t seed;
     size_t n;
 } fixture;
@@ -68,8 +68,8 @@ static void fx_free(fixture *f)
 static char *with(const char *loc, const char *cache, const char *more)
 {
     char *url = NULL;
-    CU_ASSERT_FATAL(asprintf(&url, "%s%s%s%s", loc, cache ? "&cache=" : "", cache ? cache : "",
-                             more) > 0);
+    CU_ASSERT_FATAL(
+        asprintf(&url, "%s%s%s%s", loc, cache ? "&cache=" : "", cache ? cache : "", more) > 0);
     return url;
 }
 
@@ -465,7 +465,8 @@ int main(void)
          test_cold_fills_warm_reads_locally},
         {"bad cache settings are refused", test_bad_settings_are_refused},
         {"a damaged cache file is fetched again", test_damaged_cache_file_is_fetched_again},
-        {"the disk and memory bounds hold, reads stay right", test_bounds_hold_and_reads_stay_right},
+        {"the disk and memory bounds hold, reads stay right",
+         test_bounds_hold_and_reads_stay_right},
         {"gc leaves nothing stale", test_gc_leaves_nothing_stale},
         {"a reused pack number is not served stale", test_reused_pack_number_is_not_served_stale},
         {"two processes share one cache", test_two_processes_share_one_cache},
