@@ -59,4 +59,11 @@ void vmt_bench_syncdir(const char *dir);
 int vmt_bench_rados_restore(const vmt_bench_opts *o, const char *dir, const char *url,
                             unsigned runs, double load);
 
+#ifdef VMT_BENCH_HAVE_RESTORE
+#include "vmtree/snapshot.h"
+/* Puts npages pages of img and their map into s, commits; *root the map
+ * (bench_snapshot_restore.c). */
+int vmt_bench_store_image(vmt_store *s, const uint8_t *img, uint64_t npages, vmt_id *root);
+#endif
+
 #endif

@@ -49,35 +49,16 @@ typedef struct rbench {
 
 static int put_image(const char *loc, const rbench *b, vmt_id *root)
 {
-    enum { CHUNK = 4096 };
     vmt_store *s = NULL;
-    vmt_map *m = NULL;
-    const void **ptr = calloc(CHUNK, sizeof(*ptr));
-    vmt_id *ids = calloc(CHUNK, sizeof(*ids));
     vmt_store_config c;
     vmt_store_config_init(&c);
     c.pack_size = 16u << 20; /* the same on both backends */
-    int rc = ptr && ids ? vmt_store_init(loc, &c) : VMT_ENOMEM;
+    int rc = vmt_store_init(loc, &c);
     if (rc == 0)
         rc = vmt_store_open(&s, loc, NULL);
     if (rc == 0)
-        rc = vmt_map_new(&m, b->npages);
-    for (uint64_t off = 0; rc == 0 && off < b->npages; off += CHUNK) {
-        size_t n = (size_t)VMT_MIN((uint64_t)CHUNK, b->npages - off);
-        for (size_t i = 0; i < n; i++)
-            ptr[i] = b->img + (off + i) * PAGE;
-        rc = vmt_store_put_pages(s, ptr, n, ids, NULL, NULL);
-        for (size_t i = 0; rc == 0 && i < n; i++)
-            vmt_map_set(m, off + i, &ids[i]);
-    }
-    if (rc == 0)
-        rc = vmt_map_write(m, s, root, NULL, NULL);
-    if (rc == 0)
-        rc = vmt_store_commit(s);
-    vmt_map_free(m);
+        rc = vmt_bench_store_image(s, b->img, b->npages, root);
     vmt_store_close(s);
-    free(ptr);
-    free(ids);
     return rc;
 }
 

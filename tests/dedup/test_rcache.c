@@ -167,6 +167,20 @@ static int wait_child(pid_t pid)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* Runs n reader children at once; asserts that each exited 0. */
+static void run_readers(int n, const char *url, const fixture *f, int rounds, bool zero_fetch)
+{
+    pid_t pids[4];
+    for (int i = 0; i < n; i++) {
+        pids[i] = fork();
+        CU_ASSERT_FATAL(pids[i] >= 0);
+        if (pids[i] == 0)
+            reader_child(url, f, rounds, zero_fetch);
+    }
+    for (int i = 0; i < n; i++)
+        CU_ASSERT_EQUAL(wait_child(pids[i]), 0);
+}
+
 static void test_cold_fills_warm_reads_locally(void)
 {
     fixture f;
@@ -193,11 +207,7 @@ static void test_cold_fills_warm_reads_locally(void)
     CU_ASSERT_EQUAL(st.pack_cache_fills, 0);
     vmt_store_close(s);
     /* A second process too. */
-    pid_t pid = fork();
-    CU_ASSERT_FATAL(pid >= 0);
-    if (pid == 0)
-        reader_child(url, &f, 1, true);
-    CU_ASSERT_EQUAL(wait_child(pid), 0);
+    run_readers(1, url, &f, 1, true);
     /* Without the cache (cache=off beats the environment) it fetches. */
     setenv("VMTREE_RADOS_CACHE", f.cdir, 1);
     char *off = with(f.loc, "off", "");
@@ -418,35 +428,16 @@ static void test_two_processes_share_one_cache(void)
     fx_new(&f, "rc-share", NPAGES, 6000);
     /* A bound below the data: both processes fill and evict at once. */
     char *url = with(f.loc, f.cdir, "&cache_size=3M&mem=2M");
-    pid_t pids[2];
-    for (int i = 0; i < 2; i++) {
-        pids[i] = fork();
-        CU_ASSERT_FATAL(pids[i] >= 0);
-        if (pids[i] == 0)
-            reader_child(url, &f, 4, false);
-    }
-    for (int i = 0; i < 2; i++)
-        CU_ASSERT_EQUAL(wait_child(pids[i]), 0);
+    run_readers(2, url, &f, 4, false);
     size_t files, tmp;
     CU_ASSERT(cache_bytes(f.cdir, &files, &tmp) <= (3u << 20));
     CU_ASSERT(files >= 1);
     CU_ASSERT_EQUAL(tmp, 0);
-    /* With room for everything, the second process reads it all locally. */
+    /* With room for everything, a third process reads it all locally. */
     free(url);
     url = cached(&f, "64M");
-    for (int i = 0; i < 2; i++) {
-        pids[i] = fork();
-        CU_ASSERT_FATAL(pids[i] >= 0);
-        if (pids[i] == 0)
-            reader_child(url, &f, 2, false);
-    }
-    for (int i = 0; i < 2; i++)
-        CU_ASSERT_EQUAL(wait_child(pids[i]), 0);
-    pid_t pid = fork();
-    CU_ASSERT_FATAL(pid >= 0);
-    if (pid == 0)
-        reader_child(url, &f, 1, true);
-    CU_ASSERT_EQUAL(wait_child(pid), 0);
+    run_readers(2, url, &f, 2, false);
+    run_readers(1, url, &f, 1, true);
     free(url);
     fx_free(&f);
 }
