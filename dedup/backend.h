@@ -108,14 +108,20 @@ typedef struct dd_backend_ops {
      * of `name`, bytes that never change while it exists (a sealed pack);
      * tag (the store's uuid) tells apart stores that used the same name.
      * The backend may serve it from a local copy (*how gets DD_VIEW_LOCAL;
-     * such a copy can be damaged: `fresh` then reads the object itself and
-     * replaces the copy).  Released with unmap.
+     * such a copy can be damaged: DD_MAP_FRESH then reads the object itself
+     * and replaces the copy; DD_MAP_LOCAL only maps a local copy, else
+     * VMT_ENOENT).  Released with unmap.
      */
     int (*map_sealed)(dd_backend *b, const char *name, size_t len, const uint8_t tag[16],
-                      bool fresh, uint8_t **out, unsigned *how);
+                      int mode, uint8_t **out, unsigned *how);
     /* Optional: local copies written and removed (the bound) by this handle. */
     void (*cache_counters)(dd_backend *b, uint64_t *fills, uint64_t *evicted);
 } dd_backend_ops;
+
+/* map_sealed modes. */
+#define DD_MAP_ANY 0   /* a local copy, else the object (kept as a local copy) */
+#define DD_MAP_FRESH 1 /* the object itself, replacing any local copy */
+#define DD_MAP_LOCAL 2 /* a local copy only */
 
 /* How map_sealed served a view (flags). */
 #define DD_VIEW_FETCHED 1u /* read from the backend's objects */

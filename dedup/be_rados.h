@@ -55,7 +55,7 @@ int dd_rados_read_setup(rados_be *b, const rados_read_cfg *c, const char *ns);
 
 /* ops->map_sealed and ops->cache_counters (be_rados_read.c). */
 int dd_rados_map_sealed(dd_backend *b, const char *name, size_t len, const uint8_t tag[16],
-                        bool fresh, uint8_t **out, unsigned *how);
+                        int mode, uint8_t **out, unsigned *how);
 void dd_rados_cache_counters(dd_backend *b, uint64_t *fills, uint64_t *evicted);
 
 /* Reads len bytes of name from offset 0 into buf, in pieces in flight at

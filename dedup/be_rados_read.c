@@ -149,13 +149,13 @@ static int fetch(rados_be *b, const char *name, size_t len, uint8_t **out)
 }
 
 int dd_rados_map_sealed(dd_backend *base, const char *name, size_t len, const uint8_t tag[16],
-                        bool fresh, uint8_t **out, unsigned *how)
+                        int mode, uint8_t **out, unsigned *how)
 {
     rados_be *b = (rados_be *)base;
     char key[DD_PCACHE_KEY_LEN + 1];
     if (b->cache) {
         dd_pcache_key(b->scope, name, len, tag, key);
-        int rc = fresh ? VMT_ENOENT : dd_pcache_map(b->cache, key, len, out);
+        int rc = mode == DD_MAP_FRESH ? VMT_ENOENT : dd_pcache_map(b->cache, key, len, out);
         if (rc == 0) {
             *how = DD_VIEW_LOCAL;
             return 0;
@@ -163,6 +163,8 @@ int dd_rados_map_sealed(dd_backend *base, const char *name, size_t len, const ui
         if (rc != VMT_ENOENT)
             vmt_warn("%s (fetching from the cluster instead)", vmt_error_last());
     }
+    if (mode == DD_MAP_LOCAL)
+        return VMT_ENOENT;
     /* Straight into a new cache file (one copy less than a write), else into
      * memory and then written. */
     dd_pcache_fill fill;

@@ -133,6 +133,7 @@ int vmt_store_get_stats(vmt_store *s, vmt_store_stats *out)
     out->pack_cache_hits = __atomic_load_n(&s->n_hit, __ATOMIC_RELAXED);
     out->pack_cache_damaged = __atomic_load_n(&s->n_damaged, __ATOMIC_RELAXED);
     out->pack_views_dropped = __atomic_load_n(&s->n_dropped, __ATOMIC_RELAXED);
+    out->pack_ranged_reads = __atomic_load_n(&s->n_ranged, __ATOMIC_RELAXED);
     out->pack_view_bytes = __atomic_load_n(&s->view_bytes, __ATOMIC_RELAXED);
     if (s->be->ops->cache_counters)
         s->be->ops->cache_counters(s->be, &out->pack_cache_fills, &out->pack_cache_evicted);

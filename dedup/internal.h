@@ -119,7 +119,8 @@ struct vmt_store {
     dd_retired *retired;     /* under view_mu */
     uint64_t view_bytes;     /* atomic: bytes of droppable views (as of the last trim + since) */
     uint64_t epoch;          /* atomic: read batches begun (the views' LRU clock) */
-    uint64_t n_fetch, n_hit, n_damaged, n_dropped; /* atomic: packview.c's counters */
+    unsigned bg;             /* under view_mu: fetches running behind small reads */
+    uint64_t n_fetch, n_hit, n_damaged, n_dropped, n_ranged; /* atomic: counters */
 
     pthread_mutex_t spare_mu; /* spare scratches for calls that run alone */
     dd_scratch *spare[8];
@@ -141,6 +142,15 @@ const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p);
  * copy, fetches the pack from the backend itself (replacing the copy) and
  * returns the new view; else NULL: the damage is in the store. */
 const uint8_t *dd_pack_refetch(vmt_store *s, dd_pack *p, const uint8_t *old);
+/* For a small read: p's view when it is there or can be mapped at once
+ * (a local copy); else NULL with *inflight set while another reader fetches
+ * it, or with *inflight and *owner when the caller is to start the fetch
+ * (dd_pack_fetch_behind) once it read its record alone.  NULL without
+ * *inflight: an error. */
+const uint8_t *dd_pack_view_nowait(vmt_store *s, dd_pack *p, bool *inflight, bool *owner);
+void dd_pack_fetch_behind(vmt_store *s, dd_pack *p);
+/* Waits for the fetches running behind small reads (pack removal, close). */
+void dd_views_wait(vmt_store *s);
 /* After load_index: packs before the commit position are sealed. */
 void dd_views_seal(vmt_store *s);
 /* A read batch begins (the views' LRU clock). */
@@ -252,9 +262,12 @@ dd_dict *dd_dict_get(vmt_store *s, unsigned version); /* caller holds layout */
 /* ---- get.c ---- */
 /*
  * Reads the record e points at into dst (rlen bytes), checking header,
- * checksum (and id with verify).  Caller holds layout shared.
+ * checksum (and id with verify).  Caller holds layout shared.  A get batch
+ * of at most DD_SMALL_BATCH objects (a lazy restore's faults) does not wait
+ * for a pack being fetched: it reads the record alone (get.c).
  */
 int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash);
+#define DD_SMALL_BATCH 16u
 
 /* ---- dict.c ---- */
 int dd_dicts_load(vmt_store *s);

@@ -367,6 +367,7 @@ int dd_pack_delete(vmt_store *s, uint32_t num)
     if (p)
         s->packs[num] = NULL;
     pthread_rwlock_unlock(&s->layout);
+    dd_views_wait(s); /* a fetch behind a small read may still fill its view */
     dd_pack_close(p);
     dd_pack_name(name, num);
     s->dir_dirty = true;

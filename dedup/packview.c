@@ -58,26 +58,33 @@ static void touch(vmt_store *s, dd_pack *p)
 
 /* The pack's bytes from the backend: map_sealed for a sealed pack (a local
  * copy unless `fresh`), else open + map.  *how: DD_VIEW_*. */
-static int fetch(vmt_store *s, dd_pack *p, bool fresh, uint8_t **m, unsigned *how)
+static int fetch(vmt_store *s, dd_pack *p, int mode, uint8_t **m, unsigned *how)
 {
     const dd_backend_ops *ops = s->be->ops;
     char name[40];
     dd_bfile *f;
     if (p->sealed && ops->map_sealed) {
         dd_pack_name(name, p->num);
-        int rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, fresh, m, how);
+        int rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, mode, m, how);
+        if (rc == 0 && (*how & DD_VIEW_LOCAL) &&
+            dd_pack_hdr_check(*m, p->map_len, p->num, s->uuid) != 0 && mode == DD_MAP_LOCAL) {
+            ops->unmap(s->be, *m, p->map_len); /* the DD_MAP_ANY fetch after says why */
+            return VMT_ENOENT;
+        }
         if (rc == 0 && (*how & DD_VIEW_LOCAL) &&
             dd_pack_hdr_check(*m, p->map_len, p->num, s->uuid) != 0) {
             vmt_warn("store %s: the cached copy of pack %u is damaged (%s); fetching it again",
                      s->dir, p->num, vmt_error_last());
             __atomic_add_fetch(&s->n_damaged, 1, __ATOMIC_RELAXED);
             ops->unmap(s->be, *m, p->map_len);
-            rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, true, m, how);
+            rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, DD_MAP_FRESH, m, how);
         }
         if (rc == 0)
             __atomic_add_fetch(*how & DD_VIEW_LOCAL ? &s->n_hit : &s->n_fetch, 1, __ATOMIC_RELAXED);
         return rc;
     }
+    if (mode == DD_MAP_LOCAL)
+        return VMT_ENOENT;
     int rc = dd_pack_file(s, p->num, DD_BF_READ, &f);
     if (rc != 0)
         return rc;
@@ -141,7 +148,7 @@ const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p)
      * MiB: fetching it twice costs a round trip and the bandwidth). */
     m = claim(s, p, NULL, &mine, &local);
     if (mine) {
-        int rc = fetch(s, p, false, &m, &how);
+        int rc = fetch(s, p, DD_MAP_ANY, &m, &how);
         install(s, p, rc == 0 ? m : NULL, how, NULL);
         if (rc != 0)
             return NULL;
@@ -166,13 +173,110 @@ const uint8_t *dd_pack_refetch(vmt_store *s, dd_pack *p, const uint8_t *old)
              "again",
              s->dir, p->num);
     __atomic_add_fetch(&s->n_damaged, 1, __ATOMIC_RELAXED);
-    int rc = fetch(s, p, true, &m, &how);
+    int rc = fetch(s, p, DD_MAP_FRESH, &m, &how);
     install(s, p, rc == 0 ? m : NULL, how, r);
     if (rc != 0) {
         free(r);
         return NULL;
     }
     return m;
+}
+
+/* ---- a small read of a pack not fetched yet ---- */
+
+typedef struct bg_fetch {
+    vmt_store *s;
+    dd_pack *p;
+} bg_fetch;
+
+/* Fetches a pack claimed by dd_pack_view_nowait, behind its caller. */
+static void *bg_main(void *arg)
+{
+    bg_fetch *b = arg;
+    vmt_store *s = b->s;
+    dd_pack *p = b->p;
+    uint8_t *m = NULL;
+    unsigned how = 0;
+    free(b);
+    int rc = fetch(s, p, DD_MAP_ANY, &m, &how); /* a failure: the next full read says why */
+    install(s, p, rc == 0 ? m : NULL, how, NULL);
+    pthread_mutex_lock(&s->view_mu);
+    s->bg--;
+    pthread_cond_broadcast(&s->view_cv);
+    pthread_mutex_unlock(&s->view_mu);
+    return NULL;
+}
+
+static bool start_bg(vmt_store *s, dd_pack *p)
+{
+    bg_fetch *b = malloc(sizeof(*b));
+    pthread_attr_t a;
+    pthread_t t;
+    bool ok = false;
+    if (!b || pthread_attr_init(&a) != 0) {
+        free(b);
+        return false;
+    }
+    *b = (bg_fetch){s, p};
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&s->view_mu);
+    s->bg++;
+    pthread_mutex_unlock(&s->view_mu);
+    ok = pthread_create(&t, &a, bg_main, b) == 0;
+    pthread_attr_destroy(&a);
+    if (!ok) {
+        free(b);
+        pthread_mutex_lock(&s->view_mu);
+        s->bg--;
+        pthread_mutex_unlock(&s->view_mu);
+    }
+    return ok;
+}
+
+const uint8_t *dd_pack_view_nowait(vmt_store *s, dd_pack *p, bool *inflight, bool *owner)
+{
+    uint8_t *m = __atomic_load_n(&p->map, __ATOMIC_ACQUIRE);
+    unsigned how = 0;
+    *inflight = *owner = false;
+    if (m || p->bad || p->torn)
+        return dd_pack_view(s, p);
+    pthread_mutex_lock(&s->view_mu);
+    m = p->map;
+    bool busy = p->fetching;
+    if (!m && !busy)
+        p->fetching = true;
+    pthread_mutex_unlock(&s->view_mu);
+    if (m || busy) {
+        *inflight = !m;
+        return m ? dd_pack_view(s, p) : NULL;
+    }
+    /* Ours to fetch: a local copy at once, else after the caller's record
+     * (dd_pack_fetch_behind; started before it, the pack's pieces would be
+     * queued ahead of the record at the OSD). */
+    if (fetch(s, p, DD_MAP_LOCAL, &m, &how) != 0) {
+        *inflight = *owner = true;
+        return NULL;
+    }
+    install(s, p, m, how, NULL);
+    touch(s, p);
+    return m;
+}
+
+void dd_pack_fetch_behind(vmt_store *s, dd_pack *p)
+{
+    uint8_t *m = NULL;
+    unsigned how = 0;
+    if (start_bg(s, p))
+        return;
+    install(s, p, fetch(s, p, DD_MAP_ANY, &m, &how) == 0 ? m : NULL, how, NULL);
+}
+
+void dd_views_wait(vmt_store *s)
+{
+    pthread_mutex_lock(&s->view_mu);
+    while (s->bg)
+        pthread_cond_wait(&s->view_cv, &s->view_mu);
+    pthread_mutex_unlock(&s->view_mu);
 }
 
 static void free_retired(vmt_store *s)
@@ -191,8 +295,10 @@ static void free_retired(vmt_store *s)
 
 void dd_views_free(vmt_store *s)
 {
-    if (s->be)
-        free_retired(s);
+    if (!s->be)
+        return;
+    dd_views_wait(s);
+    free_retired(s);
 }
 
 static int by_use(const void *a, const void *b)
@@ -241,9 +347,18 @@ void dd_views_trim_locked(vmt_store *s)
 {
     if (!s->be->lazy_views || !s->be->view_max)
         return;
-    /* Readers at work: the end of their batch tries again. */
+    /* Readers or fetches behind them at work: the end of a batch tries
+     * again.  (Fetches behind start only inside a batch: none can begin
+     * while layout is held exclusively.) */
     if (pthread_rwlock_trywrlock(&s->layout) != 0)
         return;
+    pthread_mutex_lock(&s->view_mu);
+    unsigned bg = s->bg;
+    pthread_mutex_unlock(&s->view_mu);
+    if (bg) {
+        pthread_rwlock_unlock(&s->layout);
+        return;
+    }
     free_retired(s);
     trim_views(s);
     pthread_rwlock_unlock(&s->layout);

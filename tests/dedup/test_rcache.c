@@ -422,6 +422,51 @@ static void test_reused_pack_number_is_not_served_stale(void)
     fx_free(&f);
 }
 
+/* Reads pages [from, to) one by one (small batches: no waiting for packs). */
+static int read_singly(vmt_store *s, const fixture *f, size_t from, size_t to)
+{
+    static uint8_t out[PAGE], want[PAGE];
+    void *dst[1] = {out};
+    for (size_t i = from; i < to; i++) {
+        int rc = vmt_store_get_pages(s, f->ids + i, 1, dst);
+        ddt_random_page(f->seed + i, want);
+        if (rc != 0 || memcmp(out, want, PAGE) != 0)
+            return rc ? rc : VMT_ECORRUPT;
+    }
+    return 0;
+}
+
+static void test_small_reads_do_not_wait_for_a_pack(void)
+{
+    fixture f;
+    fx_new(&f, "rc-small", NPAGES, 7000);
+    char *url = cached(&f, "64M");
+    /* Cold: the first reads of a pack read their record alone while the
+     * pack is fetched behind them, once. */
+    vmt_store *s = open_ro(url);
+    DDT_OK(read_singly(s, &f, 0, f.n));
+    vmt_store_stats st = stats(s);
+    CU_ASSERT(st.pack_ranged_reads >= 1);
+    CU_ASSERT(st.pack_ranged_reads < f.n);
+    vmt_store_close(s); /* waits for the fetches behind */
+    s = open_ro(url);
+    DDT_OK(read_singly(s, &f, 0, f.n));
+    DDT_OK(read_range(s, &f, 0, f.n));
+    st = stats(s);
+    CU_ASSERT(st.pack_fetches + st.pack_cache_hits == st.packs); /* each pack once */
+    vmt_store_close(s);
+    /* Warm: every pack mapped from the cache at once, nothing read alone. */
+    s = open_ro(url);
+    DDT_OK(read_singly(s, &f, 0, f.n));
+    st = stats(s);
+    CU_ASSERT_EQUAL(st.pack_ranged_reads, 0);
+    CU_ASSERT_EQUAL(st.pack_fetches, 0);
+    CU_ASSERT_EQUAL(st.pack_cache_hits, st.packs);
+    vmt_store_close(s);
+    free(url);
+    fx_free(&f);
+}
+
 static void test_two_processes_share_one_cache(void)
 {
     fixture f;
@@ -461,6 +506,7 @@ int main(void)
         {"gc leaves nothing stale", test_gc_leaves_nothing_stale},
         {"a reused pack number is not served stale", test_reused_pack_number_is_not_served_stale},
         {"two processes share one cache", test_two_processes_share_one_cache},
+        {"small reads do not wait for a pack", test_small_reads_do_not_wait_for_a_pack},
         {NULL, NULL},
     };
     return vmt_test_run("dedup/rcache", cases, NULL, NULL);

@@ -521,6 +521,8 @@ typedef struct vmt_store_stats {
     uint64_t pack_cache_damaged; /* cached copies found damaged and fetched again */
     uint64_t pack_views_dropped; /* views unmapped to keep memory under the bound */
     uint64_t pack_view_bytes;    /* bytes of packs' views that can be dropped, mapped now */
+    uint64_t pack_ranged_reads;  /* objects of small reads read alone while their pack was
+                                    being fetched (a lazy restore's first faults) */
 } vmt_store_stats;
 
 /* Fills *out.  Thread-safe. */
