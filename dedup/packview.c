@@ -56,8 +56,8 @@ static void touch(vmt_store *s, dd_pack *p)
         __atomic_store_n(&p->used, e, __ATOMIC_RELAXED);
 }
 
-/* The pack's bytes from the backend: map_sealed for a sealed pack (a local
- * copy unless `fresh`), else open + map.  *how: DD_VIEW_*. */
+/* The pack's bytes from the backend: map_sealed for a sealed pack (mode:
+ * DD_MAP_*), else open + map.  *how: DD_VIEW_*. */
 static int fetch(vmt_store *s, dd_pack *p, int mode, uint8_t **m, unsigned *how)
 {
     const dd_backend_ops *ops = s->be->ops;
@@ -67,16 +67,13 @@ static int fetch(vmt_store *s, dd_pack *p, int mode, uint8_t **m, unsigned *how)
         dd_pack_name(name, p->num);
         int rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, mode, m, how);
         if (rc == 0 && (*how & DD_VIEW_LOCAL) &&
-            dd_pack_hdr_check(*m, p->map_len, p->num, s->uuid) != 0 && mode == DD_MAP_LOCAL) {
-            ops->unmap(s->be, *m, p->map_len); /* the DD_MAP_ANY fetch after says why */
-            return VMT_ENOENT;
-        }
-        if (rc == 0 && (*how & DD_VIEW_LOCAL) &&
             dd_pack_hdr_check(*m, p->map_len, p->num, s->uuid) != 0) {
+            ops->unmap(s->be, *m, p->map_len);
+            if (mode == DD_MAP_LOCAL)
+                return VMT_ENOENT; /* the DD_MAP_ANY fetch after it says why */
             vmt_warn("store %s: the cached copy of pack %u is damaged (%s); fetching it again",
                      s->dir, p->num, vmt_error_last());
             __atomic_add_fetch(&s->n_damaged, 1, __ATOMIC_RELAXED);
-            ops->unmap(s->be, *m, p->map_len);
             rc = ops->map_sealed(s->be, name, p->map_len, s->uuid, DD_MAP_FRESH, m, how);
         }
         if (rc == 0)
