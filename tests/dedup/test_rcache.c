@@ -329,6 +329,33 @@ static void test_bounds_hold_and_reads_stay_right(void)
     fx_free(&f);
 }
 
+static void put_range(vmt_store *s, fixture *f, size_t from, size_t to);
+
+/* A writer's own sealed packs are dropped past `mem` at its commits and
+ * come back through the cache. */
+static void test_writer_views_are_bounded(void)
+{
+    fixture f;
+    fx_new(&f, "rc-writer", 300, 8000);
+    vmt_id *ids = realloc(f.ids, NPAGES * sizeof(*ids));
+    CU_ASSERT_FATAL(ids != NULL);
+    f.ids = ids;
+    f.n = NPAGES;
+    char *url = with(f.loc, f.cdir, "&cache_size=64M&mem=2M");
+    vmt_store *w = ddt_open(url, false, 2);
+    for (size_t i = 300; i < f.n; i += 300) {
+        put_range(w, &f, i, VMT_MIN(i + 300, f.n));
+        DDT_OK(vmt_store_commit(w));
+        CU_ASSERT(stats(w).pack_view_bytes <= (2u << 20));
+    }
+    CU_ASSERT(stats(w).pack_views_dropped > 0);
+    DDT_OK(read_range(w, &f, 0, f.n));
+    CU_ASSERT(stats(w).pack_fetches + stats(w).pack_cache_hits > 0);
+    vmt_store_close(w);
+    free(url);
+    fx_free(&f);
+}
+
 static void put_range(vmt_store *s, fixture *f, size_t from, size_t to)
 {
     uint8_t *buf = malloc((to - from) * PAGE);
@@ -507,6 +534,7 @@ int main(void)
         {"a reused pack number is not served stale", test_reused_pack_number_is_not_served_stale},
         {"two processes share one cache", test_two_processes_share_one_cache},
         {"small reads do not wait for a pack", test_small_reads_do_not_wait_for_a_pack},
+        {"a writer's views are bounded too", test_writer_views_are_bounded},
         {NULL, NULL},
     };
     return vmt_test_run("dedup/rcache", cases, NULL, NULL);
