@@ -52,5 +52,18 @@ int vmt_bench_migrate(const vmt_bench_opts *o);
 /* Part of `net`: bare transport and bulk placement throughput, TCP and RDMA. */
 int vmt_bench_net_transports(const vmt_bench_opts *o, const char *rdma_addr);
 int vmt_bench_rados(const vmt_bench_opts *o);
+/* Part of `rados`: eager and lazy restore from RADOS (with and without the
+ * read cache) against a directory store; dir holds the temporary stores. */
+/* syncfs() of the file system holding dir (bench_rados.c). */
+void vmt_bench_syncdir(const char *dir);
+int vmt_bench_rados_restore(const vmt_bench_opts *o, const char *dir, const char *url,
+                            unsigned runs, double load);
+
+#ifdef VMT_BENCH_HAVE_RESTORE
+#include "vmtree/snapshot.h"
+/* Puts npages pages of img and their map into s, commits; *root the map
+ * (bench_snapshot_restore.c). */
+int vmt_bench_store_image(vmt_store *s, const uint8_t *img, uint64_t npages, vmt_id *root);
+#endif
 
 #endif

@@ -51,7 +51,12 @@ typedef struct rcfg {
 
 /* ---- the RAM image ------------------------------------------------------ */
 
+<<<<<<< HEAD
 static int store_image(vmt_store *s, const uint8_t *img, uint64_t npages, vmt_id *root)
+=======
+
+int vmt_bench_store_image(vmt_store *s, const uint8_t *img, uint64_t npages, vmt_id *root)
+>>>>>>> wip-rcache
 {
     enum { CHUNK = 4096 };
     const void **ptr = calloc(CHUNK, sizeof(*ptr));
@@ -271,7 +276,7 @@ int vmt_bench_restore(const vmt_bench_opts *o)
     if (rc == 0)
         rc = vmt_bench_fill_image(img, c.npages, CORPUS_DIR);
     if (rc == 0 && (vmt_store_init(dir, NULL) != 0 || vmt_store_open(&s, dir, NULL) != 0 ||
-                    store_image(s, img, c.npages, &root) != 0)) {
+                    vmt_bench_store_image(s, img, c.npages, &root) != 0)) {
         fprintf(stderr, "vmtree-bench restore: %s\n", vmt_error_last());
         rc = -1;
     }

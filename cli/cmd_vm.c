@@ -442,6 +442,19 @@ static bool copy_new(int fd, off_t *off)
     return fflush(stdout) == 0;
 }
 
+/* On a shared store: whether another host runs VM name (its host into
+ * host); its console file is on that host. */
+static bool remote_host(const char *store, const char *name, char *host, size_t cap)
+{
+    vmt_catalog *c = NULL;
+    long pid;
+    bool remote = vmt_cli_store_shared(store) && vmt_cli_catalog_open(store, &c) == 0 &&
+                  vmt_cli_vm_running(store, c, name, &pid, host, cap) == 1 && host[0];
+    vmt_catalog_close(c);
+    vmt_error_clear();
+    return remote;
+}
+
 int vmt_cli_console(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -455,15 +468,17 @@ int vmt_cli_console(int argc, char **argv)
         return prc < 0 ? (console_usage(stdout), 0) : 1;
     if (npos != 1)
         return vmt_cli_fail(c.cmd, "which VM? (usage: vmtree %s NAME)", c.cmd);
-    char path[PATH_MAX];
+    char path[PATH_MAX], host[VMT_CATALOG_HOST_MAX];
     if (vmt_cli_resolve_store(&c) || vmt_cli_check_name("VM name", pos[0]) ||
         vmt_cli_run_path(c.store, pos[0], ".console", path, sizeof(path)))
         return vmt_cli_fail(c.cmd, "%s", vmt_error_last());
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC), e = errno;
+    if (fd < 0 && e == ENOENT && remote_host(c.store, pos[0], host, sizeof(host)))
+        return vmt_cli_fail(c.cmd, "VM %s runs on host %s: its console is there", pos[0], host);
     if (fd < 0)
         return vmt_cli_fail(c.cmd, "VM %s has no console file %s (only VMs started with "
                                    "--detach keep one): %s",
-                            pos[0], path, strerror(errno));
+                            pos[0], path, strerror(e));
     off_t off = 0;
     bool out_ok = copy_new(fd, &off);
     long pid;

@@ -107,7 +107,29 @@ typedef struct dd_backend_ops {
     unsigned idx_shards;
     int (*idx_add)(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
     int (*idx_load)(dd_backend *b, dd_idx_load_fn fn, void *ctx);
+    /*
+     * Optional (NULL: open + map).  A read-only view of the first len bytes
+     * of `name`, bytes that never change while it exists (a sealed pack);
+     * tag (the store's uuid) tells apart stores that used the same name.
+     * The backend may serve it from a local copy (*how gets DD_VIEW_LOCAL;
+     * such a copy can be damaged: DD_MAP_FRESH then reads the object itself
+     * and replaces the copy; DD_MAP_LOCAL only maps a local copy, else
+     * VMT_ENOENT).  Released with unmap.
+     */
+    int (*map_sealed)(dd_backend *b, const char *name, size_t len, const uint8_t tag[16],
+                      int mode, uint8_t **out, unsigned *how);
+    /* Optional: local copies written and removed (the bound) by this handle. */
+    void (*cache_counters)(dd_backend *b, uint64_t *fills, uint64_t *evicted);
 } dd_backend_ops;
+
+/* map_sealed modes. */
+#define DD_MAP_ANY 0   /* a local copy, else the object (kept as a local copy) */
+#define DD_MAP_FRESH 1 /* the object itself, replacing any local copy */
+#define DD_MAP_LOCAL 2 /* a local copy only */
+
+/* How map_sealed served a view (flags). */
+#define DD_VIEW_FETCHED 1u /* read from the backend's objects */
+#define DD_VIEW_LOCAL 2u   /* mapped from a local copy */
 
 /* Every backend handle starts with this. */
 struct dd_backend {
@@ -117,6 +139,8 @@ struct dd_backend {
     uint64_t pack_default; /* what init uses in place of VMT_STORE_PACK_DEFAULT */
     bool lazy_views;       /* map sealed packs at their first read, not at open
                               (a RADOS view costs reading the whole pack) */
+    uint64_t view_max;     /* lazy_views: bytes of views of sealed packs the store
+                              keeps mapped (least recently used dropped); 0: no bound */
 };
 
 /*

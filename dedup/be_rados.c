@@ -64,6 +64,7 @@ int dd_rados_err(int r, const char *what, const char *name)
 typedef struct rados_loc {
     char pool[128], ns[128], conf[1024], id[64];
     unsigned lock_timeout;
+    rados_read_cfg rd; /* cache=, cache_size=, mem= (be_rados_read.c) */
 } rados_loc;
 
 static int copy_field(char *dst, size_t cap, const char *src, size_t n, const char *what)
@@ -99,9 +100,10 @@ static int parse_query(rados_loc *l, const char *q)
             rc = copy_field(l->id, sizeof(l->id), q + 3, n - 3, "id");
         else if (n > 13 && strncmp(q, "lock_timeout=", 13) == 0)
             rc = parse_timeout(l, q + 13, n - 13);
-        else
+        else if ((rc = dd_rados_read_param(&l->rd, q, n)) == 1)
             rc = vmt_error_set(VMT_EINVAL, "rados location: unknown parameter '%.*s' (known: "
-                                           "conf=PATH, id=CLIENT, lock_timeout=SECONDS)",
+                                           "conf=PATH, id=CLIENT, lock_timeout=SECONDS, "
+                                           "cache=DIR|off, cache_size=SIZE, mem=SIZE)",
                                (int)n, q);
         if (rc != 0)
             return rc;
@@ -305,7 +307,6 @@ static int rb_truncate(dd_bfile *f, uint64_t len)
 static int rb_map(dd_bfile *f, size_t len, uint8_t **out)
 {
     uint64_t size = 0;
-    size_t got = 0;
     int rc = rb_size(f, &size);
     if (rc != 0)
         return rc;
@@ -315,9 +316,7 @@ static int rb_map(dd_bfile *f, size_t len, uint8_t **out)
         return vmt_error_errno(VMT_ENOMEM, errno, "rados: %zu bytes for a view of %s", len,
                                f->name);
     size_t want = (size_t)VMT_MIN(size, (uint64_t)len);
-    rc = rb_pread(f, m, want, 0, &got);
-    if (rc == 0 && got != want)
-        rc = vmt_error_set(VMT_EIO, "rados: %s shrank while being read", f->name);
+    rc = dd_rados_read_all(f->b, f->name, m, want);
     if (rc != 0) {
         munmap(m, len);
         return rc;
@@ -423,6 +422,7 @@ static void rb_destroy(dd_backend *base)
     if (!b)
         return;
     dd_rados_unlock(b);
+    dd_pcache_close(b->cache);
     if (b->io)
         rados_ioctx_destroy(b->io);
     if (b->cluster)
@@ -556,6 +556,8 @@ static const dd_backend_ops rados_ops = {
     .idx_shards = DD_RADOS_IDX_SHARDS,
     .idx_add = dd_rados_idx_add,
     .idx_load = dd_rados_idx_load,
+    .map_sealed = dd_rados_map_sealed,
+    .cache_counters = dd_rados_cache_counters,
 };
 
 int dd_be_rados_open(const char *url, bool create, dd_backend **out)
@@ -579,6 +581,8 @@ int dd_be_rados_open(const char *url, bool create, dd_backend **out)
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     rc = connect_cluster(b, &l);
+    if (rc == 0)
+        rc = dd_rados_read_setup(b, &l.rd, l.ns);
     if (rc != 0) {
         rb_destroy(&b->base);
         return rc;

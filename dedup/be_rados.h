@@ -12,6 +12,7 @@
 #include <rados/librados.h>
 
 #include "backend.h"
+#include "be_rados_cache.h"
 
 #define RADOS_LOCK_NAME "vmtree-writer"
 #define RADOS_LOCK_TIMEOUT_DEFAULT 30u /* seconds a dead writer's lock outlives it */
@@ -32,7 +33,34 @@ typedef struct rados_be {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
+    /* The local read cache of sealed packs (be_rados_cache.c); NULL: none. */
+    dd_pcache *cache;
+    char scope[192];  /* cluster fsid/pool id/namespace: part of every cache key */
+    int cache_warned; /* atomic: a failed cache write was reported once */
 } rados_be;
+
+/* Read-path settings of a location (be_rados_read.c). */
+typedef struct rados_read_cfg {
+    char cache[1024];    /* cache=DIR, else $VMTREE_RADOS_CACHE; "" none */
+    bool cache_off;      /* cache=off: no cache whatever the environment says */
+    uint64_t cache_size; /* cache_size=SIZE, else $VMTREE_RADOS_CACHE_SIZE; 0: default */
+    uint64_t mem;        /* mem=SIZE: view_max; 0: default */
+} rados_read_cfg;
+
+/* Parses one "key=value" of n bytes of a location's query when it is a
+ * read-path setting: 0 taken, 1 not one of them, else an error code. */
+int dd_rados_read_param(rados_read_cfg *c, const char *kv, size_t n);
+/* After connecting: the memory bound, the cache (opened), the read ops. */
+int dd_rados_read_setup(rados_be *b, const rados_read_cfg *c, const char *ns);
+
+/* ops->map_sealed and ops->cache_counters (be_rados_read.c). */
+int dd_rados_map_sealed(dd_backend *b, const char *name, size_t len, const uint8_t tag[16],
+                        int mode, uint8_t **out, unsigned *how);
+void dd_rados_cache_counters(dd_backend *b, uint64_t *fills, uint64_t *evicted);
+
+/* Reads len bytes of name from offset 0 into buf, in pieces in flight at
+ * once; VMT_EIO when the object is shorter. */
+int dd_rados_read_all(rados_be *b, const char *name, uint8_t *buf, size_t len);
 
 #define DD_RADOS_IDX_SHARDS 256u
 

@@ -80,6 +80,7 @@ int dd_commit_locked(vmt_store *s)
         else
             s->since_index = 0;
     }
+    dd_views_trim_locked(s); /* sealed packs' views beyond the memory bound */
     return 0;
 }
 
@@ -128,6 +129,14 @@ int vmt_store_get_stats(vmt_store *s, vmt_store_stats *out)
     out->dedup_hits = c.dedup_hits;
     out->new_objects = c.new_objects;
     out->new_bytes = c.new_bytes;
+    out->pack_fetches = __atomic_load_n(&s->n_fetch, __ATOMIC_RELAXED);
+    out->pack_cache_hits = __atomic_load_n(&s->n_hit, __ATOMIC_RELAXED);
+    out->pack_cache_damaged = __atomic_load_n(&s->n_damaged, __ATOMIC_RELAXED);
+    out->pack_views_dropped = __atomic_load_n(&s->n_dropped, __ATOMIC_RELAXED);
+    out->pack_ranged_reads = __atomic_load_n(&s->n_ranged, __ATOMIC_RELAXED);
+    out->pack_view_bytes = __atomic_load_n(&s->view_bytes, __ATOMIC_RELAXED);
+    if (s->be->ops->cache_counters)
+        s->be->ops->cache_counters(s->be, &out->pack_cache_fills, &out->pack_cache_evicted);
     out->compression_ratio =
         out->stored_bytes ? (double)out->logical_bytes / (double)out->stored_bytes : 1.0;
     out->dedup_ratio = c.new_bytes ? (double)c.put_bytes / (double)c.new_bytes : 1.0;

@@ -209,6 +209,13 @@ static size_t choose(sweep *w, const vmt_store_gc_opts *o, vmt_store_gc_stats *s
     return n;
 }
 
+static bool record_ok(const dd_entry *e, const dd_pack *p, const uint8_t *rec, dd_rec_hdr *h)
+{
+    return (uint64_t)e->off + DD_REC_HDR + e->slen <= p->size &&
+           dd_rec_decode(rec, DD_REC_HDR, h) == 0 && vmt_id_equal(&h->id, &e->id) &&
+           h->stored_len == e->slen && dd_sum32(rec + DD_REC_HDR, h->stored_len) == h->payload_sum;
+}
+
 static int copy_one(sweep *w, dd_appender *ap, size_t k)
 {
     const dd_entry *e = &w->copy[k];
@@ -216,11 +223,13 @@ static int copy_one(sweep *w, dd_appender *ap, size_t k)
     const uint8_t *view = dd_pack_view(w->s, p);
     if (!view)
         return vmt_error_wrap(VMT_EIO, "gc reading pack %u", e->pack);
-    const uint8_t *rec = view + e->off;
     dd_rec_hdr h;
-    if ((uint64_t)e->off + DD_REC_HDR + e->slen > p->size || dd_rec_decode(rec, DD_REC_HDR, &h) ||
-        !vmt_id_equal(&h.id, &e->id) || h.stored_len != e->slen ||
-        dd_sum32(rec + DD_REC_HDR, h.stored_len) != h.payload_sum) {
+    bool ok = record_ok(e, p, view + e->off, &h);
+    /* A damaged local copy (the read cache) is replaced by the pack itself. */
+    if (!ok && (view = dd_pack_refetch(w->s, p, view)) != NULL)
+        ok = record_ok(e, p, view + e->off, &h);
+    const uint8_t *rec = view ? view + e->off : NULL;
+    if (!ok) {
         char hex[VMT_ID_HEX_LEN + 1];
         vmt_id_to_hex(&e->id, hex);
         return vmt_error_set(VMT_ECORRUPT,

@@ -28,20 +28,11 @@ static int check_header(const dd_entry *e, const uint8_t *rec, dd_rec_hdr *h)
     return 0;
 }
 
-int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash)
+/* Checks and decodes the record at rec into dst. */
+static int read_record(vmt_store *s, dd_scratch *sc, const dd_entry *e, const uint8_t *rec,
+                       void *dst, bool rehash)
 {
-    dd_pack *p = dd_pack_get(s, e->pack);
     dd_rec_hdr h;
-    if (!p || p->bad || p->torn)
-        return damaged(e, p ? p->why : "its pack is missing");
-    uint64_t size = __atomic_load_n(&p->size, __ATOMIC_ACQUIRE);
-    uint64_t end = (uint64_t)e->off + DD_REC_HDR + e->slen;
-    if (end > size || end > p->map_len)
-        return damaged(e, "the record lies beyond the end of its pack");
-    const uint8_t *view = dd_pack_view(s, p);
-    if (!view)
-        return vmt_error_wrap(VMT_EIO, "reading pack %u", e->pack);
-    const uint8_t *rec = view + e->off;
     int rc = check_header(e, rec, &h);
     if (rc != 0)
         return rc;
@@ -60,6 +51,58 @@ int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bo
             return damaged(e, "content does not hash to its id");
     }
     return 0;
+}
+
+/* The record alone, read from the backend (its pack is being fetched). */
+static int read_ranged(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash)
+{
+    size_t len = DD_REC_HDR + (size_t)e->slen, got = 0;
+    uint8_t *buf = malloc(len);
+    dd_bfile *f = NULL;
+    int rc = buf ? dd_pack_file(s, e->pack, DD_BF_READ, &f) : VMT_ENOMEM;
+    if (rc == 0)
+        rc = s->be->ops->pread(f, buf, len, e->off, &got);
+    if (rc == 0 && got != len)
+        rc = damaged(e, "the record lies beyond the end of its pack");
+    if (rc == 0)
+        rc = read_record(s, sc, e, buf, dst, rehash);
+    s->be->ops->close(f);
+    free(buf);
+    __atomic_add_fetch(&s->n_ranged, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+static int read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash,
+                      bool small)
+{
+    dd_pack *p = dd_pack_get(s, e->pack);
+    bool inflight = false, owner = false;
+    if (!p || p->bad || p->torn)
+        return damaged(e, p ? p->why : "its pack is missing");
+    uint64_t size = __atomic_load_n(&p->size, __ATOMIC_ACQUIRE);
+    uint64_t end = (uint64_t)e->off + DD_REC_HDR + e->slen;
+    if (end > size || end > p->map_len)
+        return damaged(e, "the record lies beyond the end of its pack");
+    const uint8_t *view = small && s->be->lazy_views ? dd_pack_view_nowait(s, p, &inflight, &owner)
+                                                     : dd_pack_view(s, p);
+    if (!view && inflight) {
+        int rc = read_ranged(s, sc, e, dst, rehash);
+        if (owner)
+            dd_pack_fetch_behind(s, p);
+        return rc;
+    }
+    if (!view)
+        return vmt_error_wrap(VMT_EIO, "reading pack %u", e->pack);
+    int rc = read_record(s, sc, e, view + e->off, dst, rehash);
+    /* A damaged local copy (the read cache) is replaced by the pack itself. */
+    if (rc == VMT_ECORRUPT && (view = dd_pack_refetch(s, p, view)) != NULL)
+        rc = read_record(s, sc, e, view + e->off, dst, rehash);
+    return rc;
+}
+
+int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash)
+{
+    return read_entry(s, sc, e, dst, rehash, false);
 }
 
 typedef struct get_job {
@@ -97,7 +140,7 @@ static int get_one(get_job *j, dd_scratch *sc, const vmt_id *id, void *buf, size
     *type = (vmt_obj_type)dd_meta_type(e.meta);
     if (cap < *len)
         return vmt_error_set(VMT_ERANGE, "buffer of %zu bytes for a %zu-byte object", cap, *len);
-    return dd_read_entry(j->s, sc, &e, buf, j->s->verify_reads);
+    return read_entry(j->s, sc, &e, buf, j->s->verify_reads, j->n <= DD_SMALL_BATCH);
 }
 
 static void get_range(get_job *j, dd_scratch *sc, size_t from, size_t to)
@@ -136,9 +179,11 @@ static int run_get(get_job *j)
 {
     if (j->n == 0)
         return 0;
+    dd_views_tick(j->s);
     pthread_rwlock_rdlock(&j->s->layout);
     int rc = dd_run(j->s, j->s->gscr, false, get_work, j, j->n);
     pthread_rwlock_unlock(&j->s->layout);
+    dd_views_trim(j->s);
     return rc ? rc : dd_job_err_raise(&j->err);
 }
 

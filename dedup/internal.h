@@ -60,7 +60,20 @@ typedef struct dd_pack {
     bool torn;     /* shorter than its header or header all zero: no records */
     bool hdr_err;  /* header invalid (why says how); records still scanned */
     char why[192];
+    /* Lazy views (packview.c): */
+    bool sealed;   /* no byte below size changes again: its view may come from
+                      the backend's map_sealed (a local cache) */
+    unsigned how;  /* DD_VIEW_* of the view (under view_mu); 0: the writer's own */
+    bool fetching; /* a reader is fetching its view (under view_mu) */
+    uint64_t used; /* atomic: the store's read epoch when last read */
 } dd_pack;
+
+/* A view replaced while readers may still hold it: unmapped later. */
+typedef struct dd_retired {
+    struct dd_retired *next;
+    uint8_t *map;
+    size_t len;
+} dd_retired;
 
 struct vmt_store {
     char *dir;      /* the location as opened: a directory or a rados:// URL */
@@ -100,6 +113,15 @@ struct vmt_store {
                              else a backend keeping entries itself adds the new ones */
     int sticky;           /* write error that stops further writes */
 
+    /* Views of packs on a backend that fetches them (packview.c). */
+    pthread_mutex_t view_mu; /* installing and replacing views */
+    pthread_cond_t view_cv;  /* a fetch ended */
+    dd_retired *retired;     /* under view_mu */
+    uint64_t view_bytes;     /* atomic: bytes of droppable views (as of the last trim + since) */
+    uint64_t epoch;          /* atomic: read batches begun (the views' LRU clock) */
+    unsigned bg;             /* under view_mu: fetches running behind small reads */
+    uint64_t n_fetch, n_hit, n_damaged, n_dropped, n_ranged; /* atomic: counters */
+
     pthread_mutex_t spare_mu; /* spare scratches for calls that run alone */
     dd_scratch *spare[8];
     unsigned nspare;
@@ -109,10 +131,37 @@ struct vmt_store {
 
 /* ---- pack.c ---- */
 dd_pack *dd_pack_get(vmt_store *s, uint32_t num); /* caller holds layout */
+
+/* ---- packview.c ---- */
 /* The pack's bytes, fetched on first use where the backend's views are lazy
- * (RADOS); NULL with the message set when they cannot be read.  Caller holds
- * layout shared; thread-safe against other readers. */
+ * (RADOS), from the backend's local cache when the pack is sealed; NULL with
+ * the message set when they cannot be read.  Caller holds layout shared (or
+ * wmu); thread-safe against other readers. */
 const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p);
+/* A record of view `old` of p failed its checks.  When that view is a local
+ * copy, fetches the pack from the backend itself (replacing the copy) and
+ * returns the new view; else NULL: the damage is in the store. */
+const uint8_t *dd_pack_refetch(vmt_store *s, dd_pack *p, const uint8_t *old);
+/* For a small read: p's view when it is there or can be mapped at once
+ * (a local copy); else NULL with *inflight set while another reader fetches
+ * it, or with *inflight and *owner when the caller is to start the fetch
+ * (dd_pack_fetch_behind) once it read its record alone.  NULL without
+ * *inflight: an error. */
+const uint8_t *dd_pack_view_nowait(vmt_store *s, dd_pack *p, bool *inflight, bool *owner);
+void dd_pack_fetch_behind(vmt_store *s, dd_pack *p);
+/* Waits for the fetches running behind small reads (pack removal, close). */
+void dd_views_wait(vmt_store *s);
+/* After load_index: packs before the commit position are sealed. */
+void dd_views_seal(vmt_store *s);
+/* A read batch begins (the views' LRU clock). */
+void dd_views_tick(vmt_store *s);
+/* Drops the least recently used views while they take more than the
+ * backend's view_max; skips when a writer or a reader is at work.  Caller
+ * holds no store lock (dd_views_trim) or wmu (dd_views_trim_locked). */
+void dd_views_trim(vmt_store *s);
+void dd_views_trim_locked(vmt_store *s);
+/* Unmaps the retired views (close). */
+void dd_views_free(vmt_store *s);
 int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out);
 int dd_pack_create(vmt_store *s, uint32_t num, dd_pack **out);
 int dd_pack_install(vmt_store *s, dd_pack *p); /* takes layout exclusively */
@@ -213,9 +262,12 @@ dd_dict *dd_dict_get(vmt_store *s, unsigned version); /* caller holds layout */
 /* ---- get.c ---- */
 /*
  * Reads the record e points at into dst (rlen bytes), checking header,
- * checksum (and id with verify).  Caller holds layout shared.
+ * checksum (and id with verify).  Caller holds layout shared.  A get batch
+ * of at most DD_SMALL_BATCH objects (a lazy restore's faults) does not wait
+ * for a pack being fetched: it reads the record alone (get.c).
  */
 int dd_read_entry(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash);
+#define DD_SMALL_BATCH 16u
 
 /* ---- dict.c ---- */
 int dd_dicts_load(vmt_store *s);

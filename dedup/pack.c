@@ -158,31 +158,6 @@ static void lazy_header(vmt_store *s, dd_pack *p)
         check_header(s, p, hdr);
 }
 
-const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p)
-{
-    uint8_t *m = __atomic_load_n(&p->map, __ATOMIC_ACQUIRE), *none = NULL;
-    dd_bfile *f;
-    if (m)
-        return m;
-    if (p->bad || p->torn) {
-        vmt_error_set(VMT_EIO, "%s", p->why);
-        return NULL;
-    }
-    if (dd_pack_file(s, p->num, DD_BF_READ, &f) != 0)
-        return NULL;
-    int rc = s->be->ops->map(f, p->map_len, &m);
-    s->be->ops->close(f);
-    if (rc != 0)
-        return NULL;
-    /* Two readers may fetch at once: the first view stays, the other goes. */
-    if (!__atomic_compare_exchange_n(&p->map, &none, m, false, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
-        s->be->ops->unmap(s->be, m, p->map_len);
-        m = none;
-    }
-    return m;
-}
-
 int dd_pack_open(vmt_store *s, uint32_t num, bool reserve, dd_pack **out)
 {
     char name[40];
@@ -392,6 +367,7 @@ int dd_pack_delete(vmt_store *s, uint32_t num)
     if (p)
         s->packs[num] = NULL;
     pthread_rwlock_unlock(&s->layout);
+    dd_views_wait(s); /* a fetch behind a small read may still fill its view */
     dd_pack_close(p);
     dd_pack_name(name, num);
     s->dir_dirty = true;

@@ -229,6 +229,8 @@ static vmt_store *store_new(const char *dir)
     pthread_rwlock_init(&s->layout, NULL);
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->spare_mu, NULL);
+    pthread_mutex_init(&s->view_mu, NULL);
+    pthread_cond_init(&s->view_cv, NULL);
     if (!s->dir || dd_index_init(&s->ix, 0) != 0) {
         free(s->dir);
         free(s);
@@ -250,6 +252,8 @@ static int open_steps(vmt_store *s, const vmt_store_open_opts *o)
         rc = load_packs(s);
     if (rc == 0)
         rc = load_index(s);
+    if (rc == 0)
+        dd_views_seal(s);
     if (rc == 0 && !s->read_only)
         rc = writer_setup(s);
     if (rc == 0)
@@ -314,6 +318,7 @@ void vmt_store_close(vmt_store *s)
     if (!s->read_only && s->be)
         writer_close(s);
     free_workers(s);
+    dd_views_free(s);
     for (uint32_t i = 0; i < s->packs_cap; i++)
         dd_pack_close(s->packs[i]);
     free(s->packs);
@@ -324,6 +329,8 @@ void vmt_store_close(vmt_store *s)
     pthread_rwlock_destroy(&s->layout);
     pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->spare_mu);
+    pthread_mutex_destroy(&s->view_mu);
+    pthread_cond_destroy(&s->view_cv);
     free(s->dir);
     free(s);
 }

@@ -527,6 +527,17 @@ typedef struct vmt_store_stats {
     unsigned dict_version;           /* newest dictionary, 0 if none */
     /* Ratios: logical/stored, and put_bytes/new_bytes (1 when empty). */
     double compression_ratio, dedup_ratio;
+    /* This handle's reads of whole packs on a backend that fetches them
+     * (RADOS; all zero on a directory store; docs/store-backends.md): */
+    uint64_t pack_fetches;       /* packs read from the backend's objects */
+    uint64_t pack_cache_hits;    /* packs mapped from the local read cache instead */
+    uint64_t pack_cache_fills;   /* packs written into the read cache */
+    uint64_t pack_cache_evicted; /* cache files removed to keep the cache under its bound */
+    uint64_t pack_cache_damaged; /* cached copies found damaged and fetched again */
+    uint64_t pack_views_dropped; /* views unmapped to keep memory under the bound */
+    uint64_t pack_view_bytes;    /* bytes of packs' views that can be dropped, mapped now */
+    uint64_t pack_ranged_reads;  /* objects of small reads read alone while their pack was
+                                    being fetched (a lazy restore's first faults) */
 } vmt_store_stats;
 
 /* Fills *out.  Thread-safe. */
