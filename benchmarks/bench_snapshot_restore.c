@@ -51,12 +51,7 @@ typedef struct rcfg {
 
 /* ---- the RAM image ------------------------------------------------------ */
 
-<<<<<<< HEAD
-static int store_image(vmt_store *s, const uint8_t *img, uint64_t npages, vmt_id *root)
-=======
-
 int vmt_bench_store_image(vmt_store *s, const uint8_t *img, uint64_t npages, vmt_id *root)
->>>>>>> wip-rcache
 {
     enum { CHUNK = 4096 };
     const void **ptr = calloc(CHUNK, sizeof(*ptr));
