@@ -210,6 +210,26 @@ static int make_parents(char *path)
     return 0;
 }
 
+/* The /tmp/vmtree-UID parent of a fallback run directory must be ours and
+ * private too. */
+static int check_tmp_parent(const char *path)
+{
+    char parent[PATH_MAX];
+    struct stat st;
+    snprintf(parent, sizeof(parent), "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (slash)
+        *slash = '\0';
+    if (lstat(parent, &st) != 0)
+        return vmt_error_errno(VMT_EIO, errno, "%s", parent);
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+        return vmt_error_set(VMT_EINVAL,
+                             "%s must be a directory of this user (uid %u) with mode 0700; set "
+                             "VMTREE_RUN_DIR or XDG_RUNTIME_DIR",
+                             parent, (unsigned)geteuid());
+    return 0;
+}
+
 int vmt_cli_make_run_dir(const char *store)
 {
     char path[PATH_MAX];
@@ -225,6 +245,15 @@ int vmt_cli_make_run_dir(const char *store)
         return vmt_error_errno(VMT_EIO, errno, "%s", path);
     if (!S_ISDIR(st.st_mode))
         return vmt_error_set(VMT_EINVAL, "%s is not a directory", path);
+    /* A shared store's run directory is per user (a directory store's is
+     * inside the store, whose owner decides): one someone else owns (a
+     * /tmp/vmtree-UID made by another user first) could be swapped. */
+    if (vmt_cli_store_shared(store) && st.st_uid != geteuid())
+        return vmt_error_set(VMT_EINVAL, "%s belongs to uid %u, not to this user (uid %u)", path,
+                             (unsigned)st.st_uid, (unsigned)geteuid());
+    if (vmt_cli_store_shared(store) && strncmp(path, "/tmp/vmtree-", 12) == 0 &&
+        (rc = check_tmp_parent(path)) != 0)
+        return rc;
     if ((st.st_mode & 077) && chmod(path, 0700) != 0)
         return vmt_error_errno(VMT_EIO, errno, "making %s private (mode 0700)", path);
     return 0;
