@@ -2,7 +2,7 @@
  * The RADOS backend (docs/store-backends.md): the store's names are objects
  * of one pool and namespace, written through librados.
  *
- *   rados://POOL[/NAMESPACE][?conf=PATH][&id=CLIENT]
+ *   rados://POOL[/NAMESPACE][?conf=PATH][&id=CLIENT][&lock_timeout=S][&op_timeout=S]
  *
  * Packs are objects of pack-size bytes (several MiB: one object per page
  * would cost a round trip per page); an append is one compound write
@@ -29,9 +29,9 @@
 #include "be_rados.h"
 #include "internal.h"
 
-#define RADOS_IO_CHUNK (8u << 20)     /* bytes per read request */
-#define RADOS_STAGE_MAX (96u << 20)   /* below osd_max_object_size (128 MiB) */
-#define RADOS_OP_TIMEOUT "30"         /* seconds before a stuck request fails */
+#define RADOS_IO_CHUNK (8u << 20)    /* bytes per read request */
+#define RADOS_STAGE_MAX (96u << 20)  /* below osd_max_object_size (128 MiB) */
+#define RADOS_OP_TIMEOUT_DEFAULT 30u /* seconds before a stuck request fails */
 /* Packs are objects: well below osd_max_object_size (128 MiB by default),
  * leaving room for a 16 MiB object past the seal and the markers. */
 #define RADOS_PACK_MAX (64ull << 20)
@@ -41,29 +41,44 @@
 struct dd_bfile {
     rados_be *b;
     char name[64];
-    bool staged;      /* DD_BF_REPLACE: bytes collect in buf until publish */
-    uint8_t *buf;     /* staged bytes */
-    size_t len, cap;  /* staged length and capacity */
-    uint64_t size;    /* object size: stat at open, then tracked (one writer) */
-    uint8_t *view;    /* the latest view handed out by map (writes copy into it) */
+    bool staged;     /* DD_BF_REPLACE: bytes collect in buf until publish */
+    uint8_t *buf;    /* staged bytes */
+    size_t len, cap; /* staged length and capacity */
+    uint64_t size;   /* object size: stat at open, then tracked (one writer) */
+    uint8_t *view;   /* the latest view handed out by map (writes copy into it) */
     size_t view_len;
 };
 
 int dd_rados_err(int r, const char *what, const char *name)
 {
-    int code = r == -ENOENT ? VMT_ENOENT
-               : r == -EEXIST ? VMT_EEXIST
+    int code = r == -ENOENT      ? VMT_ENOENT
+               : r == -EEXIST    ? VMT_EEXIST
                : r == -ETIMEDOUT ? VMT_ETIMEDOUT
-               : r == -EBUSY ? VMT_EBUSY
-                             : VMT_EIO;
+               : r == -EBUSY     ? VMT_EBUSY
+                                 : VMT_EIO;
     return vmt_error_errno(code, -r, "rados: %s %s", what, name);
+}
+
+/* An operation that got no answer within op_timeout fails with VMT_EIO
+ * naming the object and the timeout.  The handle remembers it: such a write
+ * may still land later, so close must not claim a clean release (the next
+ * writer then fences this client before it writes; be_rados_lock.c). */
+int dd_rados_fail(rados_be *b, int r, const char *what, const char *name)
+{
+    if (r != -ETIMEDOUT)
+        return dd_rados_err(r, what, name);
+    __atomic_store_n(&b->timed_out, 1, __ATOMIC_RELEASE);
+    return vmt_error_set(VMT_EIO,
+                         "rados: %s %s: no answer from the cluster within %u s (op_timeout; "
+                         "is an OSD or a monitor down?)",
+                         what, name, b->op_timeout);
 }
 
 /* ---- location parsing ---- */
 
 typedef struct rados_loc {
     char pool[128], ns[128], conf[1024], id[64];
-    unsigned lock_timeout;
+    unsigned lock_timeout, op_timeout;
 } rados_loc;
 
 static int copy_field(char *dst, size_t cap, const char *src, size_t n, const char *what)
@@ -76,14 +91,13 @@ static int copy_field(char *dst, size_t cap, const char *src, size_t n, const ch
     return 0;
 }
 
-static int parse_timeout(rados_loc *l, const char *v, size_t n)
+static int parse_seconds(const char *what, unsigned min, const char *v, size_t n, unsigned *out)
 {
     char buf[16];
     uint64_t t;
-    if (copy_field(buf, sizeof(buf), v, n, "lock_timeout") != 0 ||
-        vmt_parse_u64(buf, 3, 3600, &t) != 0)
-        return vmt_error_set(VMT_EINVAL, "rados location: lock_timeout is 3..3600 seconds");
-    l->lock_timeout = (unsigned)t;
+    if (copy_field(buf, sizeof(buf), v, n, what) != 0 || vmt_parse_u64(buf, min, 3600, &t) != 0)
+        return vmt_error_set(VMT_EINVAL, "rados location: %s is %u..3600 seconds", what, min);
+    *out = (unsigned)t;
     return 0;
 }
 
@@ -98,10 +112,13 @@ static int parse_query(rados_loc *l, const char *q)
         else if (n > 3 && strncmp(q, "id=", 3) == 0)
             rc = copy_field(l->id, sizeof(l->id), q + 3, n - 3, "id");
         else if (n > 13 && strncmp(q, "lock_timeout=", 13) == 0)
-            rc = parse_timeout(l, q + 13, n - 13);
+            rc = parse_seconds("lock_timeout", 3, q + 13, n - 13, &l->lock_timeout);
+        else if (n > 11 && strncmp(q, "op_timeout=", 11) == 0)
+            rc = parse_seconds("op_timeout", 1, q + 11, n - 11, &l->op_timeout);
         else
-            rc = vmt_error_set(VMT_EINVAL, "rados location: unknown parameter '%.*s' (known: "
-                                           "conf=PATH, id=CLIENT, lock_timeout=SECONDS)",
+            rc = vmt_error_set(VMT_EINVAL,
+                               "rados location: unknown parameter '%.*s' (known: "
+                               "conf=PATH, id=CLIENT, lock_timeout=SECONDS, op_timeout=SECONDS)",
                                (int)n, q);
         if (rc != 0)
             return rc;
@@ -139,24 +156,29 @@ static int connect_cluster(rados_be *b, const rados_loc *l)
         return dd_rados_err(r, "creating a cluster handle for client", l->id);
     r = rados_conf_read_file(b->cluster, l->conf[0] ? l->conf : NULL);
     if (r < 0)
-        return dd_rados_err(r, "reading the configuration", l->conf[0] ? l->conf : "(default search path)");
+        return dd_rados_err(r, "reading the configuration",
+                            l->conf[0] ? l->conf : "(default search path)");
     rados_conf_parse_env(b->cluster, NULL);
-    /* A stopped OSD or monitor must fail a request, not hang it forever. */
-    const char *opts[][2] = {{"rados_osd_op_timeout", RADOS_OP_TIMEOUT},
-                             {"rados_mon_op_timeout", RADOS_OP_TIMEOUT},
-                             {"client_mount_timeout", RADOS_OP_TIMEOUT}};
+    /* A stopped OSD or monitor must fail a request, not hang it forever
+     * (librados waits without limit by default). */
+    char secs[16];
+    snprintf(secs, sizeof(secs), "%u", b->op_timeout);
+    const char *opts[] = {"rados_osd_op_timeout", "rados_mon_op_timeout", "client_mount_timeout"};
     for (size_t i = 0; i < VMT_ARRAY_SIZE(opts); i++) {
-        if ((r = rados_conf_set(b->cluster, opts[i][0], opts[i][1])) < 0)
-            return dd_rados_err(r, "setting", opts[i][0]);
+        if ((r = rados_conf_set(b->cluster, opts[i], secs)) < 0)
+            return dd_rados_err(r, "setting", opts[i]);
     }
     if ((r = rados_connect(b->cluster)) < 0)
-        return dd_rados_err(r, "connecting to the cluster of", l->conf[0] ? l->conf : "(default conf)");
+        return dd_rados_err(r, "connecting to the cluster of",
+                            l->conf[0] ? l->conf : "(default conf)");
     b->connected = true;
     if ((r = rados_ioctx_create(b->cluster, l->pool, &b->io)) < 0) {
         b->io = NULL;
         if (r == -ENOENT)
-            return vmt_error_set(VMT_ENOENT, "rados: pool %s does not exist (create it with "
-                                             "'ceph osd pool create %s')", l->pool, l->pool);
+            return vmt_error_set(VMT_ENOENT,
+                                 "rados: pool %s does not exist (create it with "
+                                 "'ceph osd pool create %s')",
+                                 l->pool, l->pool);
         return dd_rados_err(r, "opening pool", l->pool);
     }
     rados_ioctx_set_namespace(b->io, l->ns[0] ? l->ns : NULL);
@@ -177,14 +199,14 @@ static int rb_open(dd_backend *base, const char *name, dd_bmode mode, dd_bfile *
         int r = rados_stat(b->io, name, &size, &mtime);
         if (r < 0)
             rc = r == -ENOENT ? vmt_error_set(VMT_ENOENT, "%s: %s does not exist", b->url, name)
-                              : dd_rados_err(r, "stat of", name);
+                              : dd_rados_fail(b, r, "stat of", name);
     } else if (mode == DD_BF_CREATE) {
         rados_write_op_t op = rados_create_write_op();
         rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
         int r = rados_write_op_operate(op, b->io, name, NULL, 0);
         rados_release_write_op(op);
         if (r < 0)
-            rc = dd_rados_err(r, "creating", name);
+            rc = dd_rados_fail(b, r, "creating", name);
     }
     if (rc != 0)
         return rc;
@@ -214,7 +236,7 @@ static int rb_pread(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *go
         size_t want = VMT_MIN(len - n, (size_t)RADOS_IO_CHUNK);
         int r = rados_read(f->b->io, f->name, (char *)buf + n, want, off + n);
         if (r < 0)
-            return dd_rados_err(r, "reading", f->name);
+            return dd_rados_fail(f->b, r, "reading", f->name);
         n += (size_t)r;
         if ((size_t)r < want)
             break; /* the object's end */
@@ -229,8 +251,10 @@ static int stage(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
     if (off > RADOS_STAGE_MAX || total > RADOS_STAGE_MAX - off)
-        return vmt_error_set(VMT_ERANGE, "rados: %s would exceed %u MiB, the largest object this "
-                                         "backend writes whole", f->name, RADOS_STAGE_MAX >> 20);
+        return vmt_error_set(VMT_ERANGE,
+                             "rados: %s would exceed %u MiB, the largest object this "
+                             "backend writes whole",
+                             f->name, RADOS_STAGE_MAX >> 20);
     size_t end = (size_t)off + total;
     if (end > f->cap) {
         size_t ncap = VMT_MAX(end, f->cap * 2);
@@ -273,7 +297,7 @@ static int rb_pwritev(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
     int r = rados_write_op_operate(op, f->b->io, f->name, NULL, 0);
     rados_release_write_op(op);
     if (r < 0)
-        return dd_rados_err(r, "writing", f->name);
+        return dd_rados_fail(f->b, r, "writing", f->name);
     f->size = VMT_MAX(f->size, at);
     at = off;
     for (int i = 0; i < n && f->view; i++) {
@@ -297,7 +321,7 @@ static int rb_truncate(dd_bfile *f, uint64_t len)
         return VMT_EBUSY;
     int r = rados_trunc(f->b->io, f->name, len);
     if (r < 0)
-        return dd_rados_err(r, "truncating", f->name);
+        return dd_rados_fail(f->b, r, "truncating", f->name);
     f->size = len;
     return 0;
 }
@@ -309,8 +333,8 @@ static int rb_map(dd_bfile *f, size_t len, uint8_t **out)
     int rc = rb_size(f, &size);
     if (rc != 0)
         return rc;
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void *m =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED)
         return vmt_error_errno(VMT_ENOMEM, errno, "rados: %zu bytes for a view of %s", len,
                                f->name);
@@ -353,7 +377,7 @@ static int rb_publish(dd_bfile *f)
     if (rc == 0) {
         int r = rados_write_full(f->b->io, f->name, (const char *)f->buf, f->len);
         if (r < 0)
-            rc = dd_rados_err(r, "writing", f->name);
+            rc = dd_rados_fail(f->b, r, "writing", f->name);
     }
     rb_close(f);
     return rc;
@@ -365,7 +389,7 @@ static int rb_remove(dd_backend *base, const char *name)
     if (dd_rados_may_write(b) != 0)
         return VMT_EBUSY;
     int r = rados_remove(b->io, name);
-    return r < 0 && r != -ENOENT ? dd_rados_err(r, "removing", name) : 0;
+    return r < 0 && r != -ENOENT ? dd_rados_fail(b, r, "removing", name) : 0;
 }
 
 /* Lists the namespace; "." means every object, else the folder's. */
@@ -497,8 +521,8 @@ static void on_watch_error(void *arg, uint64_t cookie, int err)
 {
     ref_watcher *w = arg;
     (void)cookie;
-    vmt_warn("%s: the watch of %s broke (%s); updates may be missed until watched again",
-             w->b->url, w->oid, strerror(-err));
+    vmt_warn("%s: the watch of %s broke (%s); updates may be missed until watched again", w->b->url,
+             w->oid, strerror(-err));
     w->fn(w->ctx); /* the caller reads the ref again */
 }
 
@@ -576,6 +600,7 @@ int dd_be_rados_open(const char *url, bool create, dd_backend **out)
     b->base.pack_default = RADOS_PACK_DEFAULT;
     b->base.lazy_views = true;
     b->lock_timeout = l.lock_timeout ? l.lock_timeout : RADOS_LOCK_TIMEOUT_DEFAULT;
+    b->op_timeout = l.op_timeout ? l.op_timeout : RADOS_OP_TIMEOUT_DEFAULT;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     rc = connect_cluster(b, &l);

@@ -1,0 +1,105 @@
+/* Helpers of the OSD-failure suites (see osdfail_fx.h). */
+#include "osdfail_fx.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmtree/util.h"
+
+static const char *cluster_dir(void)
+{
+    return getenv("VMTREE_OSDFAIL_CEPH");
+}
+
+void ofx_require_cluster(void)
+{
+    const char *dir = cluster_dir(), *src = getenv("VMTREE_SOURCE_DIR");
+    char path[4096];
+    if (!dir || !src) {
+        printf("SKIP: VMTREE_OSDFAIL_CEPH / VMTREE_SOURCE_DIR not set (run through ctest: the "
+               "fixture rados_bluestore_start starts the cluster)\n");
+        exit(VMT_TEST_SKIP);
+    }
+    snprintf(path, sizeof(path), "%s/ceph.conf", dir);
+    if (access(path, R_OK) != 0) {
+        printf("SKIP: no bluestore Ceph test cluster (%s missing: ceph-mon/ceph-osd not "
+               "installed? scripts/install-deps.sh --ceph)\n",
+               path);
+        exit(VMT_TEST_SKIP);
+    }
+    signal(SIGPIPE, SIG_IGN); /* a closed librados socket is an error, not a kill */
+}
+
+char *ofx_location(const char *tag)
+{
+    static unsigned seq;
+    char *url = NULL;
+    if (asprintf(&url,
+                 "rados://vmtree/%s-%ld-%u-%ld?conf=%s/ceph.conf&op_timeout=%d&lock_timeout=%d",
+                 tag, (long)getpid(), ++seq, (long)(vmt_now_ns() % 1000000), cluster_dir(),
+                 OFX_OP_TIMEOUT, OFX_LOCK_TIMEOUT) < 0)
+        url = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(url);
+    return url;
+}
+
+uint64_t ofx_now_ms(void)
+{
+    return vmt_now_ns() / 1000000u;
+}
+
+void ofx_sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static uint64_t run_script(const char *verb)
+{
+    char *cmd = NULL;
+    uint64_t t0 = ofx_now_ms();
+    CU_ASSERT_FATAL(asprintf(&cmd, "'%s/scripts/ceph-cluster.sh' %s '%s' >&2",
+                             getenv("VMTREE_SOURCE_DIR"), verb, cluster_dir()) > 0);
+    int st = system(cmd);
+    free(cmd);
+    if (st != 0)
+        fprintf(stderr, "\nceph-cluster.sh %s failed (status %d)\n", verb, st);
+    CU_ASSERT_EQUAL_FATAL(st, 0);
+    return ofx_now_ms() - t0;
+}
+
+uint64_t ofx_stop_osd(void)
+{
+    return run_script("stop-osd");
+}
+
+uint64_t ofx_start_osd(void)
+{
+    return run_script("start-osd");
+}
+
+bool ofx_wait_child(pid_t pid, unsigned timeout_s, int *status)
+{
+    uint64_t until = ofx_now_ms() + 1000ull * timeout_s;
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid)
+            return true;
+        if (r < 0 && errno != EINTR)
+            return false;
+        if (ofx_now_ms() >= until) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+                ;
+            return false;
+        }
+        ofx_sleep_ms(20);
+    }
+}
