@@ -29,8 +29,8 @@
 #include "be_rados.h"
 #include "internal.h"
 
-#define RADOS_IO_CHUNK (8u << 20)    /* bytes per read request */
-#define RADOS_STAGE_MAX (96u << 20)  /* below osd_max_object_size (128 MiB) */
+#define RADOS_IO_CHUNK (8u << 20)     /* bytes per read request */
+#define RADOS_STAGE_MAX (96u << 20)   /* below osd_max_object_size (128 MiB) */
 #define RADOS_OP_TIMEOUT_DEFAULT 30u /* seconds before a stuck request fails */
 /* Packs are objects: well below osd_max_object_size (128 MiB by default),
  * leaving room for a 16 MiB object past the seal and the markers. */
@@ -41,21 +41,21 @@
 struct dd_bfile {
     rados_be *b;
     char name[64];
-    bool staged;     /* DD_BF_REPLACE: bytes collect in buf until publish */
-    uint8_t *buf;    /* staged bytes */
-    size_t len, cap; /* staged length and capacity */
-    uint64_t size;   /* object size: stat at open, then tracked (one writer) */
-    uint8_t *view;   /* the latest view handed out by map (writes copy into it) */
+    bool staged;      /* DD_BF_REPLACE: bytes collect in buf until publish */
+    uint8_t *buf;     /* staged bytes */
+    size_t len, cap;  /* staged length and capacity */
+    uint64_t size;    /* object size: stat at open, then tracked (one writer) */
+    uint8_t *view;    /* the latest view handed out by map (writes copy into it) */
     size_t view_len;
 };
 
 int dd_rados_err(int r, const char *what, const char *name)
 {
-    int code = r == -ENOENT      ? VMT_ENOENT
-               : r == -EEXIST    ? VMT_EEXIST
+    int code = r == -ENOENT ? VMT_ENOENT
+               : r == -EEXIST ? VMT_EEXIST
                : r == -ETIMEDOUT ? VMT_ETIMEDOUT
-               : r == -EBUSY     ? VMT_EBUSY
-                                 : VMT_EIO;
+               : r == -EBUSY ? VMT_EBUSY
+                             : VMT_EIO;
     return vmt_error_errno(code, -r, "rados: %s %s", what, name);
 }
 
@@ -116,9 +116,9 @@ static int parse_query(rados_loc *l, const char *q)
         else if (n > 11 && strncmp(q, "op_timeout=", 11) == 0)
             rc = parse_seconds("op_timeout", 1, q + 11, n - 11, &l->op_timeout);
         else
-            rc = vmt_error_set(VMT_EINVAL,
-                               "rados location: unknown parameter '%.*s' (known: "
-                               "conf=PATH, id=CLIENT, lock_timeout=SECONDS, op_timeout=SECONDS)",
+            rc = vmt_error_set(VMT_EINVAL, "rados location: unknown parameter '%.*s' (known: "
+                                           "conf=PATH, id=CLIENT, lock_timeout=SECONDS, "
+                                           "op_timeout=SECONDS)",
                                (int)n, q);
         if (rc != 0)
             return rc;
@@ -156,8 +156,7 @@ static int connect_cluster(rados_be *b, const rados_loc *l)
         return dd_rados_err(r, "creating a cluster handle for client", l->id);
     r = rados_conf_read_file(b->cluster, l->conf[0] ? l->conf : NULL);
     if (r < 0)
-        return dd_rados_err(r, "reading the configuration",
-                            l->conf[0] ? l->conf : "(default search path)");
+        return dd_rados_err(r, "reading the configuration", l->conf[0] ? l->conf : "(default search path)");
     rados_conf_parse_env(b->cluster, NULL);
     /* A stopped OSD or monitor must fail a request, not hang it forever
      * (librados waits without limit by default). */
@@ -169,16 +168,13 @@ static int connect_cluster(rados_be *b, const rados_loc *l)
             return dd_rados_err(r, "setting", opts[i]);
     }
     if ((r = rados_connect(b->cluster)) < 0)
-        return dd_rados_err(r, "connecting to the cluster of",
-                            l->conf[0] ? l->conf : "(default conf)");
+        return dd_rados_err(r, "connecting to the cluster of", l->conf[0] ? l->conf : "(default conf)");
     b->connected = true;
     if ((r = rados_ioctx_create(b->cluster, l->pool, &b->io)) < 0) {
         b->io = NULL;
         if (r == -ENOENT)
-            return vmt_error_set(VMT_ENOENT,
-                                 "rados: pool %s does not exist (create it with "
-                                 "'ceph osd pool create %s')",
-                                 l->pool, l->pool);
+            return vmt_error_set(VMT_ENOENT, "rados: pool %s does not exist (create it with "
+                                             "'ceph osd pool create %s')", l->pool, l->pool);
         return dd_rados_err(r, "opening pool", l->pool);
     }
     rados_ioctx_set_namespace(b->io, l->ns[0] ? l->ns : NULL);
@@ -251,10 +247,8 @@ static int stage(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
     if (off > RADOS_STAGE_MAX || total > RADOS_STAGE_MAX - off)
-        return vmt_error_set(VMT_ERANGE,
-                             "rados: %s would exceed %u MiB, the largest object this "
-                             "backend writes whole",
-                             f->name, RADOS_STAGE_MAX >> 20);
+        return vmt_error_set(VMT_ERANGE, "rados: %s would exceed %u MiB, the largest object this "
+                                         "backend writes whole", f->name, RADOS_STAGE_MAX >> 20);
     size_t end = (size_t)off + total;
     if (end > f->cap) {
         size_t ncap = VMT_MAX(end, f->cap * 2);
@@ -333,8 +327,8 @@ static int rb_map(dd_bfile *f, size_t len, uint8_t **out)
     int rc = rb_size(f, &size);
     if (rc != 0)
         return rc;
-    void *m =
-        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
     if (m == MAP_FAILED)
         return vmt_error_errno(VMT_ENOMEM, errno, "rados: %zu bytes for a view of %s", len,
                                f->name);
@@ -491,7 +485,7 @@ static int rb_ref_cas(dd_backend *base, const char *name, uint64_t expect, const
     if (r == -EEXIST || r == -ENOENT || r <= -4095)
         return VMT_EBUSY;
     if (r < 0)
-        return dd_rados_err(r, "updating", name);
+        return dd_rados_fail(b, r, "updating", name);
     /* Watchers elsewhere learn of it (ref_watch).  The update stands
      * whatever the notify says: a dead watcher only costs its timeout. */
     rados_notify2(b->io, name, NULL, 0, RADOS_NOTIFY_MS, NULL, NULL);
@@ -521,8 +515,8 @@ static void on_watch_error(void *arg, uint64_t cookie, int err)
 {
     ref_watcher *w = arg;
     (void)cookie;
-    vmt_warn("%s: the watch of %s broke (%s); updates may be missed until watched again", w->b->url,
-             w->oid, strerror(-err));
+    vmt_warn("%s: the watch of %s broke (%s); updates may be missed until watched again",
+             w->b->url, w->oid, strerror(-err));
     w->fn(w->ctx); /* the caller reads the ref again */
 }
 

@@ -140,8 +140,8 @@ int dd_rados_idx_add(dd_backend *base, unsigned shard, uint8_t *recs, size_t n, 
 
 /* Calls fn for each entry of one page of shard's omap; `after` gets the
  * last key (where the next page starts). */
-static int consume(unsigned shard, rados_omap_iter_t it, char after[HEXLEN + 1], dd_idx_load_fn fn,
-                   void *ctx)
+static int consume(unsigned shard, rados_omap_iter_t it, char after[HEXLEN + 1],
+                   dd_idx_load_fn fn, void *ctx)
 {
     char *key, *val;
     size_t klen, vlen;

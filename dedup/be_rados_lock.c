@@ -72,8 +72,8 @@ static int take_over(rados_be *b)
                      prev);
             r = rados_blocklist_add(b->cluster, prev, FENCE_SECONDS);
             if (r < 0)
-                vmt_warn("%s: could not blocklist %s (%s): a cut-off writer is not fenced", b->url,
-                         prev, strerror(-r));
+                vmt_warn("%s: could not blocklist %s (%s): a cut-off writer is not fenced",
+                         b->url, prev, strerror(-r));
         }
     }
     r = rados_setxattr(b->io, DD_LOCK_FILE, HOLDER_XATTR, mine, strlen(mine));
