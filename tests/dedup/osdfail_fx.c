@@ -61,18 +61,26 @@ void ofx_sleep_ms(uint64_t ms)
         ;
 }
 
-static uint64_t run_script(const char *verb)
+int ofx_osd_script(const char *verb, uint64_t *ms)
 {
     char *cmd = NULL;
     uint64_t t0 = ofx_now_ms();
-    CU_ASSERT_FATAL(asprintf(&cmd, "'%s/scripts/ceph-cluster.sh' %s '%s' >&2",
-                             getenv("VMTREE_SOURCE_DIR"), verb, cluster_dir()) > 0);
+    if (asprintf(&cmd, "'%s/scripts/ceph-cluster.sh' %s '%s' >&2", getenv("VMTREE_SOURCE_DIR"),
+                 verb, cluster_dir()) < 0)
+        return -1;
     int st = system(cmd);
     free(cmd);
     if (st != 0)
         fprintf(stderr, "\nceph-cluster.sh %s failed (status %d)\n", verb, st);
-    CU_ASSERT_EQUAL_FATAL(st, 0);
-    return ofx_now_ms() - t0;
+    *ms = ofx_now_ms() - t0;
+    return st;
+}
+
+static uint64_t run_script(const char *verb)
+{
+    uint64_t ms = 0;
+    CU_ASSERT_EQUAL_FATAL(ofx_osd_script(verb, &ms), 0);
+    return ms;
 }
 
 uint64_t ofx_stop_osd(void)

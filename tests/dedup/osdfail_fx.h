@@ -30,6 +30,11 @@ void ofx_require_cluster(void);
  * in a namespace of its own (caller frees).  No store is created. */
 char *ofx_location(const char *tag);
 
+/* Runs scripts/ceph-cluster.sh VERB on the cluster (stop-osd, start-osd)
+ * without any CUnit assertion (for other threads); its exit status, and
+ * in *ms how long it took. */
+int ofx_osd_script(const char *verb, uint64_t *ms);
+
 /* Stops / starts the OSD; CUnit-fatal when the script fails.  Each returns
  * the milliseconds the script took. */
 uint64_t ofx_stop_osd(void);
