@@ -431,7 +431,7 @@ static int rb_init(dd_backend *base)
     if (r == 0)
         return vmt_error_set(VMT_EEXIST, "%s already holds a store", b->url);
     if (r != -ENOENT)
-        return dd_rados_err(r, "stat of", DD_STORE_FILE);
+        return dd_rados_fail(b, r, "stat of", DD_STORE_FILE);
     return rb_list(base, ".", refuse_entry, b->url);
 }
 

@@ -7,8 +7,10 @@
  * and the timeout (no hang: every wait here is bounded), and every later
  * write on that handle must fail at once (sticky).  Once the OSD is back, a
  * new handle opens the store, verify finds no damage, every batch committed
- * before the stop reads back bit-exact, and a later write works.
- * OSDFAIL_ROUNDS random stop moments (default 3).
+ * before the stop reads back bit-exact, and a later write works.  Reads
+ * fail the same way while the OSD is down (a reader opened before the stop,
+ * a new open) but are not sticky: the same reader works again after the
+ * restart.  OSDFAIL_ROUNDS random stop moments (default 3).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -185,6 +187,44 @@ static void check_report(const fail_report *f, uint64_t stopped_at, uint64_t rep
     CU_ASSERT_PTR_NOT_NULL(strstr(f->sticky_msg, "earlier write"));
 }
 
+/* While the OSD is down: a reader opened before the stop fails to read a
+ * pack it has not fetched yet, and a new open fails, each within the
+ * timeout and naming it. */
+static void check_reads_while_down(vmt_store *rd, const char *url)
+{
+    uint8_t *pages = malloc(BATCH * VMT_STORE_PAGE_SIZE), *out = malloc(BATCH * 4096);
+    const void *p[BATCH];
+    void *dst[BATCH];
+    vmt_id ids[BATCH];
+    CU_ASSERT_FATAL(pages && out);
+    batch_pages(0, pages, p);
+    for (size_t i = 0; i < BATCH; i++) {
+        vmt_id_of(p[i], VMT_STORE_PAGE_SIZE, &ids[i]);
+        dst[i] = out + i * VMT_STORE_PAGE_SIZE;
+    }
+    uint64_t t0 = ofx_now_ms();
+    int rc = vmt_store_get_pages(rd, ids, BATCH, dst);
+    uint64_t ms = ofx_now_ms() - t0;
+    fprintf(stderr, "  read while down (%llu ms): %s\n", (unsigned long long)ms, vmt_error_last());
+    CU_ASSERT_EQUAL(rc, VMT_EIO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "op_timeout"));
+    CU_ASSERT(ms <= 1000u * (OFX_OP_TIMEOUT + 5));
+    vmt_store *s = NULL;
+    vmt_store_open_opts o;
+    vmt_store_open_opts_init(&o);
+    o.read_only = true;
+    t0 = ofx_now_ms();
+    rc = vmt_store_open(&s, url, &o);
+    ms = ofx_now_ms() - t0;
+    fprintf(stderr, "  open while down (%llu ms): %s\n", (unsigned long long)ms, vmt_error_last());
+    CU_ASSERT_NOT_EQUAL(rc, 0);
+    CU_ASSERT_PTR_NULL(s);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "op_timeout"));
+    CU_ASSERT(ms <= 1000u * (OFX_OP_TIMEOUT + 5));
+    free(pages);
+    free(out);
+}
+
 /* One stop moment: returns the batches committed before it. */
 static uint64_t one_round(unsigned delay_ms)
 {
@@ -204,6 +244,11 @@ static uint64_t one_round(unsigned delay_ms)
     }
     close(cp[1]);
     close(fp[1]);
+    uint64_t b, committed = 0;
+    /* A reader opened once a batch is in, before the stop. */
+    CU_ASSERT_EQUAL_FATAL(read(cp[0], &b, sizeof(b)), (ssize_t)sizeof(b));
+    committed = b + 1;
+    vmt_store *rd = ddt_open(url, true, 2);
     ofx_sleep_ms(delay_ms);
     uint64_t stop_ms = ofx_stop_osd(), stopped_at = ofx_now_ms();
     fail_report f;
@@ -211,7 +256,6 @@ static uint64_t one_round(unsigned delay_ms)
     uint64_t reported_at = ofx_now_ms();
     int st = 0;
     bool exited = ofx_wait_child(pid, 3 * OFX_OP_TIMEOUT + 20, &st);
-    uint64_t b, committed = 0;
     while (read(cp[0], &b, sizeof(b)) == sizeof(b))
         committed = b + 1;
     close(cp[0]);
@@ -222,8 +266,11 @@ static uint64_t one_round(unsigned delay_ms)
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CU_ASSERT_EQUAL_FATAL(got, (ssize_t)sizeof(f));
     check_report(&f, stopped_at, reported_at);
+    check_reads_while_down(rd, url);
     uint64_t start_ms = ofx_start_osd();
     fprintf(stderr, "  start-osd %llu ms\n", (unsigned long long)start_ms);
+    check_batches(rd, 1); /* the same reader works again: reads are not sticky */
+    vmt_store_close(rd);
     check_after_restart(url, committed);
     ddt_cleanup(url);
     return committed;
@@ -240,10 +287,34 @@ static void test_osd_stopped_mid_ingest(void)
     CU_ASSERT(total > 0);
 }
 
+/* op_timeout in the location: 1..3600 seconds, else a clear refusal. */
+static void test_op_timeout_option(void)
+{
+    static const char *bad[] = {"0", "3601", "abc", "", "5s"};
+    char *base = ofx_location("optimeout"), *url = NULL;
+    char *q = strstr(base, "&op_timeout=");
+    CU_ASSERT_FATAL(q != NULL);
+    *q = '\0'; /* rados://vmtree/NS?conf=PATH */
+    for (size_t i = 0; i < VMT_ARRAY_SIZE(bad); i++) {
+        CU_ASSERT_FATAL(asprintf(&url, "%s&op_timeout=%s", base, bad[i]) > 0);
+        CU_ASSERT_EQUAL(vmt_store_init(url, NULL), VMT_EINVAL);
+        /* "op_timeout is 1..3600 seconds" (empty: "unknown parameter 'op_timeout='") */
+        CU_ASSERT_PTR_NOT_NULL(
+            strstr(vmt_error_last(), *bad[i] ? "op_timeout is 1..3600" : "op_timeout="));
+        free(url);
+    }
+    CU_ASSERT_FATAL(asprintf(&url, "%s&op_timeout=1", base) > 0);
+    DDT_OK(vmt_store_init(url, NULL));
+    vmt_store_close(ddt_open(url, false, 1));
+    ddt_cleanup(url);
+    free(base);
+}
+
 int main(void)
 {
     ofx_require_cluster();
     static const vmt_test_case cases[] = {
+        {"op_timeout location option", test_op_timeout_option},
         {"OSD stopped mid-ingest: clear bounded failure, committed batches survive",
          test_osd_stopped_mid_ingest},
         {NULL, NULL},
