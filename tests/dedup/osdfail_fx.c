@@ -17,6 +17,26 @@ static const char *cluster_dir(void)
     return getenv("VMTREE_OSDFAIL_CEPH");
 }
 
+/* Whether the OSD's PID file names a live process. */
+static bool osd_running(const char *dir)
+{
+    char path[4096];
+    long pid = 0;
+    FILE *f;
+    snprintf(path, sizeof(path), "%s/osd.id", dir);
+    if (!(f = fopen(path, "r")))
+        return false;
+    int id = -1;
+    bool ok = fscanf(f, "%d", &id) == 1;
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/run/osd.%d.pid", dir, id);
+    if (!ok || !(f = fopen(path, "r")))
+        return false;
+    ok = fscanf(f, "%ld", &pid) == 1 && pid > 0 && kill((pid_t)pid, 0) == 0;
+    fclose(f);
+    return ok;
+}
+
 void ofx_require_cluster(void)
 {
     const char *dir = cluster_dir(), *src = getenv("VMTREE_SOURCE_DIR");
@@ -34,6 +54,15 @@ void ofx_require_cluster(void)
         exit(VMT_TEST_SKIP);
     }
     signal(SIGPIPE, SIG_IGN); /* a closed librados socket is an error, not a kill */
+    /* A suite that failed half-way may have left the OSD stopped. */
+    if (!osd_running(dir)) {
+        uint64_t ms;
+        printf("the OSD of %s is not running: starting it\n", dir);
+        if (ofx_osd_script("start-osd", &ms) != 0) {
+            printf("SKIP: the OSD of %s could not be started\n", dir);
+            exit(VMT_TEST_SKIP);
+        }
+    }
 }
 
 char *ofx_location(const char *tag)
