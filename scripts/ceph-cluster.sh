@@ -138,19 +138,27 @@ wait_writable() {
   die "the pool did not accept writes within 60 s (logs in $dir/log)"
 }
 
+# SIGTERM to the daemon of PID file $1, SIGKILL after $2 tenths of a second;
+# returns once it is gone.
+kill_wait() {
+  local pid
+  pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 "$2"); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -f "$1"
+}
+
 stop() {
-  local dir=$1 f pid
+  local dir=$1 f
   [ -d "$dir/run" ] || die "no cluster in $dir"
   for f in "$dir"/run/osd.*.pid "$dir"/run/mon.*.pid; do
     [ -e "$f" ] || continue
-    pid=$(cat "$f")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$f"
+    kill_wait "$f" 100
   done
   rm -rf "$dir"/{mon,osd,run,monmap,osd.id,ceph.conf}
 }
@@ -171,21 +179,11 @@ osd_state() {
 }
 
 stop_osd() {
-  local dir=$1 id pid t0 i
+  local dir=$1 id t0 i
   id=$(osd_id "$dir")
   t0=$(date +%s%N)
   [ -e "$dir/run/osd.$id.pid" ] || die "osd.$id of $dir is not running (no $dir/run/osd.$id.pid)"
-  pid=$(cat "$dir/run/osd.$id.pid")
-  kill "$pid" 2>/dev/null || true
-  for i in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -9 "$pid" 2>/dev/null || true
-    sleep 0.2
-  fi
-  rm -f "$dir/run/osd.$id.pid"
+  kill_wait "$dir/run/osd.$id.pid" 300
   # A clean stop tells the monitor; if that message was lost, say it.
   for i in $(seq 1 40); do
     [ "$(osd_state "$dir" "$id")" = down ] && break
