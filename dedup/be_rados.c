@@ -38,6 +38,9 @@
 #define RADOS_PACK_DEFAULT (16ull << 20)
 #define RADOS_NOTIFY_MS 2000u /* how long a ref update waits for watchers' acks */
 
+typedef struct dd_rados_notify dd_rados_notify; /* a bounded notify (rb_ref_cas) */
+static void notify_drain(rados_be *b);
+
 struct dd_bfile {
     rados_be *b;
     char name[64];
@@ -445,6 +448,7 @@ static void rb_destroy(dd_backend *base)
         rados_ioctx_destroy(b->io);
     if (b->cluster)
         rados_shutdown(b->cluster);
+    notify_drain(b); /* no notify callback runs after shutdown */
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     free(b->url);
@@ -460,6 +464,83 @@ static int rb_purge(dd_backend *base)
         rc = rb_remove(base, DD_LOCK_FILE);
     rb_destroy(base);
     return rc;
+}
+
+/*
+ * A notify waited for at most op_timeout + the watchers' ack time.  librados
+ * waits for a notify's completion without limit (the op timeouts do not
+ * cover it): an OSD that stops mid-notify hung the ref update until the OSD
+ * came back.  A notify given up on stays pending in librados; its waiter is
+ * kept on the handle (the callback may still come) and freed after
+ * rados_shutdown, when no callback can run.
+ */
+struct dd_rados_notify {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    dd_rados_notify *next; /* rados_be.abandoned */
+};
+
+static void notify_free(dd_rados_notify *w)
+{
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+static void notify_drain(rados_be *b)
+{
+    while (b->abandoned) {
+        dd_rados_notify *w = b->abandoned;
+        b->abandoned = w->next;
+        notify_free(w);
+    }
+}
+
+static void notify_done(rados_completion_t c, void *arg)
+{
+    dd_rados_notify *w = arg;
+    (void)c;
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void notify_bounded(rados_be *b, const char *name)
+{
+    rados_completion_t c = NULL;
+    dd_rados_notify *w = calloc(1, sizeof(*w));
+    if (!w)
+        return;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (rados_aio_create_completion2(w, notify_done, &c) < 0 ||
+        rados_aio_notify(b->io, name, c, NULL, 0, RADOS_NOTIFY_MS, NULL, NULL) < 0) {
+        if (c)
+            rados_aio_release(c);
+        notify_free(w); /* never submitted: no callback */
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(b->op_timeout + RADOS_NOTIFY_MS / 1000 + 1);
+    pthread_mutex_lock(&w->mu);
+    while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
+        ;
+    bool done = w->done;
+    pthread_mutex_unlock(&w->mu);
+    rados_aio_release(c); /* librados keeps it until the op ends */
+    if (done) {
+        notify_free(w);
+        return;
+    }
+    vmt_warn("%s: no answer to the notify of %s within %u s: its watchers may learn of the "
+             "update late", b->url, name, b->op_timeout);
+    pthread_mutex_lock(&b->mu);
+    w->next = b->abandoned;
+    b->abandoned = w;
+    pthread_mutex_unlock(&b->mu);
 }
 
 /* One compound op: the version check (exclusive create for the first) and
@@ -488,7 +569,7 @@ static int rb_ref_cas(dd_backend *base, const char *name, uint64_t expect, const
         return dd_rados_fail(b, r, "updating", name);
     /* Watchers elsewhere learn of it (ref_watch).  The update stands
      * whatever the notify says: a dead watcher only costs its timeout. */
-    rados_notify2(b->io, name, NULL, 0, RADOS_NOTIFY_MS, NULL, NULL);
+    notify_bounded(b, name);
     return 0;
 }
 

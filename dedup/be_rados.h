@@ -24,6 +24,7 @@ typedef struct rados_be {
     bool connected;
     unsigned op_timeout; /* seconds before a request without an answer fails */
     int timed_out;       /* atomic: a request timed out (close fences, see dd_rados_fail) */
+    struct dd_rados_notify *abandoned; /* notifies given up on (under mu) */
     /* The writer lock (be_rados_lock.c). */
     unsigned lock_timeout; /* seconds; renewed every third of it */
     bool locked;           /* this handle holds the lock */

@@ -10,9 +10,12 @@
  * before the stop reads back bit-exact, and a later write works.  Reads
  * fail the same way while the OSD is down (a reader opened before the stop,
  * a new open) but are not sticky: the same reader works again after the
- * restart.  OSDFAIL_ROUNDS random stop moments (default 3).
+ * restart.  OSDFAIL_ROUNDS random stop moments (default 3).  Ref updates
+ * (compare-and-swap, then a notify to watchers) cut by the stop end within
+ * the bound too, and the ref holds the last update or the cut one.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,6 +290,83 @@ static void test_osd_stopped_mid_ingest(void)
     CU_ASSERT(total > 0);
 }
 
+/* A thread updating one ref as fast as it can until an update fails. */
+typedef struct ref_loop {
+    vmt_store *s;
+    uint64_t version, last_ok, worst_ms, fail_ms;
+    int rc;
+    char msg[1024];
+    bool done;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} ref_loop;
+
+static void *ref_updates(void *arg)
+{
+    ref_loop *l = arg;
+    for (uint64_t n = 1;; n++) {
+        uint64_t t0 = ofx_now_ms();
+        l->rc = vmt_store_ref_set(l->s, "osdfail.head", l->version, &n, sizeof(n), &l->version);
+        uint64_t ms = ofx_now_ms() - t0;
+        l->worst_ms = VMT_MAX(l->worst_ms, ms);
+        if (l->rc != 0) {
+            l->fail_ms = ms;
+            snprintf(l->msg, sizeof(l->msg), "%s", vmt_error_last());
+            break;
+        }
+        l->last_ok = n;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->done = true;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+/* librados waits for a notify's answer without limit: before notifies were
+ * bounded, an update cut by the stop hung until the OSD came back. */
+static void test_ref_updates_cut_by_osd_stop(void)
+{
+    char *url = ofx_location("osdref");
+    DDT_OK(vmt_store_init(url, NULL));
+    ref_loop l = {.s = ddt_open(url, true, 1)};
+    pthread_mutex_init(&l.mu, NULL);
+    pthread_cond_init(&l.cv, NULL);
+    pthread_t t;
+    CU_ASSERT_FATAL(pthread_create(&t, NULL, ref_updates, &l) == 0);
+    ofx_sleep_ms(300 + (unsigned)(rand() % 1500));
+    ofx_stop_osd();
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 3 * OFX_OP_TIMEOUT + 15;
+    pthread_mutex_lock(&l.mu);
+    while (!l.done && pthread_cond_timedwait(&l.cv, &l.mu, &until) == 0)
+        ;
+    bool done = l.done;
+    pthread_mutex_unlock(&l.mu);
+    fprintf(stderr, "\n  %llu updates, slowest %llu ms, then one failed after %llu ms: %s\n",
+            (unsigned long long)l.last_ok, (unsigned long long)l.worst_ms,
+            (unsigned long long)l.fail_ms, l.msg);
+    CU_ASSERT_FATAL(done); /* else an update hangs (the thread cannot be joined) */
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(l.rc, VMT_EIO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(l.msg, "op_timeout"));
+    CU_ASSERT(l.worst_ms <= 1000u * (2 * OFX_OP_TIMEOUT + 5));
+    vmt_store_close(l.s);
+    ofx_start_osd();
+    vmt_store *s = ddt_open(url, true, 1);
+    uint64_t v = 0, got = 0, version = 0;
+    size_t len = 0;
+    DDT_OK(vmt_store_ref_get(s, "osdfail.head", &got, sizeof(got), &len, &version));
+    CU_ASSERT(got == l.last_ok || got == l.last_ok + 1); /* the cut one may have landed */
+    v = got + 100;
+    DDT_OK(vmt_store_ref_set(s, "osdfail.head", version, &v, sizeof(v), NULL));
+    vmt_store_close(s);
+    pthread_mutex_destroy(&l.mu);
+    pthread_cond_destroy(&l.cv);
+    ddt_cleanup(url);
+}
+
 /* op_timeout in the location: 1..3600 seconds, else a clear refusal. */
 static void test_op_timeout_option(void)
 {
@@ -315,6 +395,7 @@ int main(void)
     ofx_require_cluster();
     static const vmt_test_case cases[] = {
         {"op_timeout location option", test_op_timeout_option},
+        {"ref updates cut by an OSD stop end within the bound", test_ref_updates_cut_by_osd_stop},
         {"OSD stopped mid-ingest: clear bounded failure, committed batches survive",
          test_osd_stopped_mid_ingest},
         {NULL, NULL},
