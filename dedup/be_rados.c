@@ -31,7 +31,7 @@
 
 #define RADOS_IO_CHUNK (8u << 20)     /* bytes per read request */
 #define RADOS_STAGE_MAX (96u << 20)   /* below osd_max_object_size (128 MiB) */
-#define RADOS_OP_TIMEOUT_DEFAULT 30u /* seconds before a stuck request fails */
+#define RADOS_OP_TIMEOUT_DEFAULT 30u  /* seconds before a stuck request fails */
 /* Packs are objects: well below osd_max_object_size (128 MiB by default),
  * leaving room for a 16 MiB object past the seal and the markers. */
 #define RADOS_PACK_MAX (64ull << 20)
@@ -119,9 +119,10 @@ static int parse_query(rados_loc *l, const char *q)
         else if (n > 11 && strncmp(q, "op_timeout=", 11) == 0)
             rc = parse_seconds("op_timeout", 1, q + 11, n - 11, &l->op_timeout);
         else
-            rc = vmt_error_set(VMT_EINVAL, "rados location: unknown parameter '%.*s' (known: "
-                                           "conf=PATH, id=CLIENT, lock_timeout=SECONDS, "
-                                           "op_timeout=SECONDS)",
+            rc = vmt_error_set(VMT_EINVAL,
+                               "rados location: unknown parameter '%.*s' (known: "
+                               "conf=PATH, id=CLIENT, lock_timeout=SECONDS, "
+                               "op_timeout=SECONDS)",
                                (int)n, q);
         if (rc != 0)
             return rc;
@@ -536,7 +537,8 @@ static void notify_bounded(rados_be *b, const char *name)
         return;
     }
     vmt_warn("%s: no answer to the notify of %s within %u s: its watchers may learn of the "
-             "update late", b->url, name, b->op_timeout);
+             "update late",
+             b->url, name, b->op_timeout);
     pthread_mutex_lock(&b->mu);
     w->next = b->abandoned;
     b->abandoned = w;
