@@ -523,9 +523,10 @@ static void notify_bounded(rados_be *b, const char *name)
         notify_free(w); /* never submitted: no callback */
         return;
     }
+    unsigned secs = b->op_timeout + RADOS_NOTIFY_MS / 1000 + 1;
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(b->op_timeout + RADOS_NOTIFY_MS / 1000 + 1);
+    until.tv_sec += (time_t)secs;
     pthread_mutex_lock(&w->mu);
     while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
         ;
@@ -538,7 +539,7 @@ static void notify_bounded(rados_be *b, const char *name)
     }
     vmt_warn("%s: no answer to the notify of %s within %u s: its watchers may learn of the "
              "update late",
-             b->url, name, b->op_timeout);
+             b->url, name, secs);
     pthread_mutex_lock(&b->mu);
     w->next = b->abandoned;
     b->abandoned = w;
