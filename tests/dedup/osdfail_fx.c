@@ -140,3 +140,33 @@ bool ofx_wait_child(pid_t pid, unsigned timeout_s, int *status)
         ofx_sleep_ms(20);
     }
 }
+
+void ofx_done_init(ofx_done *d)
+{
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    d->done = false;
+}
+
+void ofx_done_set(ofx_done *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->done = true;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+bool ofx_join_bounded(ofx_done *d, pthread_t t, unsigned timeout_s)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)timeout_s;
+    pthread_mutex_lock(&d->mu);
+    while (!d->done && pthread_cond_timedwait(&d->cv, &d->mu, &until) == 0)
+        ;
+    bool done = d->done;
+    pthread_mutex_unlock(&d->mu);
+    if (done)
+        pthread_join(t, NULL);
+    return done;
+}

@@ -8,6 +8,7 @@
 #ifndef VMTREE_TESTS_OSDFAIL_FX_H
 #define VMTREE_TESTS_OSDFAIL_FX_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -43,6 +44,19 @@ uint64_t ofx_start_osd(void);
 /* Waits for pid up to timeout_s seconds; on timeout kills it (SIGKILL),
  * reaps it and returns false.  *status gets waitpid's status. */
 bool ofx_wait_child(pid_t pid, unsigned timeout_s, int *status);
+
+/* Raised by a worker thread as it ends; a thread stuck in a request that
+ * never ends cannot be joined, so the test waits for this with a bound. */
+typedef struct ofx_done {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+} ofx_done;
+void ofx_done_init(ofx_done *d);
+void ofx_done_set(ofx_done *d);
+/* Joins t once d is raised, waiting for that at most timeout_s seconds;
+ * false (t not joined: it hangs) when it was not. */
+bool ofx_join_bounded(ofx_done *d, pthread_t t, unsigned timeout_s);
 
 /* Milliseconds of CLOCK_MONOTONIC. */
 uint64_t ofx_now_ms(void);

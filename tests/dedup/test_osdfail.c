@@ -296,9 +296,7 @@ typedef struct ref_loop {
     uint64_t version, last_ok, worst_ms, fail_ms;
     int rc;
     char msg[1024];
-    bool done;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    ofx_done end;
 } ref_loop;
 
 static void *ref_updates(void *arg)
@@ -316,10 +314,7 @@ static void *ref_updates(void *arg)
         }
         l->last_ok = n;
     }
-    pthread_mutex_lock(&l->mu);
-    l->done = true;
-    pthread_cond_signal(&l->cv);
-    pthread_mutex_unlock(&l->mu);
+    ofx_done_set(&l->end);
     return NULL;
 }
 
@@ -330,25 +325,16 @@ static void test_ref_updates_cut_by_osd_stop(void)
     char *url = ofx_location("osdref");
     DDT_OK(vmt_store_init(url, NULL));
     ref_loop l = {.s = ddt_open(url, true, 1)};
-    pthread_mutex_init(&l.mu, NULL);
-    pthread_cond_init(&l.cv, NULL);
+    ofx_done_init(&l.end);
     pthread_t t;
     CU_ASSERT_FATAL(pthread_create(&t, NULL, ref_updates, &l) == 0);
     ofx_sleep_ms(300 + (unsigned)(rand() % 1500));
     ofx_stop_osd();
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 3 * OFX_OP_TIMEOUT + 15;
-    pthread_mutex_lock(&l.mu);
-    while (!l.done && pthread_cond_timedwait(&l.cv, &l.mu, &until) == 0)
-        ;
-    bool done = l.done;
-    pthread_mutex_unlock(&l.mu);
+    bool done = ofx_join_bounded(&l.end, t, 3 * OFX_OP_TIMEOUT + 15);
     fprintf(stderr, "\n  %llu updates, slowest %llu ms, then one failed after %llu ms: %s\n",
             (unsigned long long)l.last_ok, (unsigned long long)l.worst_ms,
             (unsigned long long)l.fail_ms, l.msg);
-    CU_ASSERT_FATAL(done); /* else an update hangs (the thread cannot be joined) */
-    pthread_join(t, NULL);
+    CU_ASSERT_FATAL(done); /* else an update hangs */
     CU_ASSERT_EQUAL(l.rc, VMT_EIO);
     CU_ASSERT_PTR_NOT_NULL(strstr(l.msg, "op_timeout"));
     CU_ASSERT(l.worst_ms <= 1000u * (2 * OFX_OP_TIMEOUT + 5));
@@ -362,8 +348,6 @@ static void test_ref_updates_cut_by_osd_stop(void)
     v = got + 100;
     DDT_OK(vmt_store_ref_set(s, "osdfail.head", version, &v, sizeof(v), NULL));
     vmt_store_close(s);
-    pthread_mutex_destroy(&l.mu);
-    pthread_cond_destroy(&l.cv);
     ddt_cleanup(url);
 }
 

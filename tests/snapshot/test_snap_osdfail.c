@@ -42,9 +42,7 @@ typedef struct snapper {
     uint64_t fail_ms; /* how long the failing snapshot ran */
     bool committed;   /* the failing one got past its commit */
     vmt_id failing;   /* its record id, once put */
-    bool done;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    ofx_done end;
 } snapper;
 
 /* The pages snapshot k (k >= 1) changes, and their new content. */
@@ -159,27 +157,8 @@ static void *snap_loop(void *arg)
         }
         sn->nok = k + 1;
     }
-    pthread_mutex_lock(&sn->mu);
-    sn->done = true;
-    pthread_cond_signal(&sn->cv);
-    pthread_mutex_unlock(&sn->mu);
+    ofx_done_set(&sn->end);
     return NULL;
-}
-
-/* Waits for the snapshot thread at most timeout_s; false: it hangs. */
-static bool join_bounded(snapper *sn, pthread_t t, unsigned timeout_s)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_s;
-    pthread_mutex_lock(&sn->mu);
-    while (!sn->done && pthread_cond_timedwait(&sn->cv, &sn->mu, &until) == 0)
-        ;
-    bool done = sn->done;
-    pthread_mutex_unlock(&sn->mu);
-    if (done)
-        pthread_join(t, NULL);
-    return done;
 }
 
 static vmt_store *open_store(const char *url, bool writer)
@@ -288,8 +267,7 @@ static void one_round(unsigned delay_ms)
 {
     snapper *sn = calloc(1, sizeof(*sn));
     CU_ASSERT_FATAL(sn != NULL);
-    pthread_mutex_init(&sn->mu, NULL);
-    pthread_cond_init(&sn->cv, NULL);
+    ofx_done_init(&sn->end);
     vmt_store_config c;
     vmt_store_config_init(&c);
     c.pack_size = 1u << 20;
@@ -303,7 +281,7 @@ static void one_round(unsigned delay_ms)
     CU_ASSERT_FATAL(pthread_create(&t, NULL, snap_loop, sn) == 0);
     ofx_sleep_ms(delay_ms);
     uint64_t stop_ms = ofx_stop_osd(), stopped_at = ofx_now_ms();
-    bool done = join_bounded(sn, t, 2 * OFX_OP_TIMEOUT + 15);
+    bool done = ofx_join_bounded(&sn->end, t, 2 * OFX_OP_TIMEOUT + 15);
     uint64_t failed_at = ofx_now_ms();
     fprintf(stderr,
             "\n  stop after %u ms (%u snapshots), stop-osd %llu ms; snapshot %u failed "
