@@ -2,7 +2,8 @@
  * The RADOS backend (docs/store-backends.md): the store's names are objects
  * of one pool and namespace, written through librados.
  *
- *   rados://POOL[/NAMESPACE][?conf=PATH][&id=CLIENT]
+ *   rados://POOL[/NAMESPACE][?conf=PATH][&id=CLIENT][&lock_timeout=S][&op_timeout=S]
+ *                           [&cache=DIR|off][&cache_size=SIZE][&mem=SIZE]
  *
  * Packs are objects of pack-size bytes (several MiB: one object per page
  * would cost a round trip per page); an append is one compound write
@@ -31,12 +32,15 @@
 
 #define RADOS_IO_CHUNK (8u << 20)     /* bytes per read request */
 #define RADOS_STAGE_MAX (96u << 20)   /* below osd_max_object_size (128 MiB) */
-#define RADOS_OP_TIMEOUT "30"         /* seconds before a stuck request fails */
+#define RADOS_OP_TIMEOUT_DEFAULT 30u  /* seconds before a stuck request fails */
 /* Packs are objects: well below osd_max_object_size (128 MiB by default),
  * leaving room for a 16 MiB object past the seal and the markers. */
 #define RADOS_PACK_MAX (64ull << 20)
 #define RADOS_PACK_DEFAULT (16ull << 20)
 #define RADOS_NOTIFY_MS 2000u /* how long a ref update waits for watchers' acks */
+
+typedef struct dd_rados_notify dd_rados_notify; /* a bounded notify (rb_ref_cas) */
+static void notify_drain(rados_be *b);
 
 struct dd_bfile {
     rados_be *b;
@@ -59,11 +63,26 @@ int dd_rados_err(int r, const char *what, const char *name)
     return vmt_error_errno(code, -r, "rados: %s %s", what, name);
 }
 
+/* An operation that got no answer within op_timeout fails with VMT_EIO
+ * naming the object and the timeout.  The handle remembers it: such a write
+ * may still land later, so close must not claim a clean release (the next
+ * writer then fences this client before it writes; be_rados_lock.c). */
+int dd_rados_fail(rados_be *b, int r, const char *what, const char *name)
+{
+    if (r != -ETIMEDOUT)
+        return dd_rados_err(r, what, name);
+    __atomic_store_n(&b->timed_out, 1, __ATOMIC_RELEASE);
+    return vmt_error_set(VMT_EIO,
+                         "rados: %s %s: no answer from the cluster within %u s (op_timeout; "
+                         "is an OSD or a monitor down?)",
+                         what, name, b->op_timeout);
+}
+
 /* ---- location parsing ---- */
 
 typedef struct rados_loc {
     char pool[128], ns[128], conf[1024], id[64];
-    unsigned lock_timeout;
+    unsigned lock_timeout, op_timeout;
     rados_read_cfg rd; /* cache=, cache_size=, mem= (be_rados_read.c) */
 } rados_loc;
 
@@ -77,14 +96,13 @@ static int copy_field(char *dst, size_t cap, const char *src, size_t n, const ch
     return 0;
 }
 
-static int parse_timeout(rados_loc *l, const char *v, size_t n)
+static int parse_seconds(const char *what, unsigned min, const char *v, size_t n, unsigned *out)
 {
     char buf[16];
     uint64_t t;
-    if (copy_field(buf, sizeof(buf), v, n, "lock_timeout") != 0 ||
-        vmt_parse_u64(buf, 3, 3600, &t) != 0)
-        return vmt_error_set(VMT_EINVAL, "rados location: lock_timeout is 3..3600 seconds");
-    l->lock_timeout = (unsigned)t;
+    if (copy_field(buf, sizeof(buf), v, n, what) != 0 || vmt_parse_u64(buf, min, 3600, &t) != 0)
+        return vmt_error_set(VMT_EINVAL, "rados location: %s is %u..3600 seconds", what, min);
+    *out = (unsigned)t;
     return 0;
 }
 
@@ -99,11 +117,14 @@ static int parse_query(rados_loc *l, const char *q)
         else if (n > 3 && strncmp(q, "id=", 3) == 0)
             rc = copy_field(l->id, sizeof(l->id), q + 3, n - 3, "id");
         else if (n > 13 && strncmp(q, "lock_timeout=", 13) == 0)
-            rc = parse_timeout(l, q + 13, n - 13);
+            rc = parse_seconds("lock_timeout", 3, q + 13, n - 13, &l->lock_timeout);
+        else if (n > 11 && strncmp(q, "op_timeout=", 11) == 0)
+            rc = parse_seconds("op_timeout", 1, q + 11, n - 11, &l->op_timeout);
         else if ((rc = dd_rados_read_param(&l->rd, q, n)) == 1)
-            rc = vmt_error_set(VMT_EINVAL, "rados location: unknown parameter '%.*s' (known: "
-                                           "conf=PATH, id=CLIENT, lock_timeout=SECONDS, "
-                                           "cache=DIR|off, cache_size=SIZE, mem=SIZE)",
+            rc = vmt_error_set(VMT_EINVAL,
+                               "rados location: unknown parameter '%.*s' (known: "
+                               "conf=PATH, id=CLIENT, lock_timeout=SECONDS, "
+                               "op_timeout=SECONDS, cache=DIR|off, cache_size=SIZE, mem=SIZE)",
                                (int)n, q);
         if (rc != 0)
             return rc;
@@ -143,13 +164,14 @@ static int connect_cluster(rados_be *b, const rados_loc *l)
     if (r < 0)
         return dd_rados_err(r, "reading the configuration", l->conf[0] ? l->conf : "(default search path)");
     rados_conf_parse_env(b->cluster, NULL);
-    /* A stopped OSD or monitor must fail a request, not hang it forever. */
-    const char *opts[][2] = {{"rados_osd_op_timeout", RADOS_OP_TIMEOUT},
-                             {"rados_mon_op_timeout", RADOS_OP_TIMEOUT},
-                             {"client_mount_timeout", RADOS_OP_TIMEOUT}};
+    /* A stopped OSD or monitor must fail a request, not hang it forever
+     * (librados waits without limit by default). */
+    char secs[16];
+    snprintf(secs, sizeof(secs), "%u", b->op_timeout);
+    const char *opts[] = {"rados_osd_op_timeout", "rados_mon_op_timeout", "client_mount_timeout"};
     for (size_t i = 0; i < VMT_ARRAY_SIZE(opts); i++) {
-        if ((r = rados_conf_set(b->cluster, opts[i][0], opts[i][1])) < 0)
-            return dd_rados_err(r, "setting", opts[i][0]);
+        if ((r = rados_conf_set(b->cluster, opts[i], secs)) < 0)
+            return dd_rados_err(r, "setting", opts[i]);
     }
     if ((r = rados_connect(b->cluster)) < 0)
         return dd_rados_err(r, "connecting to the cluster of", l->conf[0] ? l->conf : "(default conf)");
@@ -179,14 +201,14 @@ static int rb_open(dd_backend *base, const char *name, dd_bmode mode, dd_bfile *
         int r = rados_stat(b->io, name, &size, &mtime);
         if (r < 0)
             rc = r == -ENOENT ? vmt_error_set(VMT_ENOENT, "%s: %s does not exist", b->url, name)
-                              : dd_rados_err(r, "stat of", name);
+                              : dd_rados_fail(b, r, "stat of", name);
     } else if (mode == DD_BF_CREATE) {
         rados_write_op_t op = rados_create_write_op();
         rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
         int r = rados_write_op_operate(op, b->io, name, NULL, 0);
         rados_release_write_op(op);
         if (r < 0)
-            rc = dd_rados_err(r, "creating", name);
+            rc = dd_rados_fail(b, r, "creating", name);
     }
     if (rc != 0)
         return rc;
@@ -216,7 +238,7 @@ static int rb_pread(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *go
         size_t want = VMT_MIN(len - n, (size_t)RADOS_IO_CHUNK);
         int r = rados_read(f->b->io, f->name, (char *)buf + n, want, off + n);
         if (r < 0)
-            return dd_rados_err(r, "reading", f->name);
+            return dd_rados_fail(f->b, r, "reading", f->name);
         n += (size_t)r;
         if ((size_t)r < want)
             break; /* the object's end */
@@ -275,7 +297,7 @@ static int rb_pwritev(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
     int r = rados_write_op_operate(op, f->b->io, f->name, NULL, 0);
     rados_release_write_op(op);
     if (r < 0)
-        return dd_rados_err(r, "writing", f->name);
+        return dd_rados_fail(f->b, r, "writing", f->name);
     f->size = VMT_MAX(f->size, at);
     at = off;
     for (int i = 0; i < n && f->view; i++) {
@@ -299,7 +321,7 @@ static int rb_truncate(dd_bfile *f, uint64_t len)
         return VMT_EBUSY;
     int r = rados_trunc(f->b->io, f->name, len);
     if (r < 0)
-        return dd_rados_err(r, "truncating", f->name);
+        return dd_rados_fail(f->b, r, "truncating", f->name);
     f->size = len;
     return 0;
 }
@@ -352,7 +374,7 @@ static int rb_publish(dd_bfile *f)
     if (rc == 0) {
         int r = rados_write_full(f->b->io, f->name, (const char *)f->buf, f->len);
         if (r < 0)
-            rc = dd_rados_err(r, "writing", f->name);
+            rc = dd_rados_fail(f->b, r, "writing", f->name);
     }
     rb_close(f);
     return rc;
@@ -364,7 +386,7 @@ static int rb_remove(dd_backend *base, const char *name)
     if (dd_rados_may_write(b) != 0)
         return VMT_EBUSY;
     int r = rados_remove(b->io, name);
-    return r < 0 && r != -ENOENT ? dd_rados_err(r, "removing", name) : 0;
+    return r < 0 && r != -ENOENT ? dd_rados_fail(b, r, "removing", name) : 0;
 }
 
 /* Lists the namespace; "." means every object, else the folder's. */
@@ -412,7 +434,7 @@ static int rb_init(dd_backend *base)
     if (r == 0)
         return vmt_error_set(VMT_EEXIST, "%s already holds a store", b->url);
     if (r != -ENOENT)
-        return dd_rados_err(r, "stat of", DD_STORE_FILE);
+        return dd_rados_fail(b, r, "stat of", DD_STORE_FILE);
     return rb_list(base, ".", refuse_entry, b->url);
 }
 
@@ -427,6 +449,7 @@ static void rb_destroy(dd_backend *base)
         rados_ioctx_destroy(b->io);
     if (b->cluster)
         rados_shutdown(b->cluster);
+    notify_drain(b); /* no notify callback runs after shutdown */
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     free(b->url);
@@ -442,6 +465,85 @@ static int rb_purge(dd_backend *base)
         rc = rb_remove(base, DD_LOCK_FILE);
     rb_destroy(base);
     return rc;
+}
+
+/*
+ * A notify waited for at most op_timeout + the watchers' ack time.  librados
+ * waits for a notify's completion without limit (the op timeouts do not
+ * cover it): an OSD that stops mid-notify hung the ref update until the OSD
+ * came back.  A notify given up on stays pending in librados; its waiter is
+ * kept on the handle (the callback may still come) and freed after
+ * rados_shutdown, when no callback can run.
+ */
+struct dd_rados_notify {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    dd_rados_notify *next; /* rados_be.abandoned */
+};
+
+static void notify_free(dd_rados_notify *w)
+{
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+static void notify_drain(rados_be *b)
+{
+    while (b->abandoned) {
+        dd_rados_notify *w = b->abandoned;
+        b->abandoned = w->next;
+        notify_free(w);
+    }
+}
+
+static void notify_done(rados_completion_t c, void *arg)
+{
+    dd_rados_notify *w = arg;
+    (void)c;
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void notify_bounded(rados_be *b, const char *name)
+{
+    rados_completion_t c = NULL;
+    dd_rados_notify *w = calloc(1, sizeof(*w));
+    if (!w)
+        return;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (rados_aio_create_completion2(w, notify_done, &c) < 0 ||
+        rados_aio_notify(b->io, name, c, NULL, 0, RADOS_NOTIFY_MS, NULL, NULL) < 0) {
+        if (c)
+            rados_aio_release(c);
+        notify_free(w); /* never submitted: no callback */
+        return;
+    }
+    unsigned secs = b->op_timeout + RADOS_NOTIFY_MS / 1000 + 1;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)secs;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
+        ;
+    bool done = w->done;
+    pthread_mutex_unlock(&w->mu);
+    rados_aio_release(c); /* librados keeps it until the op ends */
+    if (done) {
+        notify_free(w);
+        return;
+    }
+    vmt_warn("%s: no answer to the notify of %s within %u s: its watchers may learn of the "
+             "update late",
+             b->url, name, secs);
+    pthread_mutex_lock(&b->mu);
+    w->next = b->abandoned;
+    b->abandoned = w;
+    pthread_mutex_unlock(&b->mu);
 }
 
 /* One compound op: the version check (exclusive create for the first) and
@@ -467,10 +569,10 @@ static int rb_ref_cas(dd_backend *base, const char *name, uint64_t expect, const
     if (r == -EEXIST || r == -ENOENT || r <= -4095)
         return VMT_EBUSY;
     if (r < 0)
-        return dd_rados_err(r, "updating", name);
+        return dd_rados_fail(b, r, "updating", name);
     /* Watchers elsewhere learn of it (ref_watch).  The update stands
      * whatever the notify says: a dead watcher only costs its timeout. */
-    rados_notify2(b->io, name, NULL, 0, RADOS_NOTIFY_MS, NULL, NULL);
+    notify_bounded(b, name);
     return 0;
 }
 
@@ -578,6 +680,7 @@ int dd_be_rados_open(const char *url, bool create, dd_backend **out)
     b->base.pack_default = RADOS_PACK_DEFAULT;
     b->base.lazy_views = true;
     b->lock_timeout = l.lock_timeout ? l.lock_timeout : RADOS_LOCK_TIMEOUT_DEFAULT;
+    b->op_timeout = l.op_timeout ? l.op_timeout : RADOS_OP_TIMEOUT_DEFAULT;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     rc = connect_cluster(b, &l);

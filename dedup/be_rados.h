@@ -23,6 +23,9 @@ typedef struct rados_be {
     rados_t cluster;
     rados_ioctx_t io;
     bool connected;
+    unsigned op_timeout; /* seconds before a request without an answer fails */
+    int timed_out;       /* atomic: a request timed out (close fences, see dd_rados_fail) */
+    struct dd_rados_notify *abandoned; /* notifies given up on (under mu) */
     /* The writer lock (be_rados_lock.c). */
     unsigned lock_timeout; /* seconds; renewed every third of it */
     bool locked;           /* this handle holds the lock */
@@ -72,6 +75,9 @@ int dd_rados_idx_remove(rados_be *b);
 
 /* A VMT_E* code and message for a negative librados result. */
 int dd_rados_err(int r, const char *what, const char *name);
+/* Same for the store's reads and writes: a timeout is VMT_EIO naming the
+ * object and op_timeout, and is remembered on the handle. */
+int dd_rados_fail(rados_be *b, int r, const char *what, const char *name);
 
 /* Takes the writer lock (ops->lock); fences and replaces a lock whose
  * holder died (docs/store-backends.md). */

@@ -65,7 +65,7 @@ static int set_batch(rados_be *b, const char *oid, const uint8_t *recs, size_t n
     rados_write_op_omap_set2(op, kp, vp, kl, vl, n);
     int r = rados_write_op_operate(op, b->io, oid, NULL, 0);
     rados_release_write_op(op);
-    return r < 0 ? dd_rados_err(r, "writing index entries to", oid) : 0;
+    return r < 0 ? dd_rados_fail(b, r, "writing index entries to", oid) : 0;
 }
 
 static int cmp_rec(const void *a, const void *b)
@@ -201,7 +201,7 @@ static int finish_one(rados_be *b, unsigned i, shard_read *r, dd_idx_load_fn fn,
     if (ret == -ENOENT)
         return 0; /* a shard nothing was ever saved to */
     if (ret < 0 || r->prval < 0)
-        return dd_rados_err(ret < 0 ? ret : r->prval, "reading index entries of", oid);
+        return dd_rados_fail(b, ret < 0 ? ret : r->prval, "reading index entries of", oid);
     int rc = consume(i, r->it, after, fn, ctx);
     return rc == 0 && r->more ? load_rest(b, i, after, fn, ctx) : rc;
 }

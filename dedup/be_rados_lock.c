@@ -136,8 +136,11 @@ void dd_rados_unlock(rados_be *b)
     }
     if (!b->locked)
         return;
-    /* A clean release: the next writer has nobody to fence. */
-    if (!__atomic_load_n(&b->lost, __ATOMIC_ACQUIRE))
+    /* A clean release: the next writer has nobody to fence.  Not after a
+     * request timed out: it may still be applied, so the next writer must
+     * fence this client first. */
+    if (!__atomic_load_n(&b->lost, __ATOMIC_ACQUIRE) &&
+        !__atomic_load_n(&b->timed_out, __ATOMIC_ACQUIRE))
         rados_rmxattr(b->io, DD_LOCK_FILE, HOLDER_XATTR);
     rados_unlock(b->io, DD_LOCK_FILE, RADOS_LOCK_NAME, b->cookie);
     b->locked = false;

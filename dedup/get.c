@@ -147,6 +147,14 @@ static void get_range(get_job *j, dd_scratch *sc, size_t from, size_t to)
 {
     for (size_t i = from; i < to; i++) {
         int rc;
+        if (__atomic_load_n(&j->err.rc, __ATOMIC_ACQUIRE) == VMT_EIO) {
+            /* The backend failed (a pack could not be fetched: a RADOS
+             * request timed out): the rest of the batch would wait out the
+             * same failure object by object. */
+            if (j->items)
+                j->items[i].rc = VMT_EIO;
+            continue;
+        }
         if (j->items) {
             vmt_store_get_item *it = &j->items[i];
             rc = get_one(j, sc, &it->id, it->buf, it->cap, &it->len, &it->type);
