@@ -155,6 +155,37 @@ static int parse_url(const char *url, rados_loc *l)
 
 /* ---- connection ---- */
 
+/*
+ * rados_connect on a thread of its own.  librados draws the client's
+ * address nonce from a random engine kept per thread and seeded on first
+ * use, so a process forked from one that had connected draws the same
+ * nonces as its parent: both then reach the cluster under one address, and
+ * fencing one (an OSD blocklist entry) fences the other too (seen: a parent
+ * that took the lock over from a child it had killed blocklisted itself,
+ * ESHUTDOWN on every later request).  A new thread seeds a new engine.
+ */
+typedef struct connect_job {
+    rados_t cluster;
+    int r;
+} connect_job;
+
+static void *connect_thread(void *arg)
+{
+    connect_job *j = arg;
+    j->r = rados_connect(j->cluster);
+    return NULL;
+}
+
+static int connect_fresh(rados_t cluster)
+{
+    connect_job j = {.cluster = cluster, .r = -EIO};
+    pthread_t t;
+    if (pthread_create(&t, NULL, connect_thread, &j) != 0)
+        return rados_connect(cluster); /* no thread: the nonce may repeat a parent's */
+    pthread_join(t, NULL);
+    return j.r;
+}
+
 static int connect_cluster(rados_be *b, const rados_loc *l)
 {
     int r = rados_create(&b->cluster, l->id);
@@ -173,7 +204,7 @@ static int connect_cluster(rados_be *b, const rados_loc *l)
         if ((r = rados_conf_set(b->cluster, opts[i], secs)) < 0)
             return dd_rados_err(r, "setting", opts[i]);
     }
-    if ((r = rados_connect(b->cluster)) < 0)
+    if ((r = connect_fresh(b->cluster)) < 0)
         return dd_rados_err(r, "connecting to the cluster of", l->conf[0] ? l->conf : "(default conf)");
     b->connected = true;
     if ((r = rados_ioctx_create(b->cluster, l->pool, &b->io)) < 0) {
