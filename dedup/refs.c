@@ -49,7 +49,8 @@ int vmt_store_ref_get(vmt_store *s, const char *name, void *buf, size_t cap, siz
     if (n < 8 || dd_get64(data) == 0)
         rc = vmt_error_set(VMT_ECORRUPT, "ref %s in %s is damaged (%zu bytes)", name, s->dir, n);
     if (rc == 0) {
-        *version = dd_get64(data);
+        if (version)
+            *version = dd_get64(data);
         *len = n - 8;
         if (n - 8 > cap)
             rc = vmt_error_set(VMT_ERANGE, "ref %s holds %zu bytes, the buffer %zu", name, n - 8,

@@ -32,6 +32,9 @@ static void test_get_set_and_conflicts(void)
     CU_ASSERT_EQUAL(memcmp(buf, "two!", 4), 0);
     CU_ASSERT_EQUAL(vmt_store_ref_get(s, "vm-a", buf, 2, &len, &v), VMT_ERANGE);
     CU_ASSERT_EQUAL(len, 4);
+    memset(buf, 0, sizeof(buf)); /* the version is optional */
+    DDT_OK(vmt_store_ref_get(s, "vm-a", buf, sizeof(buf), &len, NULL));
+    CU_ASSERT_EQUAL(memcmp(buf, "two!", 4), 0);
     /* The longest name (128 bytes) is a ref of its own: not cut to a
      * shorter object name that another ref could share. */
     char lng[129], lng2[129];

@@ -299,7 +299,8 @@ int vmt_store_stat(vmt_store *s, const vmt_id *id, vmt_store_objinfo *out);
 
 /*
  * Reads ref `name` (1..128 of letters, digits, -_.@) into buf: *len gets its
- * length, *version its version (1 for the first value, +1 per update).
+ * length, *version (may be NULL) its version (1 for the first value, +1 per
+ * update).
  * VMT_ENOENT when there is none, VMT_ERANGE when cap is short (*len says
  * how much is needed).  Any handle, read-only too; thread-safe.
  */
