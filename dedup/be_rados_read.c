@@ -114,7 +114,7 @@ int dd_rados_read_all(rados_be *b, const char *name, uint8_t *buf, size_t len)
                 (r = rados_aio_read(b->io, name, comp[sent], (char *)buf + off, want, off)) < 0)
                 rados_aio_release(comp[sent]);
             if (r < 0) {
-                rc = dd_rados_err(r, "reading", name);
+                rc = dd_rados_fail(b, r, "reading", name);
                 break;
             }
         }
@@ -123,7 +123,7 @@ int dd_rados_read_all(rados_be *b, const char *name, uint8_t *buf, size_t len)
             int r = rados_aio_get_return_value(comp[i]);
             rados_aio_release(comp[i]);
             if (r < 0 && rc == 0)
-                rc = dd_rados_err(r, "reading", name);
+                rc = dd_rados_fail(b, r, "reading", name);
             got += r > 0 ? (size_t)r : 0;
         }
     }
