@@ -203,6 +203,23 @@ bool migfx_wait_step(fx_guest *g, uint64_t step, uint64_t timeout_ns)
     return true;
 }
 
+long migfx_restore_compare(vmt_store *s, const vmt_id *snap, const char *orig, uint64_t at,
+                           vmt_snap_record *rec)
+{
+    fx_guest r;
+    vmt_restore *rs = NULL;
+    if (migfx_restore(&r, s, snap, VMT_RESTORE_EAGER, &rs, rec) != 0)
+        return -1;
+    long n = -1;
+    if (vmt_vm_start(r.vm) == 0 && migfx_wait_step(&r, at + 10, 30 * FX_SEC)) {
+        char *after = vmt_console_buf_dup(r.con, NULL);
+        n = migfx_counter_compare(orig, after, NULL);
+        free(after);
+    }
+    migfx_free(&r, rs);
+    return n;
+}
+
 long migfx_counter_compare(const char *orig, const char *restored, uint64_t *first)
 {
     migfx_line *a = NULL, *b = NULL;

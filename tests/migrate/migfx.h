@@ -76,6 +76,13 @@ bool migfx_wait_step(fx_guest *g, uint64_t step, uint64_t timeout_ns);
  * receives the restored run's first step.
  */
 long migfx_counter_compare(const char *orig, const char *restored, uint64_t *first);
+/*
+ * A counter VM eagerly restored from `snap` (*rec gets its record; may be
+ * NULL) runs until step at + 10 (30 s at most); returns migfx_counter_compare
+ * of its output against `orig`, or -1 when it could not be restored or run.
+ */
+long migfx_restore_compare(vmt_store *s, const vmt_id *snap, const char *orig, uint64_t at,
+                           vmt_snap_record *rec);
 
 /* ---- dirtier ------------------------------------------------------------ */
 

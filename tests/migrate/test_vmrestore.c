@@ -233,19 +233,12 @@ static void irqchip_vm_continues_exactly(void)
     char *orig = vmt_console_buf_dup(g.con, NULL);
     vmt_vmsnap_detach(vs);
     fx_free(&g);
-    fx_guest r;
-    vmt_restore *rs = NULL;
     vmt_snap_record rec;
-    CU_ASSERT_FATAL(migfx_restore(&r, st.s, &b, VMT_RESTORE_EAGER, &rs, &rec) == 0);
+    memset(&rec, 0, sizeof(rec));
+    CU_ASSERT(migfx_restore_compare(st.s, &b, orig, at, &rec) >= 5);
     CU_ASSERT(rec.irqchip);
     CU_ASSERT_EQUAL(rec.vcpus, 2);
-    CU_ASSERT_FATAL(vmt_vm_start(r.vm) == 0);
-    CU_ASSERT(migfx_wait_step(&r, at + 10, T30));
-    char *after = vmt_console_buf_dup(r.con, NULL);
-    CU_ASSERT(migfx_counter_compare(orig, after, NULL) >= 5);
-    free(after);
     free(orig);
-    migfx_free(&r, rs);
 }
 
 static void unknown_snapshots_and_missing_handles_are_refused(void)
