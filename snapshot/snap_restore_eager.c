@@ -54,8 +54,8 @@ typedef struct eager_job {
     pthread_mutex_t qmu; /* guards head/tail */
     eager_buf *head, **tail;
     pthread_mutex_t wmu; /* the writer role */
-    /* Huge-page RAM: region k holds r->pfns[reg[k] .. reg[k+1]) (nnz at the
-     * end); workers take regions from next_reg. */
+    /* Writing through the mapping: region k holds r->pfns[reg[k] ..
+     * reg[k+1]) (nnz at the end); workers take regions from next_reg. */
     uint64_t *reg;
     uint64_t nreg;
     _Atomic uint64_t next_reg;
@@ -198,28 +198,9 @@ static void work_fd(eager_job *j, eager_buf *bufs, bool reporter)
     pthread_mutex_unlock(&j->wmu);
 }
 
-/* Without a memfd: straight into the mapping. */
+/* Straight into the mapping (no memfd, or 2 MiB pages): whole 2 MiB
+ * regions per worker. */
 static void work_map(eager_job *j, bool reporter)
-{
-    vmt_restore *r = j->r;
-    while (!atomic_load(&j->stop)) {
-        uint64_t first = atomic_fetch_add(&j->next, RESTORE_BATCH);
-        if (first >= r->nnz)
-            break;
-        uint64_t n = VMT_MIN((uint64_t)RESTORE_BATCH, r->nnz - first);
-        int rc = read_batch(r, first, n, NULL);
-        if (rc) {
-            fail(j, rc);
-            break;
-        }
-        uint64_t done = atomic_fetch_add(&r->pages_loaded, n) + n;
-        if (reporter && r->o.progress)
-            r->o.progress(r->o.progress_ctx, done, r->nnz);
-    }
-}
-
-/* Huge-page RAM: whole 2 MiB regions straight into the mapping. */
-static void work_huge(eager_job *j, bool reporter)
 {
     vmt_restore *r = j->r;
     while (!atomic_load(&j->stop)) {
@@ -242,8 +223,8 @@ static void work_huge(eager_job *j, bool reporter)
     }
 }
 
-/* The start of each 2 MiB region in r->pfns (ascending), for work_huge. */
-static int huge_regions(eager_job *j)
+/* The start of each 2 MiB region in r->pfns (ascending), for work_map. */
+static int map_regions(eager_job *j)
 {
     vmt_restore *r = j->r;
     const uint64_t per = VMT_HUGE_PAGE_SIZE / VMT_PAGE_SIZE;
@@ -264,10 +245,6 @@ static void eager_work(eager_job *j, bool reporter)
     eager_buf bufs[EAGER_BUFS];
     memset(bufs, 0, sizeof(bufs));
     if (j->reg) {
-        work_huge(j, reporter);
-        return;
-    }
-    if (j->r->ram_fd < 0) {
         work_map(j, reporter);
         return;
     }
@@ -307,7 +284,7 @@ int restore_eager(vmt_restore *r)
     unsigned nt = eager_threads(r), started = 1;
 
     j.tail = &j.head;
-    if (r->o.ram_huge && r->nnz > 0 && huge_regions(&j) != 0)
+    if ((r->ram_fd < 0 || r->o.ram_huge) && r->nnz > 0 && map_regions(&j) != 0)
         return vmt_error_set(VMT_ENOMEM, "restore: out of memory for the region list");
     pthread_mutex_init(&j.qmu, NULL);
     pthread_mutex_init(&j.wmu, NULL);
