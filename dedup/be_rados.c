@@ -428,7 +428,7 @@ static int rb_list(dd_backend *base, const char *folder, dd_blist_fn fn, void *c
     size_t flen = strcmp(folder, ".") ? strlen(folder) : 0;
     int r = rados_nobjects_list_open(b->io, &lc);
     if (r < 0)
-        return dd_rados_err(r, "listing", b->url);
+        return dd_rados_fail(b, r, "listing", b->url);
     int rc = 0;
     const char *entry;
     while (rc == 0 && (r = rados_nobjects_list_next(lc, &entry, NULL, NULL)) == 0) {
@@ -439,7 +439,7 @@ static int rb_list(dd_backend *base, const char *folder, dd_blist_fn fn, void *c
     }
     rados_nobjects_list_close(lc);
     if (rc == 0 && r < 0 && r != -ENOENT)
-        rc = dd_rados_err(r, "listing", b->url);
+        rc = dd_rados_fail(b, r, "listing", b->url);
     return rc;
 }
 

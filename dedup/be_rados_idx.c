@@ -101,7 +101,7 @@ static int prune(rados_be *b, const char *oid, const uint8_t *recs, size_t n)
         if (r == -ENOENT)
             return 0; /* no shard object yet: nothing to prune */
         if (r < 0 || prval < 0)
-            return dd_rados_err(r < 0 ? r : prval, "listing index entries of", oid);
+            return dd_rados_fail(b, r < 0 ? r : prval, "listing index entries of", oid);
         if (nd) {
             const char *kp[OMAP_BATCH];
             size_t kl[OMAP_BATCH];
@@ -114,7 +114,7 @@ static int prune(rados_be *b, const char *oid, const uint8_t *recs, size_t n)
             r = rados_write_op_operate(op, b->io, oid, NULL, 0);
             rados_release_write_op(op);
             if (r < 0)
-                rc = dd_rados_err(r, "removing index entries from", oid);
+                rc = dd_rados_fail(b, r, "removing index entries from", oid);
         }
     }
     return rc;
@@ -176,7 +176,7 @@ static int load_rest(rados_be *b, unsigned shard, char after[HEXLEN + 1], dd_idx
             rados_omap_get_end(it);
         rados_release_read_op(rop);
         if (r < 0 || prval < 0)
-            return dd_rados_err(r < 0 ? r : prval, "reading index entries of", oid);
+            return dd_rados_fail(b, r < 0 ? r : prval, "reading index entries of", oid);
         if (rc != 0)
             return rc;
     }
@@ -250,7 +250,7 @@ static int remove_shard(void *ctx, const char *name)
     if (strncmp(name, "index.", 6) != 0 || strlen(name) != 8)
         return 0;
     int r = rados_remove(b->io, name);
-    return r < 0 && r != -ENOENT ? dd_rados_err(r, "removing", name) : 0;
+    return r < 0 && r != -ENOENT ? dd_rados_fail(b, r, "removing", name) : 0;
 }
 
 int dd_rados_idx_remove(rados_be *b)
