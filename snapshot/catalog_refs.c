@@ -182,22 +182,32 @@ static void refs_close(vmt_catalog *c)
 
 /* ---- refs ----------------------------------------------------------------- */
 
+/* Reads ref `ref` (at key) into *id: *present false when absent (or a
+ * tombstone), *ver its version. */
+static int read_ref(vmt_catalog *c, const char *ref, const char *key, vmt_id *id, bool *present,
+                    uint64_t *ver)
+{
+    uint8_t buf[sizeof(vmt_id)];
+    size_t len;
+    int rc = cat_rget(c, key, buf, sizeof(buf), &len, ver);
+    if (rc == VMT_ERANGE || (rc == 0 && len && len != sizeof(buf)))
+        return vmt_error_set(VMT_ECORRUPT, "catalog %s: ref %s (%s) is damaged", c->path, ref, key);
+    *present = rc == 0 && len > 0;
+    if (*present)
+        memcpy(id->b, buf, sizeof(id->b));
+    return rc;
+}
+
 static int refs_get_ref(vmt_catalog *c, const char *ref, vmt_id *out)
 {
     char key[CAT_KEY_MAX];
-    uint8_t buf[sizeof(vmt_id)];
-    size_t len;
+    bool present;
     uint64_t ver;
     ref_key(ref, key);
-    int rc = cat_rget(c, key, buf, sizeof(buf), &len, &ver);
-    if (rc == VMT_ERANGE || (rc == 0 && len && len != sizeof(vmt_id)))
-        return vmt_error_set(VMT_ECORRUPT, "catalog %s: ref %s (%s) is damaged", c->path, ref, key);
-    if (rc)
-        return rc;
-    if (len == 0)
-        return vmt_error_set(VMT_ENOENT, "no ref %s", ref);
-    memcpy(out->b, buf, sizeof(out->b));
-    return 0;
+    int rc = read_ref(c, ref, key, out, &present, &ver);
+    if (rc == 0 && !present)
+        rc = vmt_error_set(VMT_ENOENT, "no ref %s", ref);
+    return rc;
 }
 
 /*
@@ -209,21 +219,17 @@ static int refs_get_ref(vmt_catalog *c, const char *ref, vmt_id *out)
 static int refs_update(vmt_catalog *c, const char *ref, const vmt_id *id, const vmt_id *expect)
 {
     char key[CAT_KEY_MAX];
-    uint8_t buf[sizeof(vmt_id)];
-    size_t len;
-    uint64_t ver;
     ref_key(ref, key);
     for (unsigned t = 0; t < CAT_CAS_TRIES; t++) {
-        int rc = cat_rget(c, key, buf, sizeof(buf), &len, &ver);
-        if (rc == VMT_ERANGE || (rc == 0 && len && len != sizeof(vmt_id)))
-            return vmt_error_set(VMT_ECORRUPT, "catalog %s: ref %s is damaged", c->path, ref);
+        vmt_id have;
+        bool present;
+        uint64_t ver;
+        int rc = read_ref(c, ref, key, &have, &present, &ver);
         if (rc)
             return rc;
-        vmt_id have;
-        memcpy(have.b, buf, sizeof(have.b));
-        if (expect && (rc = cat_check_expect(ref, len ? &have : NULL, expect)) != 0)
+        if (expect && (rc = cat_check_expect(ref, present ? &have : NULL, expect)) != 0)
             return rc;
-        if (!id && len == 0)
+        if (!id && !present)
             return vmt_error_set(VMT_ENOENT, "no ref %s", ref);
         rc = cat_rset(c, key, ver, id ? id->b : NULL, id ? sizeof(id->b) : 0);
         if (rc != VMT_EBUSY)
