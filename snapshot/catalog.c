@@ -59,6 +59,18 @@ int cat_check_expect(const char *ref, const vmt_id *have, const vmt_id *expect)
     return vmt_error_set(VMT_EBUSY, "ref %s is at %s, expected %s", ref, cur, want);
 }
 
+int cat_no_snapshot(const vmt_id *id)
+{
+    char hex[VMT_ID_HEX_LEN + 1];
+    vmt_id_to_hex(id, hex);
+    return vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
+}
+
+void cat_head_ref(char ref[CATALOG_REF_MAX], const char *vm)
+{
+    snprintf(ref, CATALOG_REF_MAX, "vm/%s/HEAD", vm);
+}
+
 int cat_check_unreferenced(const vmt_catalog_ref *refs, size_t n, const vmt_id *id)
 {
     char hex[VMT_ID_HEX_LEN + 1];

@@ -150,6 +150,12 @@ bool cat_ref_valid(const char *ref);
  * against *expect (the zero id: must be absent); VMT_EBUSY saying which. */
 int cat_check_expect(const char *ref, const vmt_id *have, const vmt_id *expect);
 
+/* VMT_ENOENT: snapshot id is not in the catalog. */
+int cat_no_snapshot(const vmt_id *id);
+
+/* "vm/NAME/HEAD" into ref. */
+void cat_head_ref(char ref[CATALOG_REF_MAX], const char *vm);
+
 /* VMT_EBUSY naming the first ref (by name) of refs[0..n) at id; else 0. */
 int cat_check_unreferenced(const vmt_catalog_ref *refs, size_t n, const vmt_id *id);
 

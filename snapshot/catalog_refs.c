@@ -254,9 +254,10 @@ static bool key_ref(const char *key, char ref[CATALOG_REF_MAX])
     char name[VMT_SNAP_NAME_MAX];
     if (cat_key_name(key, CAT_TAG_PREFIX, name, sizeof(name)))
         return snprintf(ref, CATALOG_REF_MAX, "tag/%s", name) > 0;
-    if (cat_key_name(key, CAT_HEAD_PREFIX, name, sizeof(name)))
-        return snprintf(ref, CATALOG_REF_MAX, "vm/%s/HEAD", name) > 0;
-    return false;
+    if (!cat_key_name(key, CAT_HEAD_PREFIX, name, sizeof(name)))
+        return false;
+    cat_head_ref(ref, name);
+    return true;
 }
 
 static int cmp_ref(const void *a, const void *b)
@@ -390,15 +391,11 @@ static int read_entry(vmt_catalog *c, const char *key, vmt_catalog_snap *s, bool
 
 static int refs_get_snapshot(vmt_catalog *c, const vmt_id *id, vmt_catalog_snap *out)
 {
-    char key[CAT_KEY_MAX], hex[VMT_ID_HEX_LEN + 1];
+    char key[CAT_KEY_MAX];
     bool present;
     snap_key(id, key);
     int rc = read_entry(c, key, out, &present);
-    if (rc == 0 && !present) {
-        vmt_id_to_hex(id, hex);
-        rc = vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
-    }
-    return rc;
+    return rc == 0 && !present ? cat_no_snapshot(id) : rc;
 }
 
 /* Tombstones the entry if it is at version ver (VMT_EBUSY when not). */
@@ -415,13 +412,12 @@ static int tombstone(vmt_catalog *c, const char *key, uint64_t ver)
  */
 static int refs_remove_snapshot(vmt_catalog *c, const vmt_id *id)
 {
-    char key[CAT_KEY_MAX], hex[VMT_ID_HEX_LEN + 1];
+    char key[CAT_KEY_MAX];
     uint8_t entry[VMT_STORE_REF_MAX];
     vmt_catalog_ref *refs = NULL;
     size_t nr = 0, len = 0;
     uint64_t ver = 0;
     snap_key(id, key);
-    vmt_id_to_hex(id, hex);
     int rc = 0;
     for (unsigned t = 0;; t++) {
         free(refs);
@@ -430,7 +426,7 @@ static int refs_remove_snapshot(vmt_catalog *c, const vmt_id *id)
         rc = rc ? rc : cat_check_unreferenced(refs, nr, id);
         rc = rc ? rc : cat_rget(c, key, entry, sizeof(entry), &len, &ver);
         if (rc == 0 && len == 0)
-            rc = vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
+            rc = cat_no_snapshot(id);
         if (rc)
             break;
         if ((rc = tombstone(c, key, ver)) != VMT_EBUSY)

@@ -136,7 +136,7 @@ int cat_refs_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
         return cat_conflict(c, key);
     if (rc || !vm->has_head)
         return rc;
-    snprintf(ref, sizeof(ref), "vm/%s/HEAD", vm->name);
+    cat_head_ref(ref, vm->name);
     return c->ops->set_ref(c, ref, &vm->head, NULL);
 }
 
@@ -144,7 +144,7 @@ int cat_refs_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
 static int read_head(vmt_catalog *c, vmt_catalog_vm *vm)
 {
     char ref[CATALOG_REF_MAX];
-    snprintf(ref, sizeof(ref), "vm/%s/HEAD", vm->name);
+    cat_head_ref(ref, vm->name);
     int rc = c->ops->get_ref(c, ref, &vm->head);
     vm->has_head = rc == 0;
     if (rc == VMT_ENOENT) {

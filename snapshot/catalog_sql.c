@@ -293,18 +293,18 @@ static int sql_add_snapshot(vmt_catalog *c, const vmt_id *id, const vmt_snap_rec
 }
 
 /* VMT_EBUSY naming a ref that points at id, 0 when none does. */
-static int check_unreferenced(vmt_catalog *c, const vmt_id *id, const char *hex)
+static int check_unreferenced(vmt_catalog *c, const vmt_id *id)
 {
     sqlite3_stmt *st;
-    char ref[CATALOG_REF_MAX];
+    vmt_catalog_ref ref = {.id = *id};
     int rc = cat_prepare(c, "SELECT name FROM refs WHERE id = ?1 ORDER BY name LIMIT 1", &st);
     if (rc)
         return rc;
     cat_bind_id(st, 1, id);
     int src = sqlite3_step(st);
     if (src == SQLITE_ROW) {
-        cat_column_text(st, 0, ref, sizeof(ref));
-        rc = vmt_error_set(VMT_EBUSY, "snapshot %s is still referenced by %s", hex, ref);
+        cat_column_text(st, 0, ref.name, sizeof(ref.name));
+        rc = cat_check_unreferenced(&ref, 1, id);
     } else if (src != SQLITE_DONE) {
         rc = cat_error(c, src, "looking up refs");
     }
@@ -312,7 +312,7 @@ static int check_unreferenced(vmt_catalog *c, const vmt_id *id, const char *hex)
     return rc;
 }
 
-static int delete_snapshot(vmt_catalog *c, const vmt_id *id, const char *hex)
+static int delete_snapshot(vmt_catalog *c, const vmt_id *id)
 {
     sqlite3_stmt *st;
     int rc = cat_prepare(c, "DELETE FROM snapshots WHERE id = ?1", &st);
@@ -324,21 +324,18 @@ static int delete_snapshot(vmt_catalog *c, const vmt_id *id, const char *hex)
     if (src != SQLITE_DONE)
         return cat_error(c, src, "removing a snapshot");
     if (sqlite3_changes(c->db) == 0)
-        return vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
+        return cat_no_snapshot(id);
     return 0;
 }
 
 static int sql_remove_snapshot(vmt_catalog *c, const vmt_id *id)
 {
-    char hex[VMT_ID_HEX_LEN + 1];
-
-    vmt_id_to_hex(id, hex);
     int rc = cat_begin(c);
     if (rc)
         return rc;
-    rc = check_unreferenced(c, id, hex);
+    rc = check_unreferenced(c, id);
     if (rc == 0)
-        rc = delete_snapshot(c, id, hex);
+        rc = delete_snapshot(c, id);
     return cat_end(c, rc);
 }
 
@@ -378,7 +375,6 @@ static int sql_list_snapshots(vmt_catalog *c, vmt_catalog_snap **out, size_t *n)
 
 static int sql_get_snapshot(vmt_catalog *c, const vmt_id *id, vmt_catalog_snap *out)
 {
-    char hex[VMT_ID_HEX_LEN + 1];
     sqlite3_stmt *st;
     int rc = cat_prepare(c,
                          "SELECT id, parent, time_ns, vm_name, 0, substr(message, 1, 255) "
@@ -391,8 +387,7 @@ static int sql_get_snapshot(vmt_catalog *c, const vmt_id *id, vmt_catalog_snap *
     if (src == SQLITE_ROW) {
         rc = read_snap_row(st, out);
     } else if (src == SQLITE_DONE) {
-        vmt_id_to_hex(id, hex);
-        rc = vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
+        rc = cat_no_snapshot(id);
     } else {
         rc = cat_error(c, src, "reading a snapshot");
     }

@@ -55,7 +55,7 @@ static int upsert_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
 static int set_head(vmt_catalog *c, const vmt_catalog_vm *vm)
 {
     char ref[CATALOG_REF_MAX];
-    snprintf(ref, sizeof(ref), "vm/%s/HEAD", vm->name);
+    cat_head_ref(ref, vm->name);
     return cat_sql_upsert_ref(c, ref, &vm->head);
 }
 
