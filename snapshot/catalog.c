@@ -66,6 +66,11 @@ int cat_no_snapshot(const vmt_id *id)
     return vmt_error_set(VMT_ENOENT, "snapshot %s is not in the catalog", hex);
 }
 
+int cat_no_vm(const char *name)
+{
+    return vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
+}
+
 void cat_head_ref(char ref[CATALOG_REF_MAX], const char *vm)
 {
     snprintf(ref, CATALOG_REF_MAX, "vm/%s/HEAD", vm);
@@ -290,7 +295,7 @@ int vmt_catalog_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
     if (!c || !name || !out)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_get_vm: NULL argument");
     if (!snap_name_valid(name))
-        return vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
+        return cat_no_vm(name);
     return c->ops->get_vm(c, name, out);
 }
 
@@ -306,6 +311,6 @@ int vmt_catalog_unregister_vm(vmt_catalog *c, const char *name)
     if (!c || !name)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_unregister_vm: NULL argument");
     if (!snap_name_valid(name))
-        return vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
+        return cat_no_vm(name);
     return c->ops->unregister_vm(c, name);
 }

@@ -153,6 +153,9 @@ int cat_check_expect(const char *ref, const vmt_id *have, const vmt_id *expect);
 /* VMT_ENOENT: snapshot id is not in the catalog. */
 int cat_no_snapshot(const vmt_id *id);
 
+/* VMT_ENOENT: no VM registered as name. */
+int cat_no_vm(const char *name);
+
 /* "vm/NAME/HEAD" into ref. */
 void cat_head_ref(char ref[CATALOG_REF_MAX], const char *vm);
 

@@ -162,7 +162,7 @@ int cat_refs_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
     cat_key(key, CAT_VM_PREFIX, name);
     int rc = read_vm(c, key, out, &present, &ver);
     if (rc == 0 && !present)
-        rc = vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
+        rc = cat_no_vm(name);
     return rc ? rc : read_head(c, out);
 }
 
@@ -207,7 +207,7 @@ int cat_refs_unregister_vm(vmt_catalog *c, const char *name)
         uint64_t ver;
         int rc = read_vm(c, key, &old, &present, &ver);
         if (rc == 0 && !present)
-            rc = vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
+            rc = cat_no_vm(name);
         if (rc == 0)
             rc = cat_rset(c, key, ver, NULL, 0);
         if (rc != VMT_EBUSY)

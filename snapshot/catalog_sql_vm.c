@@ -107,7 +107,7 @@ int cat_sql_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
     if (src == SQLITE_ROW)
         rc = read_vm_row(st, out);
     else if (src == SQLITE_DONE)
-        rc = vmt_error_set(VMT_ENOENT, "no VM named %.64s", name);
+        rc = cat_no_vm(name);
     else
         rc = cat_error(c, src, "reading a VM");
     sqlite3_finalize(st);
@@ -127,5 +127,5 @@ int cat_sql_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n)
 int cat_sql_unregister_vm(vmt_catalog *c, const char *name)
 {
     int rc = cat_sql_delete_named(c, "DELETE FROM vms WHERE name = ?1", name, "unregistering a VM");
-    return rc == VMT_ENOENT ? vmt_error_set(VMT_ENOENT, "no VM named %.64s", name) : rc;
+    return rc == VMT_ENOENT ? cat_no_vm(name) : rc;
 }
