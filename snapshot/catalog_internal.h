@@ -131,9 +131,14 @@ int cat_rget(vmt_catalog *c, const char *key, uint8_t *buf, size_t cap, size_t *
 int cat_rset(vmt_catalog *c, const char *key, uint64_t ver, const void *data, size_t len);
 /* The error after CAT_CAS_TRIES lost compare-and-swaps on key. */
 int cat_conflict(vmt_catalog *c, const char *key);
-/* Every key starting with prefix, sorted (caller frees with cat_free_keys). */
-int cat_list_keys(vmt_catalog *c, const char *prefix, char ***keys, size_t *n);
-void cat_free_keys(char **keys, size_t n);
+/* Reads one key into the element at elem (zeroed); *present false to skip
+ * it (absent, a tombstone, not of this listing). */
+typedef int (*cat_read_fn)(vmt_catalog *c, const char *key, void *elem, bool *present);
+/* Lists the keys starting with prefix and reads each, in key order, into a
+ * new array of the present ones (*out, caller frees; *n `size`-byte
+ * elements). */
+int cat_read_keys(vmt_catalog *c, const char *prefix, size_t size, cat_read_fn read, void **out,
+                  size_t *n);
 
 /* Refs-catalog VMs (catalog_refs_vm.c). */
 int cat_refs_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm);

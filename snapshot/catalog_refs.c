@@ -120,12 +120,20 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int cat_list_keys(vmt_catalog *c, const char *prefix, char ***keys, size_t *n)
+static void free_keys(char **keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+}
+
+/* Every key starting with prefix, sorted (caller frees with free_keys). */
+static int list_keys(vmt_catalog *c, const char *prefix, char ***keys, size_t *n)
 {
     key_list l = {0};
     int rc = vmt_store_ref_list(c->store, prefix, add_key, &l);
     if (rc) {
-        cat_free_keys(l.v, l.n);
+        free_keys(l.v, l.n);
         return vmt_error_wrap(rc, "catalog %s: listing", c->path);
     }
     if (l.n)
@@ -135,11 +143,29 @@ int cat_list_keys(vmt_catalog *c, const char *prefix, char ***keys, size_t *n)
     return 0;
 }
 
-void cat_free_keys(char **keys, size_t n)
+int cat_read_keys(vmt_catalog *c, const char *prefix, size_t size, cat_read_fn read, void **out,
+                  size_t *n)
 {
-    for (size_t i = 0; i < n; i++)
-        free(keys[i]);
-    free(keys);
+    char **keys = NULL;
+    size_t nk = 0, k = 0;
+    int rc = list_keys(c, prefix, &keys, &nk);
+    uint8_t *v = rc == 0 ? vmt_reallocn(NULL, nk + 1, size) : NULL;
+    if (rc == 0 && !v)
+        rc = vmt_error_set(VMT_ENOMEM, "out of memory listing the catalog");
+    for (size_t i = 0; rc == 0 && i < nk; i++) {
+        bool present = false;
+        memset(v + size * k, 0, size);
+        rc = read(c, keys[i], v + size * k, &present);
+        k += rc == 0 && present;
+    }
+    free_keys(keys, nk);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = k;
+    return 0;
 }
 
 /* ---- format --------------------------------------------------------------- */
@@ -265,32 +291,24 @@ static int cmp_ref(const void *a, const void *b)
     return strcmp(((const vmt_catalog_ref *)a)->name, ((const vmt_catalog_ref *)b)->name);
 }
 
+/* cat_read_fn: the tag or HEAD at key; other keys are skipped. */
+static int read_ref_key(vmt_catalog *c, const char *key, void *elem, bool *present)
+{
+    vmt_catalog_ref *r = elem;
+    uint64_t ver;
+    if (!key_ref(key, r->name))
+        return 0;
+    return read_ref(c, r->name, key, &r->id, present, &ver);
+}
+
 static int refs_list_refs(vmt_catalog *c, vmt_catalog_ref **out, size_t *n)
 {
-    char **keys = NULL;
-    size_t nk = 0, k = 0;
-    int rc = cat_list_keys(c, CAT_REF_PREFIX, &keys, &nk);
-    vmt_catalog_ref *v = rc == 0 ? vmt_reallocn(NULL, nk + 1, sizeof(*v)) : NULL;
-    if (rc == 0 && !v)
-        rc = vmt_error_set(VMT_ENOMEM, "out of memory listing refs");
-    for (size_t i = 0; rc == 0 && i < nk; i++) {
-        memset(&v[k], 0, sizeof(v[k]));
-        if (!key_ref(keys[i], v[k].name))
-            continue;
-        rc = refs_get_ref(c, v[k].name, &v[k].id);
-        if (rc == 0)
-            k++;
-        else if (rc == VMT_ENOENT) /* a tombstone, or deleted since the listing */
-            rc = 0;
-    }
-    cat_free_keys(keys, nk);
-    if (rc) {
-        free(v);
+    void *v = NULL;
+    int rc = cat_read_keys(c, CAT_REF_PREFIX, sizeof(vmt_catalog_ref), read_ref_key, &v, n);
+    if (rc)
         return rc;
-    }
-    qsort(v, k, sizeof(*v), cmp_ref);
+    qsort(v, *n, sizeof(vmt_catalog_ref), cmp_ref);
     *out = v;
-    *n = k;
     return 0;
 }
 
@@ -464,37 +482,20 @@ static int cmp_snap_id(const void *a, const void *b)
                   sizeof(vmt_id));
 }
 
-/* Reads the entries of keys[0..nk) into a new array of the present ones. */
-static int read_entries(vmt_catalog *c, char **keys, size_t nk, vmt_catalog_snap **out, size_t *n)
+/* cat_read_fn over read_entry. */
+static int read_entry_key(vmt_catalog *c, const char *key, void *elem, bool *present)
 {
-    vmt_catalog_snap *v = vmt_reallocn(NULL, nk + 1, sizeof(*v));
-    size_t k = 0;
-    if (!v)
-        return vmt_error_set(VMT_ENOMEM, "out of memory listing snapshots");
-    for (size_t i = 0; i < nk; i++) {
-        bool present;
-        int rc = read_entry(c, keys[i], &v[k], &present);
-        if (rc) {
-            free(v);
-            return rc;
-        }
-        k += present;
-    }
-    *out = v;
-    *n = k;
-    return 0;
+    return read_entry(c, key, elem, present);
 }
 
 static int refs_list_snapshots(vmt_catalog *c, vmt_catalog_snap **out, size_t *n)
 {
-    char **keys = NULL;
-    size_t nk = 0, k = 0;
-    vmt_catalog_snap *v = NULL;
-    int rc = cat_list_keys(c, SNAP_PREFIX, &keys, &nk);
-    rc = rc ? rc : read_entries(c, keys, nk, &v, &k);
-    cat_free_keys(keys, nk);
+    void *all = NULL;
+    size_t k = 0;
+    int rc = cat_read_keys(c, SNAP_PREFIX, sizeof(vmt_catalog_snap), read_entry_key, &all, &k);
     if (rc)
         return rc;
+    vmt_catalog_snap *v = all;
     /* parent_present: look each parent up among the entries (by id). */
     qsort(v, k, sizeof(*v), cmp_snap_id);
     for (size_t i = 0; i < k; i++) {
@@ -510,16 +511,15 @@ static int refs_list_snapshots(vmt_catalog *c, vmt_catalog_snap **out, size_t *n
 
 static int refs_find_prefix(vmt_catalog *c, const char *lo, vmt_id *ids, size_t cap, size_t *count)
 {
-    char prefix[CAT_KEY_MAX], **keys = NULL;
-    size_t nk = 0, k = 0;
-    vmt_catalog_snap *v = NULL;
+    char prefix[CAT_KEY_MAX];
+    size_t k = 0;
+    void *all = NULL;
     snprintf(prefix, sizeof(prefix), SNAP_PREFIX "%s", lo);
-    int rc = cat_list_keys(c, prefix, &keys, &nk);
     /* Keys sort as their hex does; tombstones are not snapshots. */
-    rc = rc ? rc : read_entries(c, keys, nk, &v, &k);
-    cat_free_keys(keys, nk);
+    int rc = cat_read_keys(c, prefix, sizeof(vmt_catalog_snap), read_entry_key, &all, &k);
     if (rc)
         return rc;
+    vmt_catalog_snap *v = all;
     for (size_t i = 0; i < k && i < cap; i++)
         ids[i] = v[i].id;
     *count = k;

@@ -171,29 +171,22 @@ static int cmp_vm(const void *a, const void *b)
     return strcmp(((const vmt_catalog_vm *)a)->name, ((const vmt_catalog_vm *)b)->name);
 }
 
+/* cat_read_fn: the registration at key and its HEAD. */
+static int read_vm_key(vmt_catalog *c, const char *key, void *elem, bool *present)
+{
+    uint64_t ver;
+    int rc = read_vm(c, key, elem, present, &ver);
+    return rc == 0 && *present ? read_head(c, elem) : rc;
+}
+
 int cat_refs_list_vms(vmt_catalog *c, vmt_catalog_vm **out, size_t *n)
 {
-    char **keys = NULL;
-    size_t nk = 0, k = 0;
-    int rc = cat_list_keys(c, CAT_VM_PREFIX, &keys, &nk);
-    vmt_catalog_vm *v = rc == 0 ? vmt_reallocn(NULL, nk + 1, sizeof(*v)) : NULL;
-    if (rc == 0 && !v)
-        rc = vmt_error_set(VMT_ENOMEM, "out of memory listing VMs");
-    for (size_t i = 0; rc == 0 && i < nk; i++) {
-        bool present;
-        uint64_t ver;
-        rc = read_vm(c, keys[i], &v[k], &present, &ver);
-        if (rc == 0 && present && (rc = read_head(c, &v[k])) == 0)
-            k++;
-    }
-    cat_free_keys(keys, nk);
-    if (rc) {
-        free(v);
+    void *v = NULL;
+    int rc = cat_read_keys(c, CAT_VM_PREFIX, sizeof(vmt_catalog_vm), read_vm_key, &v, n);
+    if (rc)
         return rc;
-    }
-    qsort(v, k, sizeof(*v), cmp_vm);
+    qsort(v, *n, sizeof(vmt_catalog_vm), cmp_vm);
     *out = v;
-    *n = k;
     return 0;
 }
 
