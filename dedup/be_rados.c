@@ -647,7 +647,7 @@ static int rb_ref_watch(dd_backend *base, const char *name, void (*fn)(void *ctx
     int r = rados_watch2(b->io, w->oid, &w->cookie, on_notify, on_watch_error, w);
     if (r < 0) {
         free(w);
-        return dd_rados_err(r, "watching", name);
+        return dd_rados_fail(b, r, "watching", name);
     }
     *handle = w;
     return 0;

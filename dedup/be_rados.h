@@ -73,7 +73,9 @@ int dd_rados_idx_load(dd_backend *b, dd_idx_load_fn fn, void *ctx);
 /* Removes every index shard object (store removal). */
 int dd_rados_idx_remove(rados_be *b);
 
-/* A VMT_E* code and message for a negative librados result. */
+/* A VMT_E* code and message for a negative librados result: for steps
+ * that are not requests to the OSDs (connecting, configuration, submitting
+ * an aio); a request that can time out uses dd_rados_fail. */
 int dd_rados_err(int r, const char *what, const char *name);
 /* Same for the store's reads and writes: a timeout is VMT_EIO naming the
  * object and op_timeout, and is remembered on the handle. */

@@ -78,7 +78,7 @@ static int take_over(rados_be *b)
     }
     r = rados_setxattr(b->io, DD_LOCK_FILE, HOLDER_XATTR, mine, strlen(mine));
     free(mine);
-    return r < 0 ? dd_rados_err(r, "recording the holder of", b->url) : 0;
+    return r < 0 ? dd_rados_fail(b, r, "recording the holder of", b->url) : 0;
 }
 
 /* VMT_EBUSY naming the lock's holder, from its cookie "host:pid:time". */
@@ -111,7 +111,7 @@ int dd_rados_lock(dd_backend *base)
     if (r == -EBUSY || r == -EEXIST)
         return holder_error(b);
     if (r < 0)
-        return dd_rados_err(r, "locking", b->url);
+        return dd_rados_fail(b, r, "locking", b->url);
     b->locked = true;
     int rc = take_over(b);
     if (rc == 0 && pthread_create(&b->renewer, NULL, renew_loop, b) != 0)
