@@ -119,6 +119,21 @@ int cat_sql_unregister_vm(vmt_catalog *c, const char *name);
 #define CAT_HEAD_PREFIX "cat.h." /* vm/N/HEAD */
 #define CAT_VM_PREFIX "cat.v."   /* VM registrations */
 
+/*
+ * Entry codecs of the refs backend (the bytes of cat.s.HEX and cat.v.NAME;
+ * hostile input: they come from a shared pool).  decode checks every length
+ * and field and returns VMT_ECORRUPT naming `where` and key; encode writes
+ * at most CAT_REFS_SNAP_ENTRY_MAX / CAT_REFS_VM_ENTRY_MAX bytes.
+ */
+#define CAT_REFS_SNAP_ENTRY_MAX (2 + 16 + 24 + 2 + VMT_SNAP_NAME_MAX + 255)
+#define CAT_REFS_VM_ENTRY_MAX (21 + 1 + VMT_CATALOG_HOST_MAX + 2 * (2 + VMT_SNAP_PATH_MAX))
+size_t cat_refs_snap_encode(const vmt_snap_record *r, uint8_t *p);
+int cat_refs_snap_decode(const char *where, const char *key, const uint8_t *p, size_t len,
+                         vmt_catalog_snap *s);
+size_t cat_refs_vm_encode(const vmt_catalog_vm *vm, const char *host, uint8_t *p);
+int cat_refs_vm_decode(const char *where, const char *key, const uint8_t *p, size_t len,
+                       vmt_catalog_vm *vm);
+
 /* key = prefix + name with every '.' of name written '@'. */
 void cat_key(char key[CAT_KEY_MAX], const char *prefix, const char *name);
 /* The name in a key of `prefix` (into name[cap]); false when it is not one

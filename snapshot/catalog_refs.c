@@ -331,8 +331,11 @@ static uint64_t get64(const uint8_t *p)
 /* version, flags, parent[16], time, mem_size, nonzero, then vm_name and the
  * message's first line, each a length byte and the bytes. */
 #define SNAP_FIXED (2 + 16 + 24)
+_Static_assert(SNAP_FIXED + 2 + VMT_SNAP_NAME_MAX + SNAP_MSG_MAX <= CAT_REFS_SNAP_ENTRY_MAX &&
+                   CAT_REFS_SNAP_ENTRY_MAX <= VMT_STORE_REF_MAX,
+               "a snapshot entry fits one ref");
 
-static size_t snap_encode(const vmt_snap_record *r, uint8_t *p)
+size_t cat_refs_snap_encode(const vmt_snap_record *r, uint8_t *p)
 {
     size_t vl = strlen(r->vm_name), ml = strcspn(r->message, "\n");
     vl = VMT_MIN(vl, (size_t)VMT_SNAP_NAME_MAX - 1);
@@ -354,22 +357,30 @@ static size_t snap_encode(const vmt_snap_record *r, uint8_t *p)
     return o + ml;
 }
 
-static int snap_decode(vmt_catalog *c, const char *key, const uint8_t *p, size_t len,
-                       vmt_catalog_snap *s)
+int cat_refs_snap_decode(const char *where, const char *key, const uint8_t *p, size_t len,
+                         vmt_catalog_snap *s)
 {
     memset(s, 0, sizeof(*s));
     size_t vl = len > SNAP_FIXED ? p[SNAP_FIXED] : 0;
     size_t ml = len > SNAP_FIXED + 1 + vl ? p[SNAP_FIXED + 1 + vl] : 0;
-    if (len < SNAP_FIXED + 2 || p[0] != SNAP_ENTRY_VERSION || p[1] > 1 || vl >= VMT_SNAP_NAME_MAX ||
-        len != SNAP_FIXED + 2 + vl + ml || vmt_id_from_hex(key + strlen(SNAP_PREFIX), &s->id) != 0)
+    const uint8_t *vm = p + SNAP_FIXED + 1, *msg = p + SNAP_FIXED + 2 + vl;
+    /* The texts hold no NUL (they were C strings), the message no line
+     * break (only its first line is kept), and without a parent its 16
+     * bytes are zero: exactly what snap_encode writes. */
+    static const uint8_t no_parent[16];
+    if (len < SNAP_FIXED + 2 || p[0] != SNAP_ENTRY_VERSION || p[1] > 1 ||
+        (p[1] == 0 && memcmp(p + 2, no_parent, 16) != 0) || vl >= VMT_SNAP_NAME_MAX ||
+        len != SNAP_FIXED + 2 + vl + ml || memchr(vm, 0, vl) || memchr(msg, 0, ml) ||
+        memchr(msg, '\n', ml) || strncmp(key, SNAP_PREFIX, strlen(SNAP_PREFIX)) != 0 ||
+        vmt_id_from_hex(key + strlen(SNAP_PREFIX), &s->id) != 0)
         return vmt_error_set(VMT_ECORRUPT, "catalog %s: snapshot entry %s is damaged (%zu bytes)",
-                             c->path, key, len);
+                             where, key, len);
     s->has_parent = p[1];
     if (s->has_parent)
         memcpy(s->parent.b, p + 2, 16);
     s->time_ns = get64(p + 18);
-    memcpy(s->vm_name, p + SNAP_FIXED + 1, vl);
-    memcpy(s->message, p + SNAP_FIXED + 2 + vl, ml);
+    memcpy(s->vm_name, vm, vl);
+    memcpy(s->message, msg, ml);
     return 0;
 }
 
@@ -383,8 +394,8 @@ static void snap_key(const vmt_id *id, char key[CAT_KEY_MAX])
 static int refs_add_snapshot(vmt_catalog *c, const vmt_id *id, const vmt_snap_record *r)
 {
     char key[CAT_KEY_MAX];
-    uint8_t entry[SNAP_FIXED + 2 + VMT_SNAP_NAME_MAX + SNAP_MSG_MAX], cur[VMT_STORE_REF_MAX];
-    size_t elen = snap_encode(r, entry), len;
+    uint8_t entry[CAT_REFS_SNAP_ENTRY_MAX], cur[VMT_STORE_REF_MAX];
+    size_t elen = cat_refs_snap_encode(r, entry), len;
     uint64_t ver;
     snap_key(id, key);
     for (unsigned t = 0; t < CAT_CAS_TRIES; t++) {
@@ -404,7 +415,7 @@ static int read_entry(vmt_catalog *c, const char *key, vmt_catalog_snap *s, bool
     uint64_t ver;
     int rc = cat_rget(c, key, buf, sizeof(buf), &len, &ver);
     *present = rc == 0 && len > 0;
-    return rc == 0 && len ? snap_decode(c, key, buf, len, s) : rc;
+    return rc == 0 && len ? cat_refs_snap_decode(c->path, key, buf, len, s) : rc;
 }
 
 static int refs_get_snapshot(vmt_catalog *c, const vmt_id *id, vmt_catalog_snap *out)

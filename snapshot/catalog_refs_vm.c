@@ -19,6 +19,8 @@
 
 #define VM_ENTRY_VERSION 1u
 #define VM_FIXED (1 + 8 + 8 + 4)
+_Static_assert(VM_FIXED == 21 && CAT_REFS_VM_ENTRY_MAX <= VMT_STORE_REF_MAX,
+               "a VM registration fits one ref");
 
 static size_t put_str(uint8_t *p, const char *s, size_t lenbytes)
 {
@@ -30,7 +32,7 @@ static size_t put_str(uint8_t *p, const char *s, size_t lenbytes)
     return lenbytes + n;
 }
 
-static size_t vm_encode(const vmt_catalog_vm *vm, const char *host, uint8_t *p)
+size_t cat_refs_vm_encode(const vmt_catalog_vm *vm, const char *host, uint8_t *p)
 {
     uint64_t fields[2] = {(uint64_t)vm->pid, vm->mem_size};
     p[0] = VM_ENTRY_VERSION;
@@ -54,7 +56,7 @@ static bool get_str(const uint8_t *p, size_t len, size_t *o, size_t lenbytes, ch
         return false;
     size_t n = p[*o] | (lenbytes == 2 ? (size_t)p[*o + 1] << 8 : 0);
     *o += lenbytes;
-    if (n >= cap || *o + n > len)
+    if (n >= cap || *o + n > len || memchr(p + *o, 0, n))
         return false;
     memcpy(dst, p + *o, n);
     dst[n] = '\0';
@@ -62,8 +64,8 @@ static bool get_str(const uint8_t *p, size_t len, size_t *o, size_t lenbytes, ch
     return true;
 }
 
-static int vm_decode(vmt_catalog *c, const char *key, const uint8_t *p, size_t len,
-                     vmt_catalog_vm *vm)
+int cat_refs_vm_decode(const char *where, const char *key, const uint8_t *p, size_t len,
+                       vmt_catalog_vm *vm)
 {
     uint64_t fields[2] = {0, 0};
     uint32_t vcpus = 0;
@@ -81,7 +83,7 @@ static int vm_decode(vmt_catalog *c, const char *key, const uint8_t *p, size_t l
          get_str(p, len, &o, 2, vm->image, sizeof(vm->image)) && o == len && fields[0] <= INT64_MAX;
     if (!ok)
         return vmt_error_set(VMT_ECORRUPT, "catalog %s: VM registration %s is damaged (%zu bytes)",
-                             c->path, key, len);
+                             where, key, len);
     vm->pid = (int64_t)fields[0];
     vm->mem_size = fields[1];
     vm->vcpus = vcpus;
@@ -96,7 +98,7 @@ static int read_vm(vmt_catalog *c, const char *key, vmt_catalog_vm *vm, bool *pr
     size_t len;
     int rc = cat_rget(c, key, buf, sizeof(buf), &len, ver);
     *present = rc == 0 && len > 0;
-    return *present ? vm_decode(c, key, buf, len, vm) : rc;
+    return *present ? cat_refs_vm_decode(c->path, key, buf, len, vm) : rc;
 }
 
 /* VMT_EEXIST when `old` holds the name against a registration by
@@ -119,7 +121,7 @@ int cat_refs_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
     char key[CAT_KEY_MAX], ref[CATALOG_REF_MAX];
     uint8_t entry[VMT_STORE_REF_MAX];
     const char *host = vm->host[0] ? vm->host : c->host;
-    size_t elen = vm_encode(vm, host, entry);
+    size_t elen = cat_refs_vm_encode(vm, host, entry);
     cat_key(key, CAT_VM_PREFIX, vm->name);
     int rc = VMT_EBUSY;
     for (unsigned t = 0; rc == VMT_EBUSY && t < CAT_CAS_TRIES; t++) {
