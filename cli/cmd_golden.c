@@ -198,9 +198,13 @@ static int client_open(vmt_cli_common *c, net_opts *n, const char *addr, bool pu
     int rc = vmt_cli_parse_hostport(addr, host, sizeof(host), &port, false);
     rc = rc ? rc : vmt_cli_resolve_store(c);
     rc = rc ? rc : vmt_cli_store_open(c->store, pull, st);
-    if (rc == VMT_ENOENT && pull && (rc = vmt_store_init(c->store, NULL)) == 0)
+    /* A pull creates a missing directory store, never a RADOS one: a
+     * mistyped namespace of a pool many hosts share would otherwise
+     * become a new, empty store. */
+    if (rc == VMT_ENOENT && pull && !vmt_cli_store_shared(c->store) &&
+        (rc = vmt_store_init(c->store, NULL)) == 0)
         rc = vmt_cli_store_open(c->store, true, st);
-    rc = rc ? rc : vmt_cli_catalog_open(c->store, cat);
+    rc = rc ? rc : vmt_cli_catalog_of(*st, cat);
     rc = rc ? rc : net_config(n, false, &cfg);
     rc = rc ? rc : vmt_session_connect(s, host, port, &cfg);
     return rc;

@@ -263,9 +263,11 @@ int vmt_cli_branch(int argc, char **argv)
         return vmt_cli_fail("branch", "%s", vmt_error_last()), 125;
     if (o.from_addr && vmt_cli_store_shared(c.store))
         return vmt_cli_fail("branch",
-                            "--from pulls a golden image between stores; hosts sharing the "
-                            "RADOS store %s already see its snapshots (branch them by name)",
-                            c.store),
+                            "--from (a VM running while its pages arrive) is not supported on "
+                            "the shared RADOS store %s yet: `vmtree pull %s %s --store ...` "
+                            "copies the image into it once for every host sharing it; then "
+                            "branch it by name",
+                            c.store, o.from_addr, pos[0]),
                125;
     /* --from: the server resolves the name; a pull creates the store. */
     o.snap_name = pos[0];

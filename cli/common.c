@@ -82,20 +82,14 @@ bool vmt_cli_store_shared(const char *store)
     return strncmp(store, "rados://", 8) == 0;
 }
 
-/* What still needs a directory store (docs/store-backends.md): golden
- * images move between stores, which hosts sharing one pool do not need,
- * and live migration has not been tried with source and destination on
- * one shared store.  Said plainly, whether the location came from --store
- * or $VMTREE_STORE. */
+/* What still needs a directory store (docs/store-backends.md): live
+ * migration has not been tried with source and destination on one shared
+ * store.  Said plainly, whether the location came from --store or
+ * $VMTREE_STORE.  (Golden images move into and out of a RADOS store like
+ * any other: serve, pull and push work on it.) */
 static int refuse_rados(const char *cmd, const char *where)
 {
     static const char *const refused[][2] = {
-        {"serve", "golden images move between stores; hosts sharing a RADOS store already see "
-                  "every snapshot of it"},
-        {"pull", "golden images move between stores; hosts sharing a RADOS store already see "
-                 "every snapshot of it"},
-        {"push", "golden images move between stores; hosts sharing a RADOS store already see "
-                 "every snapshot of it"},
         {"migrate", "live migration into or out of a shared RADOS store is not supported yet; "
                     "snapshot the VM and branch it on the other host instead"},
         {"receive", "live migration into or out of a shared RADOS store is not supported yet; "

@@ -149,7 +149,7 @@ static int serve_pull(vmt_session *s, const vmt_golden_server_opts *so, const ch
     oo.read_only = true;
     int rc = vmt_store_open(&st, so->store_dir, &oo);
     if (rc == 0)
-        rc = vmt_catalog_open(&c, so->store_dir);
+        rc = vmt_catalog_open_store(&c, st);
     if (rc == 0 && (rc = vmt_catalog_resolve(c, name, snap)) != 0)
         rc = vmt_error_wrap(rc, "pull of \"%s\"", name);
     if (rc == 0)
@@ -195,7 +195,7 @@ static int serve_push(vmt_session *s, const vmt_golden_server_opts *so, const ch
         return golden_fail(s, vmt_error_set(VMT_EINVAL, "push: bad tag name \"%s\"", tag));
     int rc = vmt_store_open(&st, so->store_dir, NULL);
     if (rc == 0)
-        rc = vmt_catalog_open(&c, so->store_dir);
+        rc = vmt_catalog_open_store(&c, st);
     if (rc)
         rc = golden_fail(s, rc);
     if (rc == 0)

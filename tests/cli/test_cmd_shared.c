@@ -5,11 +5,14 @@
  * stores snapshots through the library, tags one and registers a VM;
  * "host 2" is build/bin/vmtree, which sees them in log, show, tag and ps,
  * resolves prefixes, exports them bit-exact, refuses to touch host 1's VM
- * (naming host 1), and removes, collects and verifies on the shared store.
+ * (naming host 1), serves the shared store to `vmtree pull` and takes a
+ * `vmtree push` into another one, and removes, collects and verifies on it.
  * No KVM: snapshots are built from memory images as tests/snapshot does.
  * Runs against the Ceph test cluster (label rados); skips without it.
  */
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,8 @@
 #include "cli_util.h"
 #include "harness.h"
 #include "snap_fixture.h"
+
+extern char **environ;
 
 enum { NPAGES = 512 };
 
@@ -283,19 +288,116 @@ static void rm_gc_and_verify_work_on_the_shared_store(void)
     free(out);
 }
 
+/* `vmtree serve --once` of `store` as host 2 (pre-shared key psk); returns
+ * its pid, *port the port it printed. */
+static pid_t serve_once(const char *store, const char *psk, bool read_only, unsigned *port)
+{
+    int fds[2];
+    pid_t pid;
+    CU_ASSERT_FATAL(pipe(fds) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    const char *argv[] = {cli,   "serve", "--listen", "127.0.0.1:0",
+                          "--once", "--store", store, "--psk",
+                          psk,   read_only ? "--read-only" : NULL, NULL};
+    as_host("host2", run2);
+    CU_ASSERT_FATAL(posix_spawn(&pid, cli, &fa, NULL, (char *const *)argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    char line[128];
+    size_t n = 0;
+    while (n + 1 < sizeof(line) && read(fds[0], line + n, 1) == 1 && line[n] != '\n')
+        n++;
+    line[n] = '\0';
+    close(fds[0]);
+    CU_ASSERT_FATAL(sscanf(line, "listening %u", port) == 1);
+    return pid;
+}
+
+static int wait_status(pid_t pid)
+{
+    int st = 0;
+    CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Golden images cross between a shared store and a directory store, both
+ * ways, with only what the receiver lacks on the wire: the shared store
+ * served to a pull, and a push received into another shared store. */
+static void golden_images_move_into_and_out_of_the_shared_store(void)
+{
+    char psk[4096], dir2[4096], addr[64], *out = NULL, *err = NULL;
+    unsigned port;
+    snprintf(psk, sizeof(psk), "%s/psk", tmpdir);
+    snprintf(dir2, sizeof(dir2), "%s/dir2", tmpdir);
+    int fd = open(psk, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CU_ASSERT_FATAL(fd >= 0 && write(fd, "shared-store-golden-key-0123456789", 34) == 34);
+    close(fd);
+
+    /* Pull from the shared store into a new directory store. */
+    pid_t srv = serve_once(url, psk, true, &port);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    CU_ASSERT_EQUAL(cli_run(&out, &err, "pull", addr, "golden", "--as", "g1", "--psk", psk,
+                            "--store", dir2, "--json", NULL),
+                    0);
+    CU_ASSERT(contains(out, "\"snapshots\":2"));
+    free(out);
+    free(err);
+    CU_ASSERT_EQUAL(wait_status(srv), 0);
+    restores_bit_exact(dir2, &child_id, 1);
+    restores_bit_exact(dir2, &base_id, 0);
+
+    /* Push from the directory store into another shared store (a second
+     * namespace of the pool), tagged there. */
+    char *url2 = fx_location("shared-push");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(url2);
+    srv = serve_once(url2, psk, false, &port);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    CU_ASSERT_EQUAL(cli_run(&out, &err, "push", "g1", addr, "--as", "pushed", "--psk", psk,
+                            "--store", dir2, "--json", NULL),
+                    0);
+    free(out);
+    free(err);
+    CU_ASSERT_EQUAL(wait_status(srv), 0);
+    restores_bit_exact(url2, &child_id, 1);
+    restores_bit_exact(url2, &base_id, 0);
+    as_host("host2", run2);
+    CU_ASSERT_EQUAL(cli_run(&out, NULL, "show", "pushed", "--json", "--store", url2, NULL), 0);
+    char hc[VMT_ID_HEX_LEN + 1], id[40] = "";
+    hex_of(&child_id, hc);
+    CU_ASSERT(cli_json_str(out, "id", id, sizeof(id)) && strcmp(id, hc) == 0);
+    free(out);
+    CU_ASSERT_EQUAL(cli_run(NULL, NULL, "verify", "--store", url2, NULL), 0);
+    fx_location_free(url2);
+
+    /* A pull never creates a shared store: a mistyped namespace is an
+     * error naming `store init`, not a new empty store. */
+    char missing[4096];
+    const char *q = strchr(url, '?');
+    snprintf(missing, sizeof(missing), "%.*s-typo%s", (int)(q - url), url, q);
+    CU_ASSERT_NOT_EQUAL(cli_run(NULL, &err, "pull", "127.0.0.1:1", "golden", "--psk", psk,
+                                "--store", missing, NULL),
+                        0);
+    CU_ASSERT(contains(err, "no store at") && contains(err, "store init"));
+    free(err);
+    vmt_store *probe = NULL;
+    CU_ASSERT_EQUAL(vmt_store_open(&probe, missing, NULL), VMT_ENOENT);
+    vmt_store_close(probe);
+}
+
 /* What still needs a directory store says so. */
-static void migration_and_golden_transfer_are_refused(void)
+static void migration_and_branch_from_are_refused(void)
 {
     char *err = NULL;
     CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "migrate", "a", "127.0.0.1:1", NULL), 0);
     CU_ASSERT(contains(err, "live migration") && contains(err, "shared RADOS store"));
     free(err);
-    CU_ASSERT_NOT_EQUAL(host2(NULL, &err, "pull", "tcp://127.0.0.1:1", "golden", NULL), 0);
-    CU_ASSERT(contains(err, "hosts sharing a RADOS store"));
-    free(err);
     CU_ASSERT_EQUAL(
         host2(NULL, &err, "branch", "golden", "--name", "x", "--from", "127.0.0.1:1", NULL), 125);
-    CU_ASSERT(contains(err, "hosts sharing the RADOS store"));
+    CU_ASSERT(contains(err, "not supported on the shared RADOS store") &&
+              contains(err, "vmtree pull 127.0.0.1:1 golden"));
     free(err);
 }
 
@@ -331,8 +433,10 @@ int main(void)
     static const vmt_test_case cases[] = {
         {"a second host sees snapshots, tags and VMs", a_second_host_sees_snapshots_tags_and_vms},
         {"export from the shared store is bit-exact", export_from_the_shared_store_is_bit_exact},
+        {"golden images move into and out of the shared store",
+         golden_images_move_into_and_out_of_the_shared_store},
         {"rm, gc and verify work on the shared store", rm_gc_and_verify_work_on_the_shared_store},
-        {"migration and golden transfer are refused", migration_and_golden_transfer_are_refused},
+        {"migration and branch --from are refused", migration_and_branch_from_are_refused},
         {NULL, NULL},
     };
     return vmt_test_run("cli/shared", cases, setup, teardown);

@@ -25,16 +25,32 @@ typedef struct side {
     vmt_catalog *c;
 } side;
 
+/* A store of its own: a directory, or (test_golden_rados) a namespace of
+ * the test cluster's pool, whose catalog is in the store's refs. */
 static void side_new(side *sd, const char *tag)
 {
-    fx_store_new(&sd->fx, tag);
+    if (fx_rados()) {
+        memset(&sd->fx, 0, sizeof(sd->fx));
+        sd->fx.dir = fx_location(tag);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(sd->fx.dir);
+        CU_ASSERT_EQUAL_FATAL(vmt_store_open(&sd->fx.s, sd->fx.dir, NULL), 0);
+    } else {
+        fx_store_new(&sd->fx, tag);
+    }
     CU_ASSERT_EQUAL_FATAL(vmt_catalog_open(&sd->c, sd->fx.dir), 0);
+    CU_ASSERT_EQUAL_FATAL(vmt_catalog_shared(sd->c), fx_rados());
 }
 
 static void side_free(side *sd)
 {
     vmt_catalog_close(sd->c);
-    fx_store_free(&sd->fx);
+    if (fx_rados()) {
+        vmt_store_close(sd->fx.s);
+        fx_location_free(sd->fx.dir);
+        memset(&sd->fx, 0, sizeof(sd->fx));
+    } else {
+        fx_store_free(&sd->fx);
+    }
 }
 
 /* A snapshot of mem in sd, in its catalog, tagged `tag`. */
