@@ -33,6 +33,7 @@ int vmt_cli_rollback(int argc, char **argv);
 int vmt_cli_branch(int argc, char **argv);
 /* The tree commands (cmd_log.c, cmd_diff.c, cmd_refs.c, cmd_maint.c, cmd_bundle.c). */
 int vmt_cli_log(int argc, char **argv);
+int vmt_cli_watch(int argc, char **argv);
 int vmt_cli_show(int argc, char **argv);
 int vmt_cli_diff(int argc, char **argv);
 int vmt_cli_tag(int argc, char **argv);

@@ -26,6 +26,7 @@ static const command commands[] = {
     {"console", vmt_cli_console, "print the console of a detached VM"},
     {"logs", vmt_cli_console, "the same as console"},
     {"log", vmt_cli_log, "the tree of snapshots (--graph), with each VM's HEAD and tags"},
+    {"watch", vmt_cli_watch, "print changes other hosts make to a shared store's catalog"},
     {"show", vmt_cli_show, "describe a snapshot"},
     {"diff", vmt_cli_diff, "pages that differ between two snapshots"},
     {"tag", vmt_cli_tag, "list, set or delete tags"},

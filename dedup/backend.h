@@ -104,6 +104,9 @@ typedef struct dd_backend_ops {
     int (*ref_watch)(dd_backend *b, const char *name, void (*fn)(void *ctx), void *ctx,
                      void **handle);
     void (*ref_unwatch)(dd_backend *b, void *handle);
+    /* Optional (with ref_watch): wakes the watchers of ref object `name`
+     * without changing it, bounded as ref_cas's own notify is. */
+    int (*ref_notify)(dd_backend *b, const char *name);
     unsigned idx_shards;
     int (*idx_add)(dd_backend *b, unsigned shard, uint8_t *recs, size_t n, bool replace);
     int (*idx_load)(dd_backend *b, dd_idx_load_fn fn, void *ctx);

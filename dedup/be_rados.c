@@ -607,6 +607,12 @@ static int rb_ref_cas(dd_backend *base, const char *name, uint64_t expect, const
     return 0;
 }
 
+static int rb_ref_notify(dd_backend *base, const char *name)
+{
+    notify_bounded((rados_be *)base, name);
+    return 0;
+}
+
 typedef struct ref_watcher {
     rados_be *b;
     uint64_t cookie;
@@ -685,6 +691,7 @@ static const dd_backend_ops rados_ops = {
     .ref_cas = rb_ref_cas,
     .ref_watch = rb_ref_watch,
     .ref_unwatch = rb_ref_unwatch,
+    .ref_notify = rb_ref_notify,
     .destroy = rb_destroy,
     .idx_shards = DD_RADOS_IDX_SHARDS,
     .idx_add = dd_rados_idx_add,

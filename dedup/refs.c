@@ -110,6 +110,21 @@ void vmt_store_ref_watch_stop(vmt_store_ref_watch *w)
     free(w);
 }
 
+int vmt_store_ref_notify(vmt_store *s, const char *name)
+{
+    char oid[16 + REF_NAME_MAX];
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    if (!s->be->ops->ref_notify)
+        return vmt_error_set(VMT_EUNSUPPORTED,
+                             "notifying ref watchers needs a shared store (rados://); a %s "
+                             "store has one host",
+                             s->be->ops->scheme);
+    snprintf(oid, sizeof(oid), DD_REFS_DIR "/%s", name);
+    return s->be->ops->ref_notify(s->be, oid);
+}
+
 int vmt_store_ref_set(vmt_store *s, const char *name, uint64_t expect, const void *data,
                       size_t len, uint64_t *version)
 {

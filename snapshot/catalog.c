@@ -197,6 +197,63 @@ bool vmt_catalog_vm_local(const vmt_catalog *c, const vmt_catalog_vm *vm)
     return !vmt_catalog_shared(c) || !vm->host[0] || strcmp(vm->host, c->host) == 0;
 }
 
+/* ---- watching for changes ---------------------------------------------- */
+
+/* After an update that succeeded: a shared catalog wakes its watchers on
+ * every host (vmt_catalog_watch_start).  The update stands whatever the
+ * notify does; a watcher that does not answer learns late (bounded). */
+static int changed(vmt_catalog *c, int rc)
+{
+    if (rc == 0 && vmt_catalog_shared(c) && vmt_store_ref_notify(c->store, CAT_FORMAT_KEY) != 0)
+        vmt_error_clear();
+    return rc;
+}
+
+struct vmt_catalog_watch {
+    vmt_store_ref_watch *w;
+    vmt_catalog_change_fn fn;
+    void *ctx;
+};
+
+static void watch_fired(void *arg, const char *name)
+{
+    vmt_catalog_watch *w = arg;
+    (void)name;
+    w->fn(w->ctx);
+}
+
+int vmt_catalog_watch_start(vmt_catalog *c, vmt_catalog_change_fn fn, void *ctx,
+                            vmt_catalog_watch **out)
+{
+    if (!c || !fn || !out)
+        return vmt_error_set(VMT_EINVAL, "vmt_catalog_watch_start: NULL argument");
+    if (!vmt_catalog_shared(c))
+        return vmt_error_set(VMT_EUNSUPPORTED,
+                             "catalog %s: watching for changes needs a shared store "
+                             "(rados://); a directory store has one host",
+                             c->path);
+    vmt_catalog_watch *w = calloc(1, sizeof(*w));
+    if (!w)
+        return vmt_error_set(VMT_ENOMEM, "out of memory");
+    w->fn = fn;
+    w->ctx = ctx;
+    int rc = vmt_store_ref_watch_start(c->store, CAT_FORMAT_KEY, watch_fired, w, &w->w);
+    if (rc) {
+        free(w);
+        return vmt_error_wrap(rc, "catalog %s: watching for changes", c->path);
+    }
+    *out = w;
+    return 0;
+}
+
+void vmt_catalog_watch_stop(vmt_catalog_watch *w)
+{
+    if (!w)
+        return;
+    vmt_store_ref_watch_stop(w->w);
+    free(w);
+}
+
 /* ---- snapshots ---------------------------------------------------------- */
 
 int vmt_catalog_add_snapshot(vmt_catalog *c, const vmt_id *id, const vmt_snap_record *r)
@@ -206,14 +263,14 @@ int vmt_catalog_add_snapshot(vmt_catalog *c, const vmt_id *id, const vmt_snap_re
     if (!memchr(r->vm_name, '\0', sizeof(r->vm_name)) ||
         !memchr(r->message, '\0', sizeof(r->message)))
         return vmt_error_set(VMT_EINVAL, "catalog: record text is not NUL-terminated");
-    return c->ops->add_snapshot(c, id, r);
+    return changed(c, c->ops->add_snapshot(c, id, r));
 }
 
 int vmt_catalog_remove_snapshot(vmt_catalog *c, const vmt_id *id)
 {
     if (!c || !id)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_remove_snapshot: NULL argument");
-    return c->ops->remove_snapshot(c, id);
+    return changed(c, c->ops->remove_snapshot(c, id));
 }
 
 int vmt_catalog_list_snapshots(vmt_catalog *c, vmt_catalog_snap **out, size_t *n)
@@ -245,7 +302,7 @@ int vmt_catalog_set_ref(vmt_catalog *c, const char *ref, const vmt_id *id, const
     if (!c || !ref || !id)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_set_ref: NULL argument");
     int rc = check_ref(ref);
-    return rc ? rc : c->ops->set_ref(c, ref, id, expect);
+    return rc ? rc : changed(c, c->ops->set_ref(c, ref, id, expect));
 }
 
 int vmt_catalog_delete_ref(vmt_catalog *c, const char *ref)
@@ -253,7 +310,7 @@ int vmt_catalog_delete_ref(vmt_catalog *c, const char *ref)
     if (!c || !ref)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_delete_ref: NULL argument");
     int rc = check_ref(ref);
-    return rc ? rc : c->ops->delete_ref(c, ref);
+    return rc ? rc : changed(c, c->ops->delete_ref(c, ref));
 }
 
 int vmt_catalog_list_refs(vmt_catalog *c, vmt_catalog_ref **out, size_t *n)
@@ -287,7 +344,7 @@ int vmt_catalog_register_vm(vmt_catalog *c, const vmt_catalog_vm *vm)
     if (!c || !vm)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_register_vm: NULL argument");
     int rc = vm_check(vm);
-    return rc ? rc : c->ops->register_vm(c, vm);
+    return rc ? rc : changed(c, c->ops->register_vm(c, vm));
 }
 
 int vmt_catalog_get_vm(vmt_catalog *c, const char *name, vmt_catalog_vm *out)
@@ -312,5 +369,5 @@ int vmt_catalog_unregister_vm(vmt_catalog *c, const char *name)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_unregister_vm: NULL argument");
     if (!snap_name_valid(name))
         return cat_no_vm(name);
-    return c->ops->unregister_vm(c, name);
+    return changed(c, c->ops->unregister_vm(c, name));
 }

@@ -118,6 +118,7 @@ int cat_sql_unregister_vm(vmt_catalog *c, const char *name);
 #define CAT_TAG_PREFIX "cat.t."  /* tag/N */
 #define CAT_HEAD_PREFIX "cat.h." /* vm/N/HEAD */
 #define CAT_VM_PREFIX "cat.v."   /* VM registrations */
+#define CAT_FORMAT_KEY "cat.format" /* the format; its watchers hear of every change */
 
 /*
  * Entry codecs of the refs backend (the bytes of cat.s.HEX and cat.v.NAME;

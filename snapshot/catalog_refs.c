@@ -24,7 +24,7 @@
 #include "catalog_internal.h"
 
 #define FORMAT_VERSION 1u
-#define FORMAT_KEY "cat.format"
+#define FORMAT_KEY CAT_FORMAT_KEY
 #define SNAP_PREFIX "cat.s."
 #define SNAP_ENTRY_VERSION 1u
 #define SNAP_MSG_MAX 255u

@@ -11,6 +11,7 @@
  * Runs against the Ceph test cluster (label rados); skips without it.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -387,6 +388,96 @@ static void golden_images_move_into_and_out_of_the_shared_store(void)
     vmt_store_close(probe);
 }
 
+/* Reads one line from fd into buf within ms; false on timeout or end. */
+static bool read_line(int fd, char *buf, size_t cap, int ms)
+{
+    size_t n = 0;
+    uint64_t until = vmt_now_ns() + (uint64_t)ms * 1000000u;
+    while (n + 1 < cap) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        uint64_t now = vmt_now_ns();
+        if (now >= until || poll(&p, 1, (int)((until - now) / 1000000 + 1)) <= 0 ||
+            read(fd, buf + n, 1) != 1)
+            break;
+        if (buf[n] == '\n') {
+            buf[n] = '\0';
+            return true;
+        }
+        n++;
+    }
+    buf[n] = '\0';
+    return false;
+}
+
+/* `vmtree watch` on host 2 prints what host 1 changes, woken by the
+ * catalog's notify: a snapshot added, a tag set, a tag deleted, each well
+ * before its --recheck (60 s) could have found it. */
+static void watch_prints_changes_of_another_host(void)
+{
+    int out[2], err[2];
+    pid_t pid;
+    CU_ASSERT_FATAL(pipe(out) == 0 && pipe(err) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    posix_spawn_file_actions_addclose(&fa, err[0]);
+    const char *argv[] = {cli,        "watch", "--json", "--count", "3", "--timeout",
+                          "120",      "--store", url,    NULL};
+    as_host("host2", run2);
+    CU_ASSERT_FATAL(posix_spawn(&pid, cli, &fa, NULL, (char *const *)argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    close(err[1]);
+    char line[2048];
+    CU_ASSERT_FATAL(read_line(err[0], line, sizeof(line), 30000));
+    CU_ASSERT_FATAL(contains(line, "watching"));
+
+    /* Host 1 (the library, here): a snapshot, then a tag on it, then the
+     * tag removed; each change printed within 10 s. */
+    as_host("host1", run1);
+    vmt_store *s = NULL;
+    vmt_catalog *c = NULL;
+    vmt_snap_record r;
+    CU_ASSERT_EQUAL_FATAL(vmt_store_open(&s, url, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(vmt_catalog_open_store(&c, s), 0);
+    uint8_t *m = image(1);
+    m[0] ^= 0x5a; /* a snapshot not in the store yet */
+    vmt_id id = fx_snapshot_at(s, m, NPAGES, &child_id, "watched", 3000000000ull);
+    free(m);
+    char hex[VMT_ID_HEX_LEN + 1];
+    hex_of(&id, hex);
+    CU_ASSERT_EQUAL_FATAL(vmt_snap_record_read(s, &id, &r), 0);
+    uint64_t t0 = vmt_now_ns();
+    CU_ASSERT_EQUAL(vmt_catalog_add_snapshot(c, &id, &r), 0);
+    CU_ASSERT(read_line(out[0], line, sizeof(line), 10000));
+    uint64_t first_ms = (vmt_now_ns() - t0) / 1000000;
+    CU_ASSERT(contains(line, "\"change\":\"added\"") && contains(line, "\"snapshot\"") &&
+              contains(line, hex) && contains(line, "watched"));
+    t0 = vmt_now_ns();
+    CU_ASSERT_EQUAL(vmt_catalog_set_ref(c, "tag/w1", &id, NULL), 0);
+    CU_ASSERT(read_line(out[0], line, sizeof(line), 10000));
+    uint64_t second_ms = (vmt_now_ns() - t0) / 1000000;
+    CU_ASSERT(contains(line, "\"change\":\"set\"") && contains(line, "tag/w1") &&
+              contains(line, hex));
+    CU_ASSERT_EQUAL(vmt_catalog_delete_ref(c, "tag/w1"), 0);
+    CU_ASSERT(read_line(out[0], line, sizeof(line), 10000));
+    CU_ASSERT(contains(line, "\"change\":\"deleted\"") && contains(line, "tag/w1"));
+    fprintf(stderr, "(printed %llu ms and %llu ms after the change) ",
+            (unsigned long long)first_ms, (unsigned long long)second_ms);
+    vmt_catalog_close(c);
+    vmt_store_close(s);
+    CU_ASSERT_EQUAL(wait_status(pid), 0); /* --count 3: it ends by itself */
+    close(out[0]);
+    close(err[0]);
+    /* A directory store has no other host to watch: said so. */
+    char *e = NULL;
+    CU_ASSERT_NOT_EQUAL(cli_run(NULL, &e, "watch", "--store", dirstore, NULL), 0);
+    CU_ASSERT(contains(e, "only a shared store"));
+    free(e);
+}
+
 /* What still needs a directory store says so. */
 static void migration_and_branch_from_are_refused(void)
 {
@@ -435,6 +526,7 @@ int main(void)
         {"export from the shared store is bit-exact", export_from_the_shared_store_is_bit_exact},
         {"golden images move into and out of the shared store",
          golden_images_move_into_and_out_of_the_shared_store},
+        {"watch prints the changes of another host", watch_prints_changes_of_another_host},
         {"rm, gc and verify work on the shared store", rm_gc_and_verify_work_on_the_shared_store},
         {"migration and branch --from are refused", migration_and_branch_from_are_refused},
         {NULL, NULL},

@@ -354,6 +354,16 @@ int vmt_store_ref_watch_start(vmt_store *s, const char *name, vmt_store_ref_fn f
 /* Stops a watch; no call of its fn runs once this returns.  Accepts NULL. */
 void vmt_store_ref_watch_stop(vmt_store_ref_watch *w);
 
+/*
+ * Wakes every watcher of ref `name` (on any host) without changing the ref:
+ * for a change its watchers care about that is written elsewhere (the
+ * catalog wakes the watchers of cat.format whenever it changes).  Waits
+ * at most op_timeout plus the watchers' acknowledgement time (2 s); a
+ * watcher that does not answer only learns late.  RADOS stores only
+ * (VMT_EUNSUPPORTED elsewhere).
+ */
+int vmt_store_ref_notify(vmt_store *s, const char *name);
+
 /* ---- dictionaries ------------------------------------------------------ */
 
 /* Dictionary training settings. */

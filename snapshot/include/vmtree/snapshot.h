@@ -170,6 +170,22 @@ const char *vmt_catalog_host(const vmt_catalog *c);
 /* Closes the handle (accepts NULL). */
 void vmt_catalog_close(vmt_catalog *c);
 
+/* Called from a store thread when a shared catalog changed (or its watch
+ * broke): read what you care about again.  Must be quick and thread-safe. */
+typedef void (*vmt_catalog_change_fn)(void *ctx);
+typedef struct vmt_catalog_watch vmt_catalog_watch;
+/*
+ * Calls fn(ctx) each time any host changes the shared catalog: a snapshot
+ * added or removed, a ref set or deleted, a VM registered or unregistered
+ * (every update notifies after it lands), so a host learns of them without
+ * polling.  Shared (rados://) catalogs only: a directory store's answers
+ * VMT_EUNSUPPORTED.  Stop it with vmt_catalog_watch_stop before closing c.
+ */
+int vmt_catalog_watch_start(vmt_catalog *c, vmt_catalog_change_fn fn, void *ctx,
+                            vmt_catalog_watch **out);
+/* No call of its fn runs once this returns.  Accepts NULL. */
+void vmt_catalog_watch_stop(vmt_catalog_watch *w);
+
 /* Records a snapshot in the index (after its objects are committed); adding
  * one that is there already does nothing. */
 int vmt_catalog_add_snapshot(vmt_catalog *c, const vmt_id *id, const vmt_snap_record *r);
