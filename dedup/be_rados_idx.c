@@ -33,17 +33,23 @@ static void to_hex(const uint8_t *id, char out[HEXLEN + 1])
     out[HEXLEN] = '\0';
 }
 
+/* Digit values of lowercase hex; 16 for anything else.  Opening decodes
+ * every key of the index (a profile of opening 32k entries had the
+ * branchy version at ~9% of the client's CPU). */
+static const uint8_t hexval[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+}; /* value + 1, so that 0 marks a non-digit */
+
 static int from_hex(const char *s, size_t n, uint8_t id[16])
 {
-    if (n != HEXLEN)
-        return -1;
-    for (unsigned i = 0; i < HEXLEN; i++) {
-        int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0)
-            return -1;
-        id[i / 2] = (uint8_t)(i % 2 ? id[i / 2] | v : v << 4);
+    unsigned bad = n != HEXLEN;
+    for (unsigned i = 0; !bad && i < 16; i++) {
+        unsigned hi = hexval[(uint8_t)s[2 * i]], lo = hexval[(uint8_t)s[2 * i + 1]];
+        bad = !hi || !lo;
+        id[i] = (uint8_t)((hi - 1) << 4 | (lo - 1));
     }
-    return 0;
+    return bad ? -1 : 0;
 }
 
 /* Sets n entries (32-byte records) in one operation. */
@@ -151,7 +157,8 @@ static int consume(unsigned shard, rados_omap_iter_t it, char after[HEXLEN + 1],
         if (from_hex(key, klen, rec) != 0 || vlen != 16 || rec[0] % DD_RADOS_IDX_SHARDS != shard)
             return vmt_error_set(VMT_ECORRUPT, "index.%02x: a malformed index entry", shard);
         memcpy(rec + 16, val, 16);
-        snprintf(after, HEXLEN + 1, "%.*s", (int)klen, key);
+        memcpy(after, key, HEXLEN); /* from_hex checked klen == HEXLEN */
+        after[HEXLEN] = '\0';
         rc = fn(ctx, rec);
     }
     return rc;
