@@ -56,13 +56,13 @@ int vmt_cli_export(int argc, char **argv)
     vmt_progress prog;
     vmt_progress_init(&prog, "export", c.progress);
     int rc = vmt_cli_resolve_store(&c);
-    rc = rc ? rc : vmt_cli_catalog_open(c.store, &cat);
-    rc = rc ? rc : vmt_cli_resolve(cat, pos[0], &id);
     rc = rc ? rc : vmt_cli_store_open(c.store, false, &s);
+    rc = rc ? rc : vmt_cli_catalog_of(s, &cat); /* one store handle */
+    rc = rc ? rc : vmt_cli_resolve(cat, pos[0], &id);
     rc = rc ? rc : vmt_snap_export(s, &id, anc, pos[1], vmt_progress_store_cb, &prog);
     vmt_progress_end(&prog);
+    vmt_catalog_close(cat); /* borrows s */
     vmt_store_close(s);
-    vmt_catalog_close(cat);
     if (rc)
         return vmt_cli_fail("export", "%s", vmt_error_last());
     struct stat st;

@@ -114,11 +114,11 @@ typedef struct diff_args {
 static int load(const char *store, const char *na, const char *nb, diff_args *x, vmt_store **s)
 {
     vmt_catalog *cat = NULL;
-    int rc = vmt_cli_catalog_open(store, &cat);
+    int rc = vmt_cli_store_open(store, false, s);
+    rc = rc ? rc : vmt_cli_catalog_of(*s, &cat); /* one store handle */
     rc = rc ? rc : vmt_cli_resolve(cat, na, &x->a);
     rc = rc ? rc : vmt_cli_resolve(cat, nb, &x->b);
     vmt_catalog_close(cat);
-    rc = rc ? rc : vmt_cli_store_open(store, false, s);
     rc = rc ? rc : vmt_snap_record_read(*s, &x->a, &x->ra);
     rc = rc ? rc : vmt_snap_record_read(*s, &x->b, &x->rb);
     if (rc == 0 && x->ra.mem_size != x->rb.mem_size)

@@ -142,7 +142,7 @@ static int log_print(vmt_cli_common *c, const char *name, bool graph, log_ctx *l
     if (rc == 0)
         rc = vmt_catalog_list_snapshots(cat, &s, &n);
     if (rc == 0)
-        rc = vmt_cli_list_refs(c->store, &lc->refs, &lc->nrefs);
+        rc = vmt_cli_list_refs(cat, &lc->refs, &lc->nrefs);
     vmt_catalog_close(cat);
     if (rc == 0 && name)
         keep_ancestry(s, &n, &tip);
@@ -253,18 +253,19 @@ static int show_load(const char *store, const char *name, show_data *d)
     vmt_store *s = NULL;
     vmt_cli_ref *refs = NULL;
     size_t nrefs = 0;
-    int rc = vmt_cli_catalog_open(store, &cat);
+    /* One store handle: the catalog is the open store's. */
+    int rc = vmt_cli_store_open(store, false, &s);
+    rc = rc ? rc : vmt_cli_catalog_of(s, &cat);
     rc = rc ? rc : vmt_cli_resolve(cat, name, &d->id);
-    rc = rc ? rc : vmt_cli_store_open(store, false, &s);
     rc = rc ? rc : vmt_snap_record_read(s, &d->id, &d->rec);
     rc = rc ? rc : show_load_state(s, d);
     rc = rc ? rc : show_children(cat, d);
-    rc = rc ? rc : vmt_cli_list_refs(store, &refs, &nrefs);
+    rc = rc ? rc : vmt_cli_list_refs(cat, &refs, &nrefs);
     if (rc == 0)
         vmt_cli_ref_markers(refs, nrefs, &d->id, d->marks, sizeof(d->marks));
     free(refs);
+    vmt_catalog_close(cat); /* borrows s */
     vmt_store_close(s);
-    vmt_catalog_close(cat);
     return rc;
 }
 

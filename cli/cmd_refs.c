@@ -46,9 +46,12 @@ static int tag_opt(void *ctx, int code, const char *arg)
 
 static int tag_list(const char *store, bool json)
 {
+    vmt_catalog *cat = NULL;
     vmt_cli_ref *refs = NULL;
     size_t n = 0;
-    int rc = vmt_cli_list_refs(store, &refs, &n);
+    int rc = vmt_cli_catalog_open(store, &cat);
+    rc = rc ? rc : vmt_cli_list_refs(cat, &refs, &n);
+    vmt_catalog_close(cat);
     if (rc)
         return rc;
     vmt_json j;
@@ -229,7 +232,7 @@ static int clear_refs(const char *store, vmt_catalog *cat, const vmt_catalog_sna
 {
     vmt_cli_ref *refs = NULL;
     size_t nr = 0;
-    int rc = vmt_cli_list_refs(store, &refs, &nr);
+    int rc = vmt_cli_list_refs(cat, &refs, &nr);
     bool *hit = rc == 0 ? calloc(nr + 1, sizeof(bool)) : NULL;
     if (rc == 0 && !hit)
         rc = vmt_error_set(VMT_ENOMEM, "out of memory");

@@ -47,7 +47,8 @@ static const char *const help_init =
 static const char *const help_stats =
     "usage: vmtree store stats [--store DIR] [--json]\n"
     "Prints objects by type, logical/stored/disk bytes, compression per codec,\n"
-    "and lifetime dedup counters as of the last commit.\n";
+    "and lifetime dedup counters as of the last commit; on rados://, also this\n"
+    "handle's pack reads and local read cache counters (--json: always).\n";
 static const char *const help_verify =
     "usage: vmtree store verify [--store DIR] [--json] [--progress]\n"
     "Reads every committed record, checks checksums, decompresses and rehashes it\n"
@@ -278,10 +279,31 @@ static void stats_json(const vmt_store_stats *st, const char *dir)
                cs->stored_bytes ? (double)cs->logical_bytes / (double)cs->stored_bytes : 0.0);
     }
     printf("},\"put_objects\":%llu,\"put_bytes\":%llu,\"zero_pages\":%llu,\"dedup_hits\":%llu,"
-           "\"new_objects\":%llu,\"new_bytes\":%llu}\n",
+           "\"new_objects\":%llu,\"new_bytes\":%llu,",
            (unsigned long long)st->put_objects, (unsigned long long)st->put_bytes,
            (unsigned long long)st->zero_pages, (unsigned long long)st->dedup_hits,
            (unsigned long long)st->new_objects, (unsigned long long)st->new_bytes);
+    printf("\"pack_fetches\":%llu,\"pack_cache_hits\":%llu,\"pack_cache_fills\":%llu,"
+           "\"pack_cache_evicted\":%llu,\"pack_cache_damaged\":%llu,\"pack_views_dropped\":%llu,"
+           "\"pack_view_bytes\":%llu,\"pack_ranged_reads\":%llu}\n",
+           (unsigned long long)st->pack_fetches, (unsigned long long)st->pack_cache_hits,
+           (unsigned long long)st->pack_cache_fills, (unsigned long long)st->pack_cache_evicted,
+           (unsigned long long)st->pack_cache_damaged, (unsigned long long)st->pack_views_dropped,
+           (unsigned long long)st->pack_view_bytes, (unsigned long long)st->pack_ranged_reads);
+}
+
+/* The read counters of vmt_store_stats (this handle's; all zero on a
+ * directory store, which reads its packs in place). */
+static void stats_reads_text(const vmt_store_stats *st)
+{
+    printf("pack reads      %llu fetched, %llu from the read cache, %llu records read alone\n",
+           (unsigned long long)st->pack_fetches, (unsigned long long)st->pack_cache_hits,
+           (unsigned long long)st->pack_ranged_reads);
+    printf("read cache      %llu filled, %llu evicted, %llu damaged copies fetched again\n",
+           (unsigned long long)st->pack_cache_fills, (unsigned long long)st->pack_cache_evicted,
+           (unsigned long long)st->pack_cache_damaged);
+    printf("pack views      %llu bytes mapped, %llu dropped to stay under mem=\n",
+           (unsigned long long)st->pack_view_bytes, (unsigned long long)st->pack_views_dropped);
 }
 
 static void stats_text(const vmt_store_stats *st, const char *dir)
@@ -306,6 +328,8 @@ static void stats_text(const vmt_store_stats *st, const char *dir)
     }
     if (st->dict_version)
         printf("dictionary      version %u\n", st->dict_version);
+    if (strncmp(dir, "rados://", 8) == 0)
+        stats_reads_text(st);
 }
 
 static int cmd_stats(const opts *o)

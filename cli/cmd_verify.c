@@ -163,12 +163,12 @@ static int check_snapshot(vmt_store *s, verify_ctx *v, const vmt_id *snap)
     return rc;
 }
 
-static int check_tree(const char *store, vmt_store *s, verify_ctx *v, vmt_progress *p)
+static int check_tree(vmt_store *s, verify_ctx *v, vmt_progress *p)
 {
     vmt_catalog *cat = NULL;
     vmt_catalog_snap *snaps = NULL;
     size_t n = 0;
-    int rc = vmt_cli_catalog_open(store, &cat);
+    int rc = vmt_cli_catalog_of(s, &cat);
     rc = rc ? rc : vmt_catalog_list_snapshots(cat, &snaps, &n);
     vmt_catalog_close(cat);
     v->nsnaps = n;
@@ -278,7 +278,7 @@ int vmt_cli_verify(int argc, char **argv)
         if (rc == VMT_ECORRUPT)
             rc = 0; /* reported through on_damage */
     }
-    rc = rc ? rc : check_tree(c.store, s, &v, &prog);
+    rc = rc ? rc : check_tree(s, &v, &prog);
     vmt_progress_end(&prog);
     if (rc == 0 && c.json)
         print_json(&v);

@@ -141,13 +141,13 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Prints (or adds to the JSON array) the VMs other hosts registered. */
-static void ps_remote(const char *store, vmt_json *j, bool json, vmt_ctl_msg *m)
+/* Prints (or adds to the JSON array) the VMs other hosts registered in
+ * the shared catalog c. */
+static void ps_remote(vmt_catalog *c, vmt_json *j, bool json, vmt_ctl_msg *m)
 {
-    vmt_catalog *c = NULL;
     vmt_catalog_vm *vms = NULL;
     size_t n = 0;
-    if (vmt_cli_catalog_open(store, &c) != 0 || vmt_catalog_list_vms(c, &vms, &n) != 0) {
+    if (vmt_catalog_list_vms(c, &vms, &n) != 0) {
         vmt_cli_fail("ps", "%s", vmt_error_last());
         n = 0;
     }
@@ -161,18 +161,6 @@ static void ps_remote(const char *store, vmt_json *j, bool json, vmt_ctl_msg *m)
             ps_row(m);
     }
     free(vms);
-    vmt_catalog_close(c);
-}
-
-/* The host name this host registers VMs as in a shared store ("" else). */
-static void local_host(const char *store, char *host, size_t cap)
-{
-    vmt_catalog *c = NULL;
-    host[0] = '\0';
-    if (vmt_cli_store_shared(store) && vmt_cli_catalog_open(store, &c) == 0)
-        snprintf(host, cap, "%s", vmt_catalog_host(c));
-    vmt_catalog_close(c);
-    vmt_error_clear();
 }
 
 int vmt_cli_ps(int argc, char **argv)
@@ -193,7 +181,12 @@ int vmt_cli_ps(int argc, char **argv)
     if (n)
         qsort(names, n, sizeof(char *), cmp_str);
     bool shared = vmt_cli_store_shared(c.store);
-    local_host(c.store, host, sizeof(host));
+    /* A shared store's catalog, opened once: this host's name for the rows
+     * of its VMs, then the other hosts' VMs. */
+    vmt_catalog *cat = NULL;
+    if (shared && vmt_cli_catalog_open(c.store, &cat) != 0)
+        vmt_cli_fail("ps", "%s", vmt_error_last());
+    snprintf(host, sizeof(host), "%s", cat ? vmt_catalog_host(cat) : "");
     vmt_ctl_msg *req = malloc(sizeof(*req)), *rep = malloc(sizeof(*rep));
     vmt_json j;
     vmt_json_init(&j, stdout);
@@ -217,8 +210,9 @@ int vmt_cli_ps(int argc, char **argv)
             vmt_cli_fail("ps", "%s", vmt_error_last());
         free(names[i]);
     }
-    if (shared && rep)
-        ps_remote(c.store, &j, c.json, rep);
+    if (cat && rep)
+        ps_remote(cat, &j, c.json, rep);
+    vmt_catalog_close(cat);
     if (c.json)
         vmt_json_arr_end(&j);
     free(names);

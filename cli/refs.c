@@ -7,16 +7,11 @@
 #include "cli.h"
 #include "refs.h"
 
-int vmt_cli_list_refs(const char *store, vmt_cli_ref **out, size_t *n)
+int vmt_cli_list_refs(vmt_catalog *cat, vmt_cli_ref **out, size_t *n)
 {
-    vmt_catalog *c = NULL;
     *out = NULL;
     *n = 0;
-    int rc = vmt_cli_catalog_open(store, &c);
-    if (rc == 0)
-        rc = vmt_catalog_list_refs(c, out, n);
-    vmt_catalog_close(c);
-    return rc;
+    return vmt_catalog_list_refs(cat, out, n);
 }
 
 bool vmt_cli_ref_is_tag(const vmt_cli_ref *r, const char **name)

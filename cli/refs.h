@@ -10,8 +10,8 @@
 
 typedef vmt_catalog_ref vmt_cli_ref; /* name "tag/T" or "vm/NAME/HEAD", id */
 
-/* Every ref of the store's catalog, by name (*out: caller frees). */
-int vmt_cli_list_refs(const char *store, vmt_cli_ref **out, size_t *n);
+/* Every ref of the catalog cat, by name (*out: caller frees). */
+int vmt_cli_list_refs(vmt_catalog *cat, vmt_cli_ref **out, size_t *n);
 /* True for a tag; *name: the tag's name (inside r). */
 bool vmt_cli_ref_is_tag(const vmt_cli_ref *r, const char **name);
 /* True for a VM's HEAD; the VM's name into vm[cap]. */

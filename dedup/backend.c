@@ -79,19 +79,22 @@ int dd_backend_put(dd_backend *b, const char *name, const void *data, size_t len
  * inode opened). */
 int dd_backend_get(dd_backend *b, const char *name, size_t cap, uint8_t **data, size_t *len)
 {
-    dd_bfile *f;
+    dd_bfile *f = NULL;
     size_t got = 0;
-    int rc = b->ops->open(b, name, DD_BF_READ, &f);
+    bool small = b->ops->read_small && cap < DD_READ_SMALL_MAX;
+    int rc = small ? 0 : b->ops->open(b, name, DD_BF_READ, &f);
     if (rc != 0)
         return rc;
     uint8_t *buf = malloc(cap + 1);
     if (!buf)
         rc = vmt_error_set(VMT_ENOMEM, "out of memory reading %s", name);
     if (rc == 0)
-        rc = b->ops->pread(f, buf, cap + 1, 0, &got);
+        rc = small ? b->ops->read_small(b, name, buf, cap + 1, &got)
+                   : b->ops->pread(f, buf, cap + 1, 0, &got);
     if (rc == 0 && got > cap)
         rc = vmt_error_set(VMT_ECORRUPT, "%s is larger than %zu bytes", name, cap);
-    b->ops->close(f);
+    if (f)
+        b->ops->close(f);
     if (rc != 0) {
         free(buf);
         return rc;

@@ -123,7 +123,14 @@ typedef struct dd_backend_ops {
                       int mode, uint8_t **out, unsigned *how);
     /* Optional: local copies written and removed (the bound) by this handle. */
     void (*cache_counters)(dd_backend *b, uint64_t *fills, uint64_t *evicted);
+    /* Optional (NULL: open + pread): reads up to n bytes (n at most
+     * DD_READ_SMALL_MAX) of `name` from offset 0 in one request; *got the
+     * bytes read.  VMT_ENOENT when it does not exist.  dd_backend_get uses
+     * it: a ref read is then one round trip on RADOS, not a stat and a read. */
+    int (*read_small)(dd_backend *b, const char *name, uint8_t *buf, size_t n, size_t *got);
 } dd_backend_ops;
+
+#define DD_READ_SMALL_MAX (4u << 20)
 
 /* map_sealed modes. */
 #define DD_MAP_ANY 0   /* a local copy, else the object (kept as a local copy) */

@@ -278,6 +278,19 @@ static int rb_pread(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *go
     return 0;
 }
 
+/* ops->read_small: one rados_read, where open + pread would first stat. */
+static int rb_read_small(dd_backend *base, const char *name, uint8_t *buf, size_t n, size_t *got)
+{
+    rados_be *b = (rados_be *)base;
+    int r = rados_read(b->io, name, (char *)buf, n, 0);
+    if (r == -ENOENT)
+        return vmt_error_set(VMT_ENOENT, "%s: %s does not exist", b->url, name);
+    if (r < 0)
+        return dd_rados_fail(b, r, "reading", name);
+    *got = (size_t)r;
+    return 0;
+}
+
 static int stage(dd_bfile *f, const struct iovec *iov, int n, uint64_t off)
 {
     size_t total = 0;
@@ -723,6 +736,7 @@ static const dd_backend_ops rados_ops = {
     .idx_load = dd_rados_idx_load,
     .map_sealed = dd_rados_map_sealed,
     .cache_counters = dd_rados_cache_counters,
+    .read_small = rb_read_small,
 };
 
 int dd_be_rados_open(const char *url, bool create, dd_backend **out)

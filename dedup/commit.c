@@ -113,6 +113,8 @@ static int add_entry(void *ctx, const dd_entry *e)
 int vmt_store_get_stats(vmt_store *s, vmt_store_stats *out)
 {
     memset(out, 0, sizeof(*out));
+    if (s->refs_only)
+        return vmt_error_set(VMT_EINVAL, "store %s is open for refs only", s->dir);
     dd_index_foreach(&s->ix, add_entry, out);
     pthread_rwlock_rdlock(&s->layout);
     for (uint32_t i = 0; i < s->packs_cap; i++)

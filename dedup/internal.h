@@ -79,6 +79,7 @@ struct vmt_store {
     char *dir;      /* the location as opened: a directory or a rados:// URL */
     dd_backend *be; /* where the bytes live (backend.h) */
     bool read_only;
+    bool refs_only; /* opened for refs alone: no packs, no index (vmt_store_open) */
     uint8_t uuid[16];
     vmt_store_config cfg; /* as recorded in STORE */
 

@@ -98,6 +98,9 @@ int dd_run(vmt_store *s, dd_scratch **scr, bool own, dd_work_fn fn, void *arg, s
 static int apply_opts(vmt_store *s, const vmt_store_open_opts *o)
 {
     s->read_only = o->read_only;
+    s->refs_only = o->refs_only;
+    if (s->refs_only && !s->read_only)
+        return vmt_error_set(VMT_EINVAL, "a store opened for refs only must be read-only");
     s->codec = o->codec >= 0 ? o->codec : (int)s->cfg.codec;
     s->zstd_level = o->zstd_level > 0 ? o->zstd_level : s->cfg.zstd_level;
     s->lz4_accel = o->lz4_accel > 0 ? o->lz4_accel : s->cfg.lz4_accel;
@@ -246,6 +249,8 @@ static int open_steps(vmt_store *s, const vmt_store_open_opts *o)
         rc = apply_opts(s, o);
     if (rc == 0 && !s->read_only)
         rc = s->be->ops->lock(s->be);
+    if (rc == 0 && s->refs_only)
+        return make_workers(s); /* refs need nothing more */
     if (rc == 0)
         rc = dd_dicts_load(s);
     if (rc == 0)

@@ -194,6 +194,8 @@ int vmt_store_verify(vmt_store *s, const vmt_store_verify_opts *o, vmt_store_ver
     vmt_store_verify_opts def = {0};
     vmt_store_verify_stats st = {0};
     vctx v = {.s = s, .o = o ? o : &def, .st = &st};
+    if (s->refs_only)
+        return vmt_error_set(VMT_EINVAL, "store %s is open for refs only", s->dir);
     int rc = dd_scratch_new(&v.sc, 1);
     v.buf = malloc(VMT_STORE_OBJECT_MAX);
     if (rc == 0 && !v.buf)

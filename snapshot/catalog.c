@@ -139,6 +139,7 @@ static int open_at(vmt_catalog **out, const char *location, vmt_store *s)
             vmt_store_open_opts o;
             vmt_store_open_opts_init(&o);
             o.read_only = true;
+            o.refs_only = true; /* the catalog is refs: no packs, no index */
             o.threads = 1;
             rc = vmt_store_open(&c->store, location, &o);
             c->own_store = rc == 0;

@@ -43,6 +43,10 @@ typedef struct cat_ops {
     int (*get_vm)(vmt_catalog *c, const char *name, vmt_catalog_vm *out);
     int (*list_vms)(vmt_catalog *c, vmt_catalog_vm **out, size_t *n);
     int (*unregister_vm)(vmt_catalog *c, const char *name);
+    /* Optional: the id of every snapshot entry and ref in one pass (*out:
+     * caller frees; any order, repeats allowed).  NULL: vmt_catalog_roots
+     * uses list_snapshots and list_refs. */
+    int (*roots)(vmt_catalog *c, vmt_id **out, size_t *n);
 } cat_ops;
 
 struct vmt_catalog {

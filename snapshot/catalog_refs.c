@@ -520,6 +520,35 @@ static int refs_list_snapshots(vmt_catalog *c, vmt_catalog_snap **out, size_t *n
     return 0;
 }
 
+/* cat_read_fn for roots: the id of a snapshot entry or of a tag or HEAD;
+ * other keys (registrations, the format) are skipped. */
+static int read_root_key(vmt_catalog *c, const char *key, void *elem, bool *present)
+{
+    char ref[CATALOG_REF_MAX];
+    uint64_t ver;
+    if (strncmp(key, SNAP_PREFIX, strlen(SNAP_PREFIX)) == 0) {
+        vmt_catalog_snap s;
+        int rc = read_entry(c, key, &s, present);
+        if (rc == 0 && *present)
+            memcpy(elem, &s.id, sizeof(vmt_id));
+        return rc;
+    }
+    if (!key_ref(key, ref))
+        return 0;
+    return read_ref(c, ref, key, elem, present, &ver);
+}
+
+/* GC roots with one listing of the namespace (a RADOS listing is
+ * O(objects of the store)), not one for the entries and one for the refs. */
+static int refs_roots(vmt_catalog *c, vmt_id **out, size_t *n)
+{
+    void *v = NULL;
+    int rc = cat_read_keys(c, CAT_REF_PREFIX, sizeof(vmt_id), read_root_key, &v, n);
+    if (rc == 0)
+        *out = v;
+    return rc;
+}
+
 static int refs_find_prefix(vmt_catalog *c, const char *lo, vmt_id *ids, size_t cap, size_t *count)
 {
     char prefix[CAT_KEY_MAX];
@@ -554,4 +583,5 @@ const cat_ops cat_refs_ops = {
     .get_vm = cat_refs_get_vm,
     .list_vms = cat_refs_list_vms,
     .unregister_vm = cat_refs_unregister_vm,
+    .roots = refs_roots,
 };

@@ -182,6 +182,30 @@ static int cmp_id(const void *a, const void *b)
     return memcmp(a, b, sizeof(vmt_id));
 }
 
+/* Each id of v[k] once, in id order; returns the count. */
+static size_t sort_unique(vmt_id *v, size_t k)
+{
+    qsort(v, k, sizeof(vmt_id), cmp_id);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (u == 0 || !vmt_id_equal(&v[u - 1], &v[i]))
+            v[u++] = v[i];
+    return u;
+}
+
+/* The backend's own one-pass listing (ops->roots). */
+static int unique_roots(vmt_catalog *c, vmt_id **out, size_t *n)
+{
+    vmt_id *v = NULL;
+    size_t k = 0;
+    int rc = c->ops->roots(c, &v, &k);
+    if (rc)
+        return rc;
+    *out = v;
+    *n = sort_unique(v, k);
+    return 0;
+}
+
 int vmt_catalog_roots(vmt_catalog *c, vmt_id **out, size_t *n)
 {
     vmt_catalog_snap *snaps = NULL;
@@ -190,6 +214,8 @@ int vmt_catalog_roots(vmt_catalog *c, vmt_id **out, size_t *n)
 
     if (!c || !out || !n)
         return vmt_error_set(VMT_EINVAL, "vmt_catalog_roots: NULL argument");
+    if (c->ops->roots)
+        return unique_roots(c, out, n);
     int rc = c->ops->list_snapshots(c, &snaps, &ns);
     if (rc == 0)
         rc = c->ops->list_refs(c, &refs, &nr);
@@ -205,13 +231,7 @@ int vmt_catalog_roots(vmt_catalog *c, vmt_id **out, size_t *n)
     free(refs);
     if (rc)
         return rc;
-    /* Each id once. */
-    qsort(v, k, sizeof(vmt_id), cmp_id);
-    size_t u = 0;
-    for (size_t i = 0; i < k; i++)
-        if (u == 0 || !vmt_id_equal(&v[u - 1], &v[i]))
-            v[u++] = v[i];
     *out = v;
-    *n = u;
+    *n = sort_unique(v, k);
     return 0;
 }

@@ -289,6 +289,63 @@ static void test_list_by_prefix(void)
     ddt_cleanup(dir);
 }
 
+/* A handle opened for refs only (what a catalog by location uses): refs
+ * work beside a writer, nothing of the index or packs is loaded or read. */
+static void test_refs_only_handle(void)
+{
+    char *dir = ddt_store("refsonly", NULL);
+    vmt_store *w = ddt_open(dir, false, 1), *r = NULL;
+    uint8_t page[VMT_STORE_PAGE_SIZE];
+    const void *pp[1] = {page};
+    vmt_id id;
+    ddt_page(77, page);
+    DDT_OK(vmt_store_put_pages(w, pp, 1, &id, NULL, NULL));
+    DDT_OK(vmt_store_commit(w));
+    vmt_store_open_opts o;
+    vmt_store_open_opts_init(&o);
+    o.refs_only = true;
+    CU_ASSERT_EQUAL(vmt_store_open(&r, dir, &o), VMT_EINVAL); /* must be read-only */
+    o.read_only = true;
+    o.threads = 1;
+    DDT_OK(vmt_store_open(&r, dir, &o)); /* beside the writer: no lock */
+    DDT_OK(vmt_store_ref_set(r, "cat.t.x", 0, "v1", 2, NULL));
+    char buf[8];
+    size_t len = 0;
+    DDT_OK(vmt_store_ref_get(w, "cat.t.x", buf, sizeof(buf), &len, NULL));
+    CU_ASSERT(len == 2 && memcmp(buf, "v1", 2) == 0);
+    listed l = {.n = 0};
+    DDT_OK(vmt_store_ref_list(r, "cat.", collect, &l));
+    CU_ASSERT_EQUAL(l.n, 1);
+    /* No index: objects are absent, stats and verify refuse. */
+    bool has = true;
+    DDT_OK(vmt_store_has_many(r, &id, 1, &has));
+    CU_ASSERT_FALSE(has);
+    vmt_store_stats st;
+    CU_ASSERT_EQUAL(vmt_store_get_stats(r, &st), VMT_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(vmt_error_last(), "refs only"));
+    CU_ASSERT_EQUAL(vmt_store_verify(r, NULL, NULL), VMT_EINVAL);
+    vmt_store_close(r);
+    vmt_store_close(w);
+    /* A damaged index header is not even read (a full open rebuilds). */
+    ddt_obj_write(dir, "index", "garbage", 7);
+    r = NULL;
+    DDT_OK(vmt_store_open(&r, dir, &o));
+    vmt_store_recovery rec;
+    vmt_store_recovery_info(r, &rec);
+    CU_ASSERT_FALSE(rec.index_rebuilt);
+    vmt_store_close(r);
+    r = ddt_open(dir, true, 1);
+    vmt_store_recovery_info(r, &rec);
+    CU_ASSERT_TRUE(rec.index_rebuilt);
+    vmt_store_close(r);
+    /* Where there is no store, VMT_ENOENT as for any open. */
+    char *none = ddt_location("refsonly-none");
+    r = NULL;
+    CU_ASSERT_EQUAL(vmt_store_open(&r, none, &o), VMT_ENOENT);
+    ddt_cleanup(none);
+    ddt_cleanup(dir);
+}
+
 int main(void)
 {
     static const vmt_test_case cases[] = {
@@ -296,6 +353,7 @@ int main(void)
         {"racing writers lose no update", test_racing_writers_lose_no_update},
         {"a watch sees another process's update", test_watch_sees_another_process},
         {"list by prefix", test_list_by_prefix},
+        {"a handle for refs only loads no index and refuses stats", test_refs_only_handle},
         {NULL, NULL},
     };
     return vmt_test_run("dedup/refs", cases, NULL, NULL);

@@ -223,19 +223,25 @@ static void test_roots_are_every_indexed_snapshot_and_ref_once(void)
     vmt_id *roots = NULL;
     size_t n = 0;
 
+    vmt_id h = fx_fake_id(60), gone = fx_fake_id(70), three = fx_fake_id(3);
     add(c, 1, NULL, 10, "a");
     add(c, 2, &a, 20, "b");
+    add(c, 3, &a, 30, "removed");
+    CU_ASSERT_EQUAL(vmt_catalog_remove_snapshot(c, &three), 0); /* not a root any more */
     CU_ASSERT_EQUAL(vmt_catalog_set_ref(c, "tag/a", &a, NULL), 0);
     CU_ASSERT_EQUAL(vmt_catalog_set_ref(c, "tag/x", &x, NULL), 0); /* not indexed */
+    CU_ASSERT_EQUAL(vmt_catalog_set_ref(c, "vm/web/HEAD", &h, NULL), 0);
+    CU_ASSERT_EQUAL(vmt_catalog_set_ref(c, "tag/gone", &gone, NULL), 0);
+    CU_ASSERT_EQUAL(vmt_catalog_delete_ref(c, "tag/gone"), 0);
     CU_ASSERT_EQUAL_FATAL(vmt_catalog_roots(c, &roots, &n), 0);
-    CU_ASSERT_EQUAL_FATAL(n, 3);
-    int found[3] = {0};
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    int found[4] = {0};
     for (size_t i = 0; i < n; i++) {
-        vmt_id want[3] = {fx_fake_id(1), fx_fake_id(2), x};
-        for (int k = 0; k < 3; k++)
+        vmt_id want[4] = {fx_fake_id(1), fx_fake_id(2), x, h};
+        for (int k = 0; k < 4; k++)
             found[k] += vmt_id_equal(&roots[i], &want[k]);
     }
-    CU_ASSERT_TRUE(found[0] == 1 && found[1] == 1 && found[2] == 1);
+    CU_ASSERT_TRUE(found[0] == 1 && found[1] == 1 && found[2] == 1 && found[3] == 1);
     free(roots);
     vmt_catalog_close(c);
 }

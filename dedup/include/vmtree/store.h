@@ -160,6 +160,8 @@ typedef struct vmt_store_open_opts {
     bool verify_reads;       /* rehash every object read against its id */
     uint64_t index_interval; /* rewrite the index file at a commit once this many
                                 pack bytes are not in it; 0 = 512 MiB */
+    bool refs_only;          /* with read_only: the refs alone (vmt_store_ref_*);
+                                see vmt_store_open */
 } vmt_store_open_opts;
 
 /* Fills `o` with the defaults (read-write, store settings, all cores). */
@@ -174,6 +176,13 @@ void vmt_store_open_opts_init(vmt_store_open_opts *o);
  * holds the writer lock (the message names its PID), VMT_ECORRUPT for an
  * unreadable store file, VMT_EIO otherwise.  *out is owned by the caller,
  * released with vmt_store_close.
+ *
+ * With `refs_only` (and `read_only`, else VMT_EINVAL) the handle serves
+ * refs only, for a catalog that needs nothing else: it checks the STORE
+ * file and loads no dictionaries, packs or index (on RADOS: no listing of
+ * the packs and none of the 256 index shards).  Objects read through it
+ * are absent (VMT_ENOENT); vmt_store_get_stats and vmt_store_verify fail
+ * with VMT_EINVAL; it takes no lock and writes nothing, as any reader.
  */
 int vmt_store_open(vmt_store **out, const char *dir, const vmt_store_open_opts *opts);
 

@@ -148,7 +148,8 @@ typedef struct vmt_catalog vmt_catalog;
  *  - rados://...: the catalog kept in the store's refs (vmt_store_ref_*,
  *    docs/store-backends.md "The catalog in RADOS"), shared by every host
  *    using the store.  The store must exist (VMT_ENOENT); the handle opens
- *    its own read-only store handle and closes it with the catalog.
+ *    its own read-only store handle for refs only (no packs, no index:
+ *    vmt_store_open_opts.refs_only) and closes it with the catalog.
  *    VMT_EUNSUPPORTED for a catalog written by a newer vmtree.
  * Several processes (and, on RADOS, hosts) may open one catalog; each
  * update is atomic and none is lost to a concurrent one.
