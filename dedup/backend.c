@@ -81,7 +81,7 @@ int dd_backend_get(dd_backend *b, const char *name, size_t cap, uint8_t **data, 
 {
     dd_bfile *f = NULL;
     size_t got = 0;
-    bool small = b->ops->read_small && cap < DD_READ_SMALL_MAX;
+    bool small = b->ops->read_at && cap < DD_READ_SMALL_MAX;
     int rc = small ? 0 : b->ops->open(b, name, DD_BF_READ, &f);
     if (rc != 0)
         return rc;
@@ -89,7 +89,7 @@ int dd_backend_get(dd_backend *b, const char *name, size_t cap, uint8_t **data, 
     if (!buf)
         rc = vmt_error_set(VMT_ENOMEM, "out of memory reading %s", name);
     if (rc == 0)
-        rc = small ? b->ops->read_small(b, name, buf, cap + 1, &got)
+        rc = small ? b->ops->read_at(b, name, buf, cap + 1, 0, &got)
                    : b->ops->pread(f, buf, cap + 1, 0, &got);
     if (rc == 0 && got > cap)
         rc = vmt_error_set(VMT_ECORRUPT, "%s is larger than %zu bytes", name, cap);

@@ -40,6 +40,14 @@ typedef enum dd_bmode {
 /* Called by idx_load for each entry: 32 bytes in the index file's layout. */
 typedef int (*dd_idx_load_fn)(void *ctx, const uint8_t rec[32]);
 
+/* Requests a backend handle sent, for vmt_store_stats (io_counters). */
+typedef struct dd_bio_counters {
+    uint64_t reads;       /* positioned read requests (read_at, pread) */
+    uint64_t fetch_reads; /* read requests of whole-object fetches (map, map_sealed) */
+    uint64_t stats;       /* stat requests (open of an existing object) */
+    uint64_t fetch_peak;  /* most bytes of whole-object fetches in flight at once */
+} dd_bio_counters;
+
 /* Called by list for each name in a folder; non-zero stops the listing. */
 typedef int (*dd_blist_fn)(void *ctx, const char *name);
 
@@ -123,11 +131,24 @@ typedef struct dd_backend_ops {
                       int mode, uint8_t **out, unsigned *how);
     /* Optional: local copies written and removed (the bound) by this handle. */
     void (*cache_counters)(dd_backend *b, uint64_t *fills, uint64_t *evicted);
-    /* Optional (NULL: open + pread): reads up to n bytes (n at most
-     * DD_READ_SMALL_MAX) of `name` from offset 0 in one request; *got the
-     * bytes read.  VMT_ENOENT when it does not exist.  dd_backend_get uses
-     * it: a ref read is then one round trip on RADOS, not a stat and a read. */
-    int (*read_small)(dd_backend *b, const char *name, uint8_t *buf, size_t n, size_t *got);
+    /*
+     * Optional (NULL: open + pread + close).  Reads up to len bytes of
+     * `name` at off with as few requests as the backend can (RADOS: one
+     * read, no stat: the caller knows the length from the index); *got <
+     * len only at the object's end; VMT_ENOENT when it does not exist.
+     * For a lazy restore's faults (it must not wait behind whole-object
+     * fetches of the same handle) and, from offset 0, for dd_backend_get of
+     * objects under DD_READ_SMALL_MAX (a ref read is then one round trip on
+     * RADOS, not a stat and a read).  Thread-safe.
+     */
+    int (*read_at)(dd_backend *b, const char *name, void *buf, size_t len, uint64_t off,
+                   size_t *got);
+    /* Optional: the store will read packs through this handle (any open but
+     * a refs-only one): RADOS connects its fetch connection behind the
+     * caller, so that a refs-only handle never opens a second one. */
+    void (*reads_ahead)(dd_backend *b);
+    /* Optional: the requests this handle sent (all zero when absent). */
+    void (*io_counters)(dd_backend *b, dd_bio_counters *out);
 } dd_backend_ops;
 
 #define DD_READ_SMALL_MAX (4u << 20)

@@ -72,6 +72,12 @@ int dd_rados_fail(rados_be *b, int r, const char *what, const char *name)
     if (r != -ETIMEDOUT)
         return dd_rados_err(r, what, name);
     __atomic_store_n(&b->timed_out, 1, __ATOMIC_RELEASE);
+    /* Fetches waiting for room in the bound on bytes in flight give up too
+     * (be_rados_read.c): the requests ahead of them failed the same way. */
+    pthread_mutex_lock(&b->fetch_mu);
+    b->timeouts++;
+    pthread_cond_broadcast(&b->fetch_cv);
+    pthread_mutex_unlock(&b->fetch_mu);
     return vmt_error_set(VMT_EIO,
                          "rados: %s %s: no answer from the cluster within %u s (op_timeout; "
                          "is an OSD or a monitor down?)",
@@ -186,36 +192,117 @@ static int connect_fresh(rados_t cluster)
     return j.r;
 }
 
-static int connect_cluster(rados_be *b, const rados_loc *l)
+/* A cluster handle and an ioctx on the location's pool and namespace, with
+ * op_timeout set. */
+static int connect_cluster(rados_be *b, const rados_loc *l, rados_t *cluster, rados_ioctx_t *io)
 {
-    int r = rados_create(&b->cluster, l->id);
+    int r = rados_create(cluster, l->id);
     if (r < 0)
         return dd_rados_err(r, "creating a cluster handle for client", l->id);
-    r = rados_conf_read_file(b->cluster, l->conf[0] ? l->conf : NULL);
+    r = rados_conf_read_file(*cluster, l->conf[0] ? l->conf : NULL);
     if (r < 0)
         return dd_rados_err(r, "reading the configuration", l->conf[0] ? l->conf : "(default search path)");
-    rados_conf_parse_env(b->cluster, NULL);
+    rados_conf_parse_env(*cluster, NULL);
     /* A stopped OSD or monitor must fail a request, not hang it forever
      * (librados waits without limit by default). */
     char secs[16];
     snprintf(secs, sizeof(secs), "%u", b->op_timeout);
     const char *opts[] = {"rados_osd_op_timeout", "rados_mon_op_timeout", "client_mount_timeout"};
     for (size_t i = 0; i < VMT_ARRAY_SIZE(opts); i++) {
-        if ((r = rados_conf_set(b->cluster, opts[i], secs)) < 0)
+        if ((r = rados_conf_set(*cluster, opts[i], secs)) < 0)
             return dd_rados_err(r, "setting", opts[i]);
     }
-    if ((r = connect_fresh(b->cluster)) < 0)
+    if ((r = connect_fresh(*cluster)) < 0)
         return dd_rados_err(r, "connecting to the cluster of", l->conf[0] ? l->conf : "(default conf)");
-    b->connected = true;
-    if ((r = rados_ioctx_create(b->cluster, l->pool, &b->io)) < 0) {
-        b->io = NULL;
+    if ((r = rados_ioctx_create(*cluster, l->pool, io)) < 0) {
+        *io = NULL;
         if (r == -ENOENT)
             return vmt_error_set(VMT_ENOENT, "rados: pool %s does not exist (create it with "
                                              "'ceph osd pool create %s')", l->pool, l->pool);
         return dd_rados_err(r, "opening pool", l->pool);
     }
-    rados_ioctx_set_namespace(b->io, l->ns[0] ? l->ns : NULL);
+    rados_ioctx_set_namespace(*io, l->ns[0] ? l->ns : NULL);
     return 0;
+}
+
+/*
+ * Whole-object fetches read through a second cluster handle: its own
+ * connection to each OSD, so that a small read on the handle's own
+ * connection (a lazy restore's fault) is not queued behind fetch replies on
+ * the socket (docs/store-backends.md, "Reads").  It is connected by a
+ * thread started at open (connecting costs 15-70 ms here, which a lazy
+ * restore's first fetch, right after open, would otherwise wait for).
+ * Without it (it could not connect), fetches share the handle's connection.
+ */
+static void connect_fetch(rados_be *b)
+{
+    rados_loc l;
+    rados_t cluster = NULL;
+    rados_ioctx_t io = NULL;
+    int rc = parse_url(b->url, &l);
+    if (rc == 0 && (rc = connect_cluster(b, &l, &cluster, &io)) != 0) {
+        if (io)
+            rados_ioctx_destroy(io);
+        if (cluster)
+            rados_shutdown(cluster);
+        cluster = io = NULL;
+    }
+    if (rc != 0)
+        vmt_warn("%s: fetching packs over the store's own connection: %s", b->url,
+                 vmt_error_last());
+    pthread_mutex_lock(&b->fconn_mu);
+    b->fcluster = cluster;
+    b->fio = io;
+    b->fconn_done = true;
+    pthread_cond_broadcast(&b->fconn_cv);
+    pthread_mutex_unlock(&b->fconn_mu);
+}
+
+static void *connect_fetch_main(void *arg)
+{
+    connect_fetch(arg);
+    return NULL;
+}
+
+rados_ioctx_t dd_rados_fetch_io(rados_be *b)
+{
+    pthread_mutex_lock(&b->fconn_mu);
+    bool mine = !b->fconn_started;
+    b->fconn_started = true; /* no thread (it could not start): this caller connects */
+    pthread_mutex_unlock(&b->fconn_mu);
+    if (mine)
+        connect_fetch(b);
+    pthread_mutex_lock(&b->fconn_mu);
+    while (!b->fconn_done)
+        pthread_cond_wait(&b->fconn_cv, &b->fconn_mu);
+    rados_ioctx_t io = b->fio && !b->fio_off ? b->fio : b->io;
+    pthread_mutex_unlock(&b->fconn_mu);
+    return io;
+}
+
+/* ops->reads_ahead: the fetches' connection, made behind the caller
+ * (dd_rados_fetch_io waits for it, or connects itself when this never
+ * ran). */
+static void rb_reads_ahead(dd_backend *base)
+{
+    rados_be *b = (rados_be *)base;
+    pthread_mutex_lock(&b->fconn_mu);
+    if (!b->fconn_started)
+        b->fconn_thread = b->fconn_started =
+            pthread_create(&b->fconn_thr, NULL, connect_fetch_main, b) == 0;
+    pthread_mutex_unlock(&b->fconn_mu);
+}
+
+/* Seen: after an OSD stopped and came back, a second handle whose requests
+ * had timed out kept timing out (the handle's own connection recovered),
+ * so after a timeout the fetches go back to the handle's connection for
+ * the rest of its life. */
+void dd_rados_fetch_timed_out(rados_be *b, rados_ioctx_t io)
+{
+    pthread_mutex_lock(&b->fconn_mu);
+    if (io == b->fio)
+        b->fio_off = true;
+    pthread_mutex_unlock(&b->fconn_mu);
 }
 
 /* ---- files ---- */
@@ -229,6 +316,7 @@ static int rb_open(dd_backend *base, const char *name, dd_bmode mode, dd_bfile *
     uint64_t size = 0;
     if (mode == DD_BF_READ || mode == DD_BF_WRITE) {
         time_t mtime;
+        __atomic_add_fetch(&b->ctr.stats, 1, __ATOMIC_RELAXED);
         int r = rados_stat(b->io, name, &size, &mtime);
         if (r < 0)
             rc = r == -ENOENT ? vmt_error_set(VMT_ENOENT, "%s: %s does not exist", b->url, name)
@@ -267,6 +355,7 @@ static int rb_pread(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *go
     size_t n = 0;
     while (n < len) {
         size_t want = VMT_MIN(len - n, (size_t)RADOS_IO_CHUNK);
+        __atomic_add_fetch(&f->b->ctr.reads, 1, __ATOMIC_RELAXED);
         int r = rados_read(f->b->io, f->name, (char *)buf + n, want, off + n);
         if (r < 0)
             return dd_rados_fail(f->b, r, "reading", f->name);
@@ -275,19 +364,6 @@ static int rb_pread(dd_bfile *f, void *buf, size_t len, uint64_t off, size_t *go
             break; /* the object's end */
     }
     *got = n;
-    return 0;
-}
-
-/* ops->read_small: one rados_read, where open + pread would first stat. */
-static int rb_read_small(dd_backend *base, const char *name, uint8_t *buf, size_t n, size_t *got)
-{
-    rados_be *b = (rados_be *)base;
-    int r = rados_read(b->io, name, (char *)buf, n, 0);
-    if (r == -ENOENT)
-        return vmt_error_set(VMT_ENOENT, "%s: %s does not exist", b->url, name);
-    if (r < 0)
-        return dd_rados_fail(b, r, "reading", name);
-    *got = (size_t)r;
     return 0;
 }
 
@@ -489,6 +565,12 @@ static void rb_destroy(dd_backend *base)
         return;
     dd_rados_unlock(b);
     dd_pcache_close(b->cache);
+    if (b->fconn_thread)
+        pthread_join(b->fconn_thr, NULL);
+    if (b->fio)
+        rados_ioctx_destroy(b->fio);
+    if (b->fcluster)
+        rados_shutdown(b->fcluster);
     if (b->io)
         rados_ioctx_destroy(b->io);
     if (b->cluster)
@@ -496,6 +578,10 @@ static void rb_destroy(dd_backend *base)
     notify_drain(b); /* no notify callback runs after shutdown */
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->fetch_mu);
+    pthread_cond_destroy(&b->fetch_cv);
+    pthread_mutex_destroy(&b->fconn_mu);
+    pthread_cond_destroy(&b->fconn_cv);
     free(b->url);
     free(b);
 }
@@ -736,7 +822,9 @@ static const dd_backend_ops rados_ops = {
     .idx_load = dd_rados_idx_load,
     .map_sealed = dd_rados_map_sealed,
     .cache_counters = dd_rados_cache_counters,
-    .read_small = rb_read_small,
+    .read_at = dd_rados_read_at,
+    .io_counters = dd_rados_io_counters,
+    .reads_ahead = rb_reads_ahead,
 };
 
 int dd_be_rados_open(const char *url, bool create, dd_backend **out)
@@ -760,7 +848,13 @@ int dd_be_rados_open(const char *url, bool create, dd_backend **out)
     b->op_timeout = l.op_timeout ? l.op_timeout : RADOS_OP_TIMEOUT_DEFAULT;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
-    rc = connect_cluster(b, &l);
+    pthread_mutex_init(&b->fetch_mu, NULL);
+    pthread_cond_init(&b->fetch_cv, NULL);
+    pthread_mutex_init(&b->fconn_mu, NULL);
+    pthread_cond_init(&b->fconn_cv, NULL);
+    rc = connect_cluster(b, &l, &b->cluster, &b->io);
+    if (rc == 0)
+        b->connected = true;
     if (rc == 0)
         rc = dd_rados_read_setup(b, &l.rd, l.ns);
     if (rc != 0) {

@@ -25,6 +25,7 @@ typedef struct rados_be {
     bool connected;
     unsigned op_timeout; /* seconds before a request without an answer fails */
     int timed_out;       /* atomic: a request timed out (close fences, see dd_rados_fail) */
+    unsigned timeouts;   /* requests timed out so far (under fetch_mu) */
     struct dd_rados_notify *abandoned; /* notifies given up on (under mu) */
     /* The writer lock (be_rados_lock.c). */
     unsigned lock_timeout; /* seconds; renewed every third of it */
@@ -40,6 +41,24 @@ typedef struct rados_be {
     dd_pcache *cache;
     char scope[192];  /* cluster fsid/pool id/namespace: part of every cache key */
     int cache_warned; /* atomic: a failed cache write was reported once */
+    /* Whole-object fetches share a bound on the bytes they have in flight,
+     * so that a small read (a lazy restore's fault) queues behind at most
+     * that much at the OSD (be_rados_read.c). */
+    pthread_mutex_t fetch_mu;
+    pthread_cond_t fetch_cv;
+    size_t fetch_inflight; /* bytes of fetch requests in flight (under fetch_mu) */
+    /* The second cluster handle fetches read through (dd_rados_fetch_io),
+     * connected by a thread started at open. */
+    pthread_mutex_t fconn_mu;
+    pthread_cond_t fconn_cv;
+    bool fconn_started; /* under fconn_mu: a connect began (thread or caller) */
+    bool fconn_done;    /* under fconn_mu: fcluster/fio are final (NULL: failed) */
+    bool fconn_thread;  /* fconn_thr runs (joined at destroy) */
+    pthread_t fconn_thr;
+    rados_t fcluster;
+    rados_ioctx_t fio;
+    bool fio_off; /* under fconn_mu: fio timed out, fetches use io (dd_rados_fetch_timed_out) */
+    dd_bio_counters ctr;   /* atomic counters (fetch_peak under fetch_mu) */
 } rados_be;
 
 /* Read-path settings of a location (be_rados_read.c). */
@@ -56,14 +75,26 @@ int dd_rados_read_param(rados_read_cfg *c, const char *kv, size_t n);
 /* After connecting: the memory bound, the cache (opened), the read ops. */
 int dd_rados_read_setup(rados_be *b, const rados_read_cfg *c, const char *ns);
 
-/* ops->map_sealed and ops->cache_counters (be_rados_read.c). */
+/* ops->map_sealed, ops->cache_counters, ops->read_at and ops->io_counters
+ * (be_rados_read.c). */
 int dd_rados_map_sealed(dd_backend *b, const char *name, size_t len, const uint8_t tag[16],
                         int mode, uint8_t **out, unsigned *how);
 void dd_rados_cache_counters(dd_backend *b, uint64_t *fills, uint64_t *evicted);
+int dd_rados_read_at(dd_backend *b, const char *name, void *buf, size_t len, uint64_t off,
+                     size_t *got);
+void dd_rados_io_counters(dd_backend *b, dd_bio_counters *out);
 
 /* Reads len bytes of name from offset 0 into buf, in pieces in flight at
- * once; VMT_EIO when the object is shorter. */
+ * once (within the handle's bound on fetch bytes in flight); VMT_EIO when
+ * the object is shorter. */
 int dd_rados_read_all(rados_be *b, const char *name, uint8_t *buf, size_t len);
+/* The ioctx of whole-object fetches: a second cluster handle, waiting for
+ * the connect begun at open (the handle's own ioctx when that failed).
+ * Thread-safe. */
+rados_ioctx_t dd_rados_fetch_io(rados_be *b);
+/* A fetch request sent through io timed out: when io is the second
+ * handle's, later fetches use the handle's own ioctx. */
+void dd_rados_fetch_timed_out(rados_be *b, rados_ioctx_t io);
 
 #define DD_RADOS_IDX_SHARDS 256u
 

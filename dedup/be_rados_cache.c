@@ -193,14 +193,20 @@ static cfile *list_files(dd_pcache *c, size_t *n, uint64_t *total)
 }
 
 /* Removes least recently used files until the directory fits its bound.
- * One process sweeps at a time (flock); the others skip: the sweeping one
- * sees their files too. */
+ * One process sweeps at a time (flock), and every one that added a file
+ * sweeps after it: one that skipped while another swept would leave its
+ * file uncounted by that sweep's listing, and the directory over its bound
+ * (seen: two processes filling at once ended above it).  A sweep lists one
+ * directory, so the wait is short. */
 static void sweep(dd_pcache *c, const char *keep)
 {
     int lfd = openat(c->dfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lfd < 0)
         return;
-    if (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+    int r;
+    while ((r = flock(lfd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    if (r != 0) {
         close(lfd);
         return;
     }

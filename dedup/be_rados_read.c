@@ -22,8 +22,21 @@
 #include "be_rados.h"
 #include "internal.h"
 
-#define READ_PIECE (4u << 20) /* bytes per read request of a whole-object fetch */
-#define READ_PIECES_MAX 32u   /* requests in flight at once */
+/*
+ * Whole-object fetches (a pack's view) are read in pieces of FETCH_PIECE
+ * bytes, all fetches of a handle together keeping at most
+ * FETCH_INFLIGHT_MAX bytes in flight (one piece at least), over a second
+ * cluster handle (dd_rados_fetch_io).  A small read (read_at: a lazy
+ * restore's fault) goes past that bound on the handle's own connection: at
+ * the OSD it waits behind at most that many bytes of the same pack, and
+ * its answer is not queued behind fetch replies on the socket (before: up
+ * to 32 pieces of 4 MiB on one connection, plus a stat: a fault on a cold
+ * host waited for most of the prefetched packs; docs/store-backends.md).
+ */
+#define FETCH_PIECE (1u << 20)
+#define FETCH_INFLIGHT_MAX (2u << 20)
+#define FETCH_PIECES_MAX 2u       /* one fetch's pieces in flight: FETCH_INFLIGHT_MAX / FETCH_PIECE */
+#define READ_AT_CHUNK (8u << 20) /* bytes per request of read_at */
 #define MEM_DEFAULT (1ull << 30)
 #define MEM_MIN (1ull << 20)
 
@@ -100,37 +113,149 @@ int dd_rados_read_setup(rados_be *b, const rados_read_cfg *c, const char *ns)
     return rc == 0 ? 0 : vmt_error_wrap(rc, "%s", b->url);
 }
 
+static bool fits(const rados_be *b, size_t want)
+{
+    return b->fetch_inflight == 0 || b->fetch_inflight + want <= FETCH_INFLIGHT_MAX;
+}
+
+/*
+ * Room for `want` more bytes of fetch requests in flight: waits for it when
+ * the caller has none in flight itself (`wait`; a caller with requests in
+ * flight waits for its own oldest instead, so no caller holds room while
+ * waiting for more).  false without room, or when a request of this handle
+ * timed out while it waited (*timed_out: the cluster stopped answering,
+ * and the requests ahead of it failed).
+ */
+static bool take_room(rados_be *b, size_t want, bool wait, bool *timed_out)
+{
+    pthread_mutex_lock(&b->fetch_mu);
+    unsigned seen = b->timeouts;
+    while (wait && !fits(b, want) && b->timeouts == seen)
+        pthread_cond_wait(&b->fetch_cv, &b->fetch_mu);
+    *timed_out = b->timeouts != seen;
+    bool ok = !*timed_out && fits(b, want);
+    if (ok) {
+        b->fetch_inflight += want;
+        if (b->fetch_inflight > b->ctr.fetch_peak)
+            b->ctr.fetch_peak = b->fetch_inflight;
+    }
+    pthread_mutex_unlock(&b->fetch_mu);
+    return ok;
+}
+
+static void give_room(rados_be *b, size_t n)
+{
+    pthread_mutex_lock(&b->fetch_mu);
+    b->fetch_inflight -= n;
+    pthread_cond_broadcast(&b->fetch_cv);
+    pthread_mutex_unlock(&b->fetch_mu);
+}
+
+/* One piece of a fetch in flight. */
+typedef struct piece {
+    rados_completion_t c;
+    rados_ioctx_t io;
+    size_t len;
+} piece;
+
+static int send_piece(rados_be *b, rados_ioctx_t io, const char *name, uint8_t *buf, size_t off,
+                      piece *pc)
+{
+    __atomic_add_fetch(&b->ctr.fetch_reads, 1, __ATOMIC_RELAXED);
+    int r = rados_aio_create_completion2(NULL, NULL, &pc->c);
+    pc->io = io;
+    if (r == 0 && (r = rados_aio_read(io, name, pc->c, (char *)buf + off, pc->len, off)) < 0)
+        rados_aio_release(pc->c);
+    return r < 0 ? dd_rados_fail(b, r, "reading", name) : 0;
+}
+
+/* Waits for a piece; adds its bytes to *got, or sets *rc (when 0) to its
+ * failure.  A timeout is recorded before the room is given back, so that
+ * fetches waiting for room fail with it instead of sending requests that
+ * would wait out the timeout again. */
+static void wait_piece(rados_be *b, const char *name, piece *pc, size_t *got, int *rc)
+{
+    rados_aio_wait_for_complete(pc->c);
+    int r = rados_aio_get_return_value(pc->c);
+    rados_aio_release(pc->c);
+    if (r == -ETIMEDOUT)
+        dd_rados_fetch_timed_out(b, pc->io);
+    if (r < 0 && (*rc == 0 || r == -ETIMEDOUT)) {
+        int e = dd_rados_fail(b, r, "reading", name);
+        *rc = *rc ? *rc : e;
+    }
+    *got += r > 0 ? (size_t)r : 0;
+    give_room(b, pc->len);
+}
+
 int dd_rados_read_all(rados_be *b, const char *name, uint8_t *buf, size_t len)
 {
-    rados_completion_t comp[READ_PIECES_MAX];
-    size_t npieces = (len + READ_PIECE - 1) / READ_PIECE, got = 0;
+    piece ring[FETCH_PIECES_MAX];
+    size_t off = 0, got = 0, head = 0, n = 0;
+    rados_ioctx_t io = dd_rados_fetch_io(b);
     int rc = 0;
-    for (size_t first = 0; rc == 0 && first < npieces; first += READ_PIECES_MAX) {
-        size_t k = VMT_MIN(npieces - first, (size_t)READ_PIECES_MAX), sent = 0;
-        for (; sent < k; sent++) {
-            size_t off = (first + sent) * READ_PIECE, want = VMT_MIN(len - off, (size_t)READ_PIECE);
-            int r = rados_aio_create_completion2(NULL, NULL, &comp[sent]);
-            if (r == 0 &&
-                (r = rados_aio_read(b->io, name, comp[sent], (char *)buf + off, want, off)) < 0)
-                rados_aio_release(comp[sent]);
-            if (r < 0) {
-                rc = dd_rados_fail(b, r, "reading", name);
-                break;
+    while (n > 0 || (rc == 0 && off < len)) {
+        bool timed_out = false;
+        if (rc == 0 && off < len && n < FETCH_PIECES_MAX) {
+            piece *pc = &ring[(head + n) % FETCH_PIECES_MAX];
+            pc->len = VMT_MIN(len - off, (size_t)FETCH_PIECE);
+            if (take_room(b, pc->len, n == 0, &timed_out)) {
+                if ((rc = send_piece(b, io, name, buf, off, pc)) != 0) {
+                    give_room(b, pc->len);
+                    continue;
+                }
+                n++;
+                off += pc->len;
+                continue;
+            }
+            if (timed_out) {
+                rc = dd_rados_fail(b, -ETIMEDOUT, "reading", name);
+                continue;
             }
         }
-        for (size_t i = 0; i < sent; i++) {
-            rados_aio_wait_for_complete(comp[i]);
-            int r = rados_aio_get_return_value(comp[i]);
-            rados_aio_release(comp[i]);
-            if (r < 0 && rc == 0)
-                rc = dd_rados_fail(b, r, "reading", name);
-            got += r > 0 ? (size_t)r : 0;
-        }
+        wait_piece(b, name, &ring[head], &got, &rc);
+        head = (head + 1) % FETCH_PIECES_MAX;
+        n--;
     }
     if (rc == 0 && got != len)
         rc = vmt_error_set(VMT_EIO, "rados: %s holds %zu bytes, fewer than the %zu expected", name,
                            got, len);
     return rc;
+}
+
+/* One read request per call (a record is far below READ_AT_CHUNK), no
+ * stat, and outside the bound on fetches: a fault queues behind at most
+ * FETCH_INFLIGHT_MAX bytes of them. */
+int dd_rados_read_at(dd_backend *base, const char *name, void *buf, size_t len, uint64_t off,
+                     size_t *got)
+{
+    rados_be *b = (rados_be *)base;
+    size_t n = 0;
+    while (n < len) {
+        size_t want = VMT_MIN(len - n, (size_t)READ_AT_CHUNK);
+        __atomic_add_fetch(&b->ctr.reads, 1, __ATOMIC_RELAXED);
+        int r = rados_read(b->io, name, (char *)buf + n, want, off + n);
+        if (r == -ENOENT)
+            return vmt_error_set(VMT_ENOENT, "%s: %s does not exist", b->url, name);
+        if (r < 0)
+            return dd_rados_fail(b, r, "reading", name);
+        n += (size_t)r;
+        if ((size_t)r < want)
+            break; /* the object's end */
+    }
+    *got = n;
+    return 0;
+}
+
+void dd_rados_io_counters(dd_backend *base, dd_bio_counters *out)
+{
+    rados_be *b = (rados_be *)base;
+    out->reads = __atomic_load_n(&b->ctr.reads, __ATOMIC_RELAXED);
+    out->fetch_reads = __atomic_load_n(&b->ctr.fetch_reads, __ATOMIC_RELAXED);
+    out->stats = __atomic_load_n(&b->ctr.stats, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&b->fetch_mu);
+    out->fetch_peak = b->ctr.fetch_peak;
+    pthread_mutex_unlock(&b->fetch_mu);
 }
 
 /* The object's bytes in a new anonymous mapping. */

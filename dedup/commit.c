@@ -139,6 +139,14 @@ int vmt_store_get_stats(vmt_store *s, vmt_store_stats *out)
     out->pack_view_bytes = __atomic_load_n(&s->view_bytes, __ATOMIC_RELAXED);
     if (s->be->ops->cache_counters)
         s->be->ops->cache_counters(s->be, &out->pack_cache_fills, &out->pack_cache_evicted);
+    if (s->be->ops->io_counters) {
+        dd_bio_counters io = {0};
+        s->be->ops->io_counters(s->be, &io);
+        out->backend_reads = io.reads;
+        out->backend_fetch_reads = io.fetch_reads;
+        out->backend_stats = io.stats;
+        out->backend_fetch_peak = io.fetch_peak;
+    }
     out->compression_ratio =
         out->stored_bytes ? (double)out->logical_bytes / (double)out->stored_bytes : 1.0;
     out->dedup_ratio = c.new_bytes ? (double)c.put_bytes / (double)c.new_bytes : 1.0;

@@ -251,6 +251,8 @@ static int open_steps(vmt_store *s, const vmt_store_open_opts *o)
         rc = s->be->ops->lock(s->be);
     if (rc == 0 && s->refs_only)
         return make_workers(s); /* refs need nothing more */
+    if (rc == 0 && s->be->ops->reads_ahead)
+        s->be->ops->reads_ahead(s->be);
     if (rc == 0)
         rc = dd_dicts_load(s);
     if (rc == 0)

@@ -558,6 +558,12 @@ typedef struct vmt_store_stats {
     uint64_t pack_view_bytes;    /* bytes of packs' views that can be dropped, mapped now */
     uint64_t pack_ranged_reads;  /* objects of small reads read alone while their pack was
                                     being fetched (a lazy restore's first faults) */
+    /* Requests this handle sent to the backend (RADOS; all zero on a
+     * directory store): */
+    uint64_t backend_reads;       /* positioned reads (a record read alone: one each) */
+    uint64_t backend_fetch_reads; /* reads of pieces of whole-pack fetches */
+    uint64_t backend_stats;       /* stats (the size of an object opened for reading) */
+    uint64_t backend_fetch_peak;  /* most bytes of whole-pack fetch reads in flight at once */
 } vmt_store_stats;
 
 /* Fills *out.  Thread-safe. */
