@@ -65,6 +65,9 @@ typedef struct dd_pack {
                       the backend's map_sealed (a local cache) */
     unsigned how;  /* DD_VIEW_* of the view (under view_mu); 0: the writer's own */
     bool fetching; /* a reader is fetching its view (under view_mu) */
+    uint32_t fetch_fails; /* under view_mu: fetches of its view that failed */
+    int fetch_rc;         /* under view_mu: the last failure's code and message */
+    char fetch_why[192];
     uint64_t used; /* atomic: the store's read epoch when last read */
 } dd_pack;
 

@@ -94,25 +94,40 @@ static int fetch(vmt_store *s, dd_pack *p, int mode, uint8_t **m, unsigned *how)
 }
 
 /* Waits until nobody fetches p's view, then marks it fetched by the caller
- * when its view is still `expect`; returns the current view. */
-static uint8_t *claim(vmt_store *s, dd_pack *p, const uint8_t *expect, bool *mine, bool *local)
+ * when its view is still `expect`; returns the current view.  With `failed`:
+ * when the fetch waited for failed, the caller does not fetch again (on a
+ * stopped OSD that would cost a second op_timeout: seen, 8 s for a batch
+ * read with 4 s timeouts) and gets that failure's code (*failed, with the
+ * error set); a later read tries again. */
+static uint8_t *claim(vmt_store *s, dd_pack *p, const uint8_t *expect, bool *mine, bool *local,
+                      int *failed)
 {
     pthread_mutex_lock(&s->view_mu);
-    while (p->fetching)
+    uint32_t fails = p->fetch_fails;
+    bool waited = false;
+    while (p->fetching) {
+        waited = true;
         pthread_cond_wait(&s->view_cv, &s->view_mu);
+    }
     uint8_t *cur = p->map;
     *local = (p->how & DD_VIEW_LOCAL) != 0;
     *mine = cur == expect && (!expect || *local);
+    if (failed && *mine && waited && p->fetch_fails != fails) {
+        *mine = false;
+        *failed = vmt_error_set(p->fetch_rc, "%s", p->fetch_why);
+    }
     p->fetching = *mine;
     pthread_mutex_unlock(&s->view_mu);
     return cur;
 }
 
-/* Ends the caller's fetch: installs m (NULL: the fetch failed), retiring
- * the view it replaces. */
-static void install(vmt_store *s, dd_pack *p, uint8_t *m, unsigned how, dd_retired *r)
+/* Ends the caller's fetch: installs m when rc is 0, retiring the view it
+ * replaces; else records the failure (rc, and this thread's error). */
+static void install(vmt_store *s, dd_pack *p, int rc, uint8_t *m, unsigned how, dd_retired *r)
 {
     pthread_mutex_lock(&s->view_mu);
+    if (rc != 0)
+        m = NULL;
     if (m && p->map) {
         *r = (dd_retired){.next = s->retired, .map = p->map, .len = p->map_len};
         s->retired = r;
@@ -122,6 +137,10 @@ static void install(vmt_store *s, dd_pack *p, uint8_t *m, unsigned how, dd_retir
     if (m) {
         p->how = how;
         __atomic_store_n(&p->map, m, __ATOMIC_RELEASE);
+    } else { /* the failing fetch's thread: its error is the last one set */
+        p->fetch_fails++;
+        p->fetch_rc = rc;
+        snprintf(p->fetch_why, sizeof(p->fetch_why), "%s", vmt_error_last());
     }
     p->fetching = false;
     pthread_cond_broadcast(&s->view_cv);
@@ -143,10 +162,13 @@ const uint8_t *dd_pack_view(vmt_store *s, dd_pack *p)
     }
     /* One reader fetches; the others wait for its view (a pack is several
      * MiB: fetching it twice costs a round trip and the bandwidth). */
-    m = claim(s, p, NULL, &mine, &local);
+    int failed = 0;
+    m = claim(s, p, NULL, &mine, &local, &failed);
+    if (failed)
+        return NULL;
     if (mine) {
         int rc = fetch(s, p, DD_MAP_ANY, &m, &how);
-        install(s, p, rc == 0 ? m : NULL, how, NULL);
+        install(s, p, rc, m, how, NULL);
         if (rc != 0)
             return NULL;
     }
@@ -160,7 +182,7 @@ const uint8_t *dd_pack_refetch(vmt_store *s, dd_pack *p, const uint8_t *old)
     unsigned how = 0;
     bool mine, local;
     dd_retired *r = malloc(sizeof(*r));
-    uint8_t *cur = r ? claim(s, p, old, &mine, &local) : NULL;
+    uint8_t *cur = r ? claim(s, p, old, &mine, &local, NULL) : NULL;
     if (!r || !mine) {
         free(r);
         /* Another reader replaced it already, or the damage is in the store. */
@@ -171,7 +193,7 @@ const uint8_t *dd_pack_refetch(vmt_store *s, dd_pack *p, const uint8_t *old)
              s->dir, p->num);
     __atomic_add_fetch(&s->n_damaged, 1, __ATOMIC_RELAXED);
     int rc = fetch(s, p, DD_MAP_FRESH, &m, &how);
-    install(s, p, rc == 0 ? m : NULL, how, r);
+    install(s, p, rc, m, how, r);
     if (rc != 0) {
         free(r);
         return NULL;
@@ -196,7 +218,7 @@ static void *bg_main(void *arg)
     unsigned how = 0;
     free(b);
     int rc = fetch(s, p, DD_MAP_ANY, &m, &how); /* a failure: the next full read says why */
-    install(s, p, rc == 0 ? m : NULL, how, NULL);
+    install(s, p, rc, m, how, NULL);
     pthread_mutex_lock(&s->view_mu);
     s->bg--;
     pthread_cond_broadcast(&s->view_cv);
@@ -254,7 +276,7 @@ const uint8_t *dd_pack_view_nowait(vmt_store *s, dd_pack *p, bool *inflight, boo
         *inflight = *owner = true;
         return NULL;
     }
-    install(s, p, m, how, NULL);
+    install(s, p, 0, m, how, NULL);
     touch(s, p);
     return m;
 }
@@ -265,7 +287,8 @@ void dd_pack_fetch_behind(vmt_store *s, dd_pack *p)
     unsigned how = 0;
     if (start_bg(s, p))
         return;
-    install(s, p, fetch(s, p, DD_MAP_ANY, &m, &how) == 0 ? m : NULL, how, NULL);
+    int rc = fetch(s, p, DD_MAP_ANY, &m, &how);
+    install(s, p, rc, m, how, NULL);
 }
 
 void dd_views_wait(vmt_store *s)
