@@ -237,18 +237,6 @@ static void diff(watch_out *o, const watch_state *a, const watch_state *b)
     }
 }
 
-static int parse_secs(const char *opt, const char *arg, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(arg, &end, 10);
-    if (errno || end == arg || *end || v == 0 || v > max)
-        return vmt_error_set(VMT_EINVAL, "%s %s: not a whole number from 1 to %llu", opt, arg,
-                             (unsigned long long)max);
-    *out = v;
-    return 0;
-}
-
 typedef struct watch_opts {
     uint64_t count, timeout_s, recheck_s;
 } watch_opts;
@@ -256,11 +244,17 @@ typedef struct watch_opts {
 static int watch_opt(void *ctx, int code, const char *arg)
 {
     watch_opts *w = ctx;
-    int rc = code == OPT_COUNT     ? parse_secs("--count", arg, UINT32_MAX, &w->count)
-             : code == OPT_TIMEOUT ? parse_secs("--timeout", arg, 86400 * 365, &w->timeout_s)
-             : code == OPT_RECHECK ? parse_secs("--recheck", arg, 86400, &w->recheck_s)
-                                   : VMT_EINVAL;
-    return rc ? (vmt_cli_fail("watch", "%s", vmt_error_last()), 1) : 0;
+    const char *opt = code == OPT_COUNT ? "--count" : code == OPT_TIMEOUT ? "--timeout" : "--recheck";
+    uint64_t max = code == OPT_COUNT ? UINT32_MAX : code == OPT_TIMEOUT ? 86400u * 365 : 86400u;
+    uint64_t *out = code == OPT_COUNT     ? &w->count
+                    : code == OPT_TIMEOUT ? &w->timeout_s
+                                          : &w->recheck_s;
+    if (code != OPT_COUNT && code != OPT_TIMEOUT && code != OPT_RECHECK)
+        return 1;
+    if (vmt_parse_u64(arg, 1, max, out) != 0)
+        return vmt_cli_fail("watch", "%s %s: not a whole number from 1 to %llu", opt, arg,
+                            (unsigned long long)max);
+    return 0;
 }
 
 /* Waits up to ms for a wake byte (or a signal); drains the pipe.  True

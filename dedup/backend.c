@@ -73,28 +73,33 @@ int dd_backend_put(dd_backend *b, const char *name, const void *data, size_t len
     return b->ops->publish(f);
 }
 
+int dd_backend_read_at(dd_backend *b, const char *name, void *buf, size_t len, uint64_t off,
+                       size_t *got)
+{
+    if (b->ops->read_at)
+        return b->ops->read_at(b, name, buf, len, off, got);
+    dd_bfile *f = NULL;
+    int rc = b->ops->open(b, name, DD_BF_READ, &f);
+    if (rc == 0)
+        rc = b->ops->pread(f, buf, len, off, got);
+    if (f)
+        b->ops->close(f);
+    return rc;
+}
+
 /* One read of up to cap + 1 bytes, whatever the size said at open: an
  * object replaced meanwhile (a ref) is read whole, old or new, never a mix
  * (RADOS applies a read of an object atomically; a directory's file is the
  * inode opened). */
 int dd_backend_get(dd_backend *b, const char *name, size_t cap, uint8_t **data, size_t *len)
 {
-    dd_bfile *f = NULL;
     size_t got = 0;
-    bool small = b->ops->read_at && cap < DD_READ_SMALL_MAX;
-    int rc = small ? 0 : b->ops->open(b, name, DD_BF_READ, &f);
-    if (rc != 0)
-        return rc;
     uint8_t *buf = malloc(cap + 1);
     if (!buf)
-        rc = vmt_error_set(VMT_ENOMEM, "out of memory reading %s", name);
-    if (rc == 0)
-        rc = small ? b->ops->read_at(b, name, buf, cap + 1, 0, &got)
-                   : b->ops->pread(f, buf, cap + 1, 0, &got);
+        return vmt_error_set(VMT_ENOMEM, "out of memory reading %s", name);
+    int rc = dd_backend_read_at(b, name, buf, cap + 1, 0, &got);
     if (rc == 0 && got > cap)
         rc = vmt_error_set(VMT_ECORRUPT, "%s is larger than %zu bytes", name, cap);
-    if (f)
-        b->ops->close(f);
     if (rc != 0) {
         free(buf);
         return rc;

@@ -137,9 +137,8 @@ typedef struct dd_backend_ops {
      * read, no stat: the caller knows the length from the index); *got <
      * len only at the object's end; VMT_ENOENT when it does not exist.
      * For a lazy restore's faults (it must not wait behind whole-object
-     * fetches of the same handle) and, from offset 0, for dd_backend_get of
-     * objects under DD_READ_SMALL_MAX (a ref read is then one round trip on
-     * RADOS, not a stat and a read).  Thread-safe.
+     * fetches of the same handle) and for dd_backend_get (a ref read is
+     * then one round trip on RADOS, not a stat and a read).  Thread-safe.
      */
     int (*read_at)(dd_backend *b, const char *name, void *buf, size_t len, uint64_t off,
                    size_t *got);
@@ -150,8 +149,6 @@ typedef struct dd_backend_ops {
     /* Optional: the requests this handle sent (all zero when absent). */
     void (*io_counters)(dd_backend *b, dd_bio_counters *out);
 } dd_backend_ops;
-
-#define DD_READ_SMALL_MAX (4u << 20)
 
 /* map_sealed modes. */
 #define DD_MAP_ANY 0   /* a local copy, else the object (kept as a local copy) */
@@ -190,6 +187,11 @@ int dd_be_rados_open(const char *url, bool create, dd_backend **out);
 
 /* Writes name durably as a whole: open REPLACE, write, publish. */
 int dd_backend_put(dd_backend *b, const char *name, const void *data, size_t len);
+/* Reads up to len bytes of `name` at off: ops->read_at, else open +
+ * pread + close.  *got < len only at the object's end; VMT_ENOENT when it
+ * does not exist. */
+int dd_backend_read_at(dd_backend *b, const char *name, void *buf, size_t len, uint64_t off,
+                       size_t *got);
 /* Reads a whole object of at most cap bytes into a new buffer (free());
  * VMT_ENOENT when absent, VMT_ECORRUPT when larger than cap. */
 int dd_backend_get(dd_backend *b, const char *name, size_t cap, uint8_t **data, size_t *len);

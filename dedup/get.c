@@ -53,30 +53,14 @@ static int read_record(vmt_store *s, dd_scratch *sc, const dd_entry *e, const ui
     return 0;
 }
 
-/* Reads len bytes of pack `num` at off: one request where the backend
- * can (read_at: no open, no stat), else open + pread. */
-static int read_at(vmt_store *s, uint32_t num, void *buf, size_t len, uint64_t off, size_t *got)
-{
-    const dd_backend_ops *ops = s->be->ops;
-    dd_bfile *f = NULL;
-    if (ops->read_at) {
-        char name[40];
-        dd_pack_name(name, num);
-        return ops->read_at(s->be, name, buf, len, off, got);
-    }
-    int rc = dd_pack_file(s, num, DD_BF_READ, &f);
-    if (rc == 0)
-        rc = ops->pread(f, buf, len, off, got);
-    ops->close(f);
-    return rc;
-}
-
 /* The record alone, read from the backend (its pack is being fetched). */
 static int read_ranged(vmt_store *s, dd_scratch *sc, const dd_entry *e, void *dst, bool rehash)
 {
     size_t len = DD_REC_HDR + (size_t)e->slen, got = 0;
     uint8_t *buf = malloc(len);
-    int rc = buf ? read_at(s, e->pack, buf, len, e->off, &got) : VMT_ENOMEM;
+    char name[40];
+    dd_pack_name(name, e->pack);
+    int rc = buf ? dd_backend_read_at(s->be, name, buf, len, e->off, &got) : VMT_ENOMEM;
     if (rc == 0 && got != len)
         rc = damaged(e, "the record lies beyond the end of its pack");
     if (rc == 0)

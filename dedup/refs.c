@@ -76,23 +76,35 @@ static void watch_fired(void *arg)
     w->fn(w->ctx, w->name);
 }
 
+/* For what only a shared store does (`what`, when the backend has the op):
+ * checks the name and writes the ref's object name into oid. */
+static int shared_ref(vmt_store *s, const char *name, bool has_op, const char *what,
+                      char oid[16 + REF_NAME_MAX])
+{
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    if (!has_op)
+        return vmt_error_set(VMT_EUNSUPPORTED,
+                             "%s needs a shared store (rados://); a %s store has one host, "
+                             "which sees its own updates",
+                             what, s->be->ops->scheme);
+    snprintf(oid, 16 + REF_NAME_MAX, DD_REFS_DIR "/%s", name);
+    return 0;
+}
+
 int vmt_store_ref_watch_start(vmt_store *s, const char *name, vmt_store_ref_fn fn, void *ctx,
                               vmt_store_ref_watch **out)
 {
     char oid[16 + REF_NAME_MAX];
-    int rc = check_name(name);
+    int rc = shared_ref(s, name, s->be->ops->ref_watch != NULL, "watching refs", oid);
     if (rc != 0)
         return rc;
-    if (!s->be->ops->ref_watch)
-        return vmt_error_set(VMT_EUNSUPPORTED,
-                             "watching refs needs a shared store (rados://); a %s store has "
-                             "one host, which sees its own updates", s->be->ops->scheme);
     vmt_store_ref_watch *w = calloc(1, sizeof(*w));
     if (!w)
         return vmt_error_set(VMT_ENOMEM, "out of memory");
     *w = (vmt_store_ref_watch){.be = s->be, .fn = fn, .ctx = ctx};
     snprintf(w->name, sizeof(w->name), "%s", name);
-    snprintf(oid, sizeof(oid), DD_REFS_DIR "/%s", name);
     rc = s->be->ops->ref_watch(s->be, oid, watch_fired, w, &w->handle);
     if (rc != 0) {
         free(w);
@@ -113,16 +125,8 @@ void vmt_store_ref_watch_stop(vmt_store_ref_watch *w)
 int vmt_store_ref_notify(vmt_store *s, const char *name)
 {
     char oid[16 + REF_NAME_MAX];
-    int rc = check_name(name);
-    if (rc != 0)
-        return rc;
-    if (!s->be->ops->ref_notify)
-        return vmt_error_set(VMT_EUNSUPPORTED,
-                             "notifying ref watchers needs a shared store (rados://); a %s "
-                             "store has one host",
-                             s->be->ops->scheme);
-    snprintf(oid, sizeof(oid), DD_REFS_DIR "/%s", name);
-    return s->be->ops->ref_notify(s->be, oid);
+    int rc = shared_ref(s, name, s->be->ops->ref_notify != NULL, "notifying ref watchers", oid);
+    return rc ? rc : s->be->ops->ref_notify(s->be, oid);
 }
 
 int vmt_store_ref_set(vmt_store *s, const char *name, uint64_t expect, const void *data,
